@@ -1,0 +1,1 @@
+"""Model, dense-CRF loss, training loop and evaluation. May import `pipeline`; never the reverse."""
