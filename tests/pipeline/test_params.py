@@ -1,0 +1,76 @@
+"""The params schema: the shipped params.yaml validates; bad keys and values fail naming the key."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from pipeline.params import ParamsError, load_params, validate_params
+from tests.conftest import REPO
+
+MINIMAL = {"sources": [{"name": "cam1", "url": "https://example.org/v.mp4"}]}
+
+
+def _error(raw) -> str:
+    with pytest.raises(ParamsError) as info:
+        validate_params(raw)
+    return str(info.value)
+
+
+def test_shipped_params_validate():
+    params = load_params(REPO / "params.yaml")
+    assert params.sources and all(s.is_synthetic for s in params.sources)
+
+
+def test_defaults_fill_sections():
+    params = validate_params(MINIMAL)
+    assert params.frames.per_sequence == 20 and params.masks.backend == "temporal"
+    assert params.loss.lum_exponent == pytest.approx(1 / 8)  # the paper's value, not the code's 1/4
+
+
+@pytest.mark.parametrize(
+    "raw, key",
+    [
+        ({**MINIMAL, "frames": {"per_sequense": 4}}, "frames.per_sequense"),
+        ({**MINIMAL, "frames": {"per_sequence": 1}}, "frames.per_sequence"),
+        ({**MINIMAL, "masks": {"backend": "sam"}}, "masks.backend"),
+        ({**MINIMAL, "masks": {"saturation": {"high": 2}}}, "masks.saturation.high"),
+        ({"sources": [{"name": "a", "url": "https://x/a", "type": "gif"}]}, "sources[0].type"),
+        ({"sources": [{"name": "has.dot", "url": "https://x/a"}]}, "sources[0].name"),
+        ({"sources": [{"name": "a", "url": "https://x/a", "colour": 1}]}, "sources[0].colour"),
+        ({"sources": [{"name": "a", "url": "https://x/a", "start": 5, "end": 2}]}, "sources[0]"),
+        ({"sources": []}, "sources"),
+        ({**MINIMAL, "trian": {}}, "trian"),
+    ],
+)
+def test_errors_name_the_key(raw, key):
+    assert key in _error(raw)
+
+
+def test_duplicate_names_refused():
+    assert "duplicate source name 'a'" in _error({"sources": [{"name": "a", "url": "https://x/1"}, {"name": "a", "url": "https://x/2"}]})
+
+
+@pytest.mark.parametrize("url", ["file:///tmp/v.mp4", "/tmp/v.mp4", "videos/v.mp4"])
+def test_local_sources_need_opt_in(url):
+    raw = {"sources": [{"name": "a", "url": url}]}
+    message = _error(raw)
+    assert "sources[0].url" in message and "download.allow_local" in message
+    assert validate_params({**raw, "download": {"allow_local": True}}).sources[0].is_local
+
+
+def test_params_are_frozen():
+    params = validate_params(MINIMAL)
+    with pytest.raises(Exception):
+        params.frames.per_sequence = 3  # type: ignore[misc]
+
+
+def test_load_params_names_the_file(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("sources: [unclosed")
+    with pytest.raises(ParamsError, match="params.yaml: not valid YAML"):
+        load_params(bad)
+    with pytest.raises(ParamsError, match="file not found"):
+        load_params(tmp_path / "missing.yaml")
+    bad.write_text(yaml.safe_dump({"sources": [{"name": "a"}]}))
+    with pytest.raises(ParamsError, match=r"sources\[0\]\.url"):
+        load_params(bad)
