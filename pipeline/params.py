@@ -114,11 +114,27 @@ class MasksParams(_Section):
     min_valid_frames: Annotated[int, Field(ge=1)] = 2
 
 
+class ShadingWeightsParams(_Section):
+    """Shading-smoothness pair weights (pipeline/shading_weights.py documents each; paper Eq. 10-13)."""
+
+    k_abs: Annotated[float, Field(gt=0)] = 20.0  # exp(-k_abs * (d_i - med d)^2), d = log-intensity derivative
+    k_rel: Annotated[float, Field(gt=0)] = 4.0  # exp(-k_rel * ((d_i - med d) / |med d|)^2)
+    sigma_intensity: Annotated[float, Field(gt=0)] = 0.12  # affinity W: linear intensity difference
+    sigma_chroma: Annotated[float, Field(gt=0)] = 0.025  # affinity W: rg-chromaticity difference
+    edge_scale: Annotated[float, Field(ge=0)] = 1.0  # factor = edge_offset + edge_scale * (1 - median W); authors 12
+    edge_offset: Annotated[float, Field(ge=0)] = 0.0  # paper 0; authors 1 (= 12 * 1/12)
+    reduce: Literal["mean", "median", "none"] = "mean"  # over frames; "none" keeps per-frame (m,4,H,W)
+    intensity: Literal["mean_rgb", "rec709"] = "mean_rgb"
+    downsample: Literal["average", "nearest"] = "average"  # authors: nearest
+    eps: Annotated[float, Field(gt=0)] = 1e-4  # linear clamp before log
+
+
 class ShardsParams(_Section):
     sequences_per_shard: Annotated[int, Field(ge=1)] = 8
     val_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
     seed: int = 0
     shading_scales: Annotated[int, Field(ge=1, le=8)] = 4
+    shading_weights: ShadingWeightsParams = ShadingWeightsParams()
 
 
 class ModelParams(_Section):
