@@ -54,13 +54,23 @@ def write_status(out_dir: Path, status_path: Path | None, record: dict) -> None:
         atomic_write_json(status_path, record)
 
 
-def run_source_stage(stage: str, run: Callable[[Params, Source, Path], dict], argv: list[str] | None = None) -> int:
-    """Parse the CLI, call `run(params, source, out_dir) -> status record`, write the status, print one line.
+def run_source_stage(
+    stage: str,
+    run: Callable[..., dict],
+    argv: list[str] | None = None,
+    inputs: dict[str, str] | None = None,
+) -> int:
+    """Parse the CLI, call `run(params, source, out_dir, **inputs) -> status record`, write the status, print one line.
 
-    Per-source failures are data (exit 0 with a failed status) so one bad source never stops `dvc repro`.
+    `inputs` maps extra required folder flags to their help text, e.g. {"raw": "download output"} adds
+    ``--raw DIR`` and passes ``raw=Path(DIR)`` to `run`. Per-source failures are data (exit 0 with a failed
+    status) so one bad source never stops `dvc repro`.
     """
-    args, params, source = parse_source_stage(source_stage_parser(f"BigTime {stage} stage, one source"), argv)
-    record = run(params, source, args.out)
+    parser = source_stage_parser(f"BigTime {stage} stage, one source")
+    for flag, help_text in (inputs or {}).items():
+        parser.add_argument(f"--{flag}", required=True, type=Path, help=help_text)
+    args, params, source = parse_source_stage(parser, argv)
+    record = run(params, source, args.out, **{flag: getattr(args, flag) for flag in (inputs or {})})
     Path(args.out).mkdir(parents=True, exist_ok=True)  # DVC needs the out even when the source failed
     write_status(args.out, args.status, record)
     detail = record.get("reason", "") if record["status"] != "ok" else record.get("summary", "")
