@@ -1,0 +1,158 @@
+"""Shading-smoothness weights against a straightforward per-pixel Python loop, the torch twin, and behaviour."""
+from __future__ import annotations
+
+import math
+import statistics
+
+import numpy as np
+import pytest
+
+from pipeline.params import ShardsParams
+from pipeline.shading_weights import (
+    NEIGHBOUR_OFFSETS,
+    shading_smoothness_weights,
+    shading_smoothness_weights_torch,
+    weights_from_params,
+)
+
+
+def _srgb_to_linear_scalar(v: float) -> float:
+    return v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4
+
+
+def _reference(srgb, scales, k_abs, k_rel, s_int, s_chr, edge_scale, edge_offset, reduce, intensity, downsample, eps):
+    """Per-pixel loops over plain Python floats; an independent reading of the module docstring."""
+    m, h, w, _ = srgb.shape
+    img = [[[[_srgb_to_linear_scalar(float(srgb[i, y, x, c])) for c in range(3)] for x in range(w)] for y in range(h)] for i in range(m)]
+    out = []
+    for level in range(scales):
+        if level:
+            h2, w2 = h // 2, w // 2
+            new = []
+            for i in range(m):
+                rows = []
+                for y in range(h2):
+                    row = []
+                    for x in range(w2):
+                        if downsample == "nearest":
+                            row.append(list(img[i][2 * y][2 * x]))
+                        else:
+                            row.append([sum(img[i][2 * y + a][2 * x + b][c] for a in (0, 1) for b in (0, 1)) / 4 for c in range(3)])
+                    rows.append(row)
+                new.append(rows)
+            img, h, w = new, h2, w2
+        res = np.zeros((m, 4, h, w) if reduce == "none" else (4, h, w))
+        for k, (dy, dx) in enumerate(NEIGHBOUR_OFFSETS):
+            for y in range(h):
+                for x in range(w):
+                    qy, qx = y + dy, x + dx
+                    if not (0 <= qy < h and 0 <= qx < w):
+                        continue
+                    ds, affs = [], []
+                    for i in range(m):
+                        a = [max(v, eps) for v in img[i][y][x]]
+                        b = [max(v, eps) for v in img[i][qy][qx]]
+                        if intensity == "mean_rgb":
+                            ia, ib = sum(a) / 3, sum(b) / 3
+                        else:
+                            ia = 0.2126 * a[0] + 0.7152 * a[1] + 0.0722 * a[2]
+                            ib = 0.2126 * b[0] + 0.7152 * b[1] + 0.0722 * b[2]
+                        ds.append(math.log(ia) - math.log(ib))
+                        ca = [a[0] / sum(a), a[1] / sum(a)]
+                        cb = [b[0] / sum(b), b[1] / sum(b)]
+                        dc = (ca[0] - cb[0]) ** 2 + (ca[1] - cb[1]) ** 2
+                        affs.append(math.exp(-dc / s_chr**2 - (ia - ib) ** 2 / s_int**2))
+                    med = statistics.median(ds)
+                    vs = [max(math.exp(-k_abs * (d - med) ** 2), math.exp(-k_rel * ((d - med) / (abs(med) + 1e-6)) ** 2)) for d in ds]
+                    factor = edge_offset + edge_scale * (1 - statistics.median(affs))
+                    if reduce == "none":
+                        for i in range(m):
+                            res[i, k, y, x] = vs[i] * factor
+                    else:
+                        agg = sum(vs) / m if reduce == "mean" else statistics.median(vs)
+                        res[k, y, x] = agg * factor
+        out.append(res)
+    return out
+
+
+CASES = [
+    dict(reduce="mean", intensity="mean_rgb", downsample="average", edge_scale=1.0, edge_offset=0.0),
+    dict(reduce="median", intensity="rec709", downsample="nearest", edge_scale=12.0, edge_offset=1.0),
+    dict(reduce="none", intensity="mean_rgb", downsample="average", edge_scale=2.0, edge_offset=0.5),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["reduce"] for c in CASES])
+@pytest.mark.parametrize("m", [4, 5])  # even and odd: the median of an even count averages the middle two
+def test_matches_per_pixel_loop(case, m):
+    rng = np.random.default_rng(m)
+    srgb = rng.random((m, 9, 11, 3))
+    srgb[0, 0, 0] = 0.0  # exercises the clamp before log
+    kw = dict(scales=3, k_abs=20.0, k_rel=4.0, sigma_intensity=0.3, sigma_chroma=0.2, eps=1e-4, **case)
+    got = shading_smoothness_weights(srgb, **kw)
+    ref = _reference(srgb, 3, 20.0, 4.0, 0.3, 0.2, case["edge_scale"], case["edge_offset"], case["reduce"], case["intensity"], case["downsample"], 1e-4)
+    assert len(got) == 3
+    for level, (g, r) in enumerate(zip(got, ref)):
+        assert g.dtype == np.float32 and g.shape == r.shape
+        assert g.shape[-2:] == (9 >> level, 11 >> level)
+        np.testing.assert_allclose(g, r, rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["reduce"] for c in CASES])
+def test_torch_twin_matches_numpy(case):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    srgb = rng.random((6, 20, 28, 3))
+    got_np = shading_smoothness_weights(srgb, scales=3, **case)
+    got_t = shading_smoothness_weights_torch(torch.from_numpy(srgb), scales=3, **case)
+    for a, b in zip(got_np, got_t):
+        np.testing.assert_allclose(a, b.numpy(), rtol=1e-5, atol=1e-6)
+    got_t32 = shading_smoothness_weights_torch(torch.from_numpy(srgb).float(), scales=3, **case)
+    for a, b in zip(got_np, got_t32):
+        np.testing.assert_allclose(a, b.numpy(), rtol=1e-3, atol=1e-3)
+
+
+def test_outside_neighbours_are_zero_and_contract_shapes():
+    srgb = np.random.default_rng(0).random((3, 16, 24, 3))
+    ws = shading_smoothness_weights(srgb)  # defaults: 4 scales, per-sequence
+    assert [w.shape for w in ws] == [(4, 16, 24), (4, 8, 12), (4, 4, 6), (4, 2, 3)]
+    for w in ws:
+        assert np.all(w[0, :, -1] == 0) and np.all(w[1, -1, :] == 0)
+        assert np.all(w[2, -1, :] == 0) and np.all(w[2, :, -1] == 0)
+        assert np.all(w[3, -1, :] == 0) and np.all(w[3, :, 0] == 0)
+        assert np.all(w >= 0) and np.all(np.isfinite(w))
+
+
+def test_moving_shadow_lowers_weight_only_in_frames_it_crosses():
+    """Constant reflectance edge + a shadow edge that crosses pair (p, q) in one frame only."""
+    m, h, w = 7, 4, 8
+    albedo = np.full((h, w, 3), 0.5)
+    albedo[:, 4:] = [0.2, 0.5, 0.3]  # colour (reflectance) edge between columns 3 and 4
+    shading = np.ones((m, h, w))
+    shading[2, :, 6:] = 0.3  # frame 2: shadow edge between columns 5 and 6
+    linear = albedo[None] * shading[..., None] * np.linspace(0.6, 1.0, m)[:, None, None, None]
+    srgb = np.clip(linear, 0, 1) ** (1 / 2.2)
+    per_frame = shading_smoothness_weights(srgb, scales=1, reduce="none", edge_offset=1.0)[0]
+    horiz = per_frame[:, 0, 1]  # (m, w): pair (x, x+1) on row 1
+    assert horiz[2, 5] < 1e-3 and np.all(np.delete(horiz[:, 5], 2) > 0.99)  # shadow only in frame 2
+    # the reflectance edge is stable over time: full smoothness weight, boosted by (1 - median W)
+    assert np.all(horiz[:, 3] > 1.9) and np.allclose(horiz[:, 1], 1.0)  # factor 1 + (1 - W), W ~ 0 vs 1
+    seq = shading_smoothness_weights(srgb, scales=1, reduce="mean", edge_offset=1.0)[0]
+    np.testing.assert_allclose(seq, per_frame.mean(0), rtol=1e-6)
+
+
+def test_weights_from_params_uses_the_section():
+    params = ShardsParams(shading_scales=2, shading_weights={"edge_scale": 12.0, "edge_offset": 1.0, "reduce": "median"})
+    srgb = np.random.default_rng(1).random((5, 8, 8, 3))
+    got = weights_from_params(srgb, params)
+    want = shading_smoothness_weights(srgb, scales=2, edge_scale=12.0, edge_offset=1.0, reduce="median")
+    assert len(got) == 2
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_rejects_bad_input():
+    with pytest.raises(ValueError):
+        shading_smoothness_weights(np.zeros((2, 8, 8)))
+    with pytest.raises(ValueError):
+        shading_smoothness_weights(np.zeros((2, 8, 8, 3)), scales=4)  # 8 >> 3 = 1 pixel

@@ -1,0 +1,61 @@
+"""All-Pairs Weighted Least Squares (APWLS, BigTime Sec. 5, Eq. 14-15) in O(m n) instead of O(m^2 n).
+
+    APWLS(P, X, Q, Y) = sum_i sum_j sum_{c,p} P_i[c,p]^2 Q_j[c,p]^2 (X_i[c,p] - Y_j[c,p])^2
+
+with P, X: (m, C_P, H, W) / (m, C, H, W) and Q, Y: (n, C_Q, H, W) / (n, C, H, W), i over the m frames on the
+X side, j over the n frames on the Y side, p over the H*W pixels, c over channels. P and Q broadcast over
+channels (C_P, C_Q in {1, C}). Units are whatever X and Y are in (here: natural logs of linear values).
+Expanding the square, with per-pixel sums over frames
+    A_k = sum_i P_i^2 X_i^k,   B_k = sum_j Q_j^2 Y_j^k   (k = 0, 1, 2),
+gives APWLS = sum_{c,p} (B_0 A_2 - 2 A_1 B_1 + A_0 B_2): three frame reductions per side, O((m + n) C H W).
+
+Numerics: the expansion cancels catastrophically when |X|, |Y| are large compared with X - Y. Because the
+value is invariant to subtracting the same per-pixel shift from X and Y, both are centred by a per-(c, p)
+shift (the Q^2-weighted mean of Y, detached: the exact gradient through it is zero) before expanding.
+The sum is returned unnormalised; callers (training/loss.py) divide by their pair counts.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def _check(weights: torch.Tensor, values: torch.Tensor, name: str) -> None:
+    if weights.dim() != 4 or values.dim() != 4:
+        raise ValueError(f"{name}: expected 4-D (frames, C, H, W) tensors, got {tuple(weights.shape)}, {tuple(values.shape)}")
+    if weights.shape[0] != values.shape[0] or weights.shape[2:] != values.shape[2:]:
+        raise ValueError(f"{name}: weight {tuple(weights.shape)} and value {tuple(values.shape)} disagree")
+    if weights.shape[1] not in (1, values.shape[1]):
+        raise ValueError(f"{name}: weight channels {weights.shape[1]} must be 1 or {values.shape[1]}")
+
+
+def apwls(P: torch.Tensor, X: torch.Tensor, Q: torch.Tensor, Y: torch.Tensor, *, center: bool = True) -> torch.Tensor:
+    """sum_i sum_j ||P_i * Q_j * (X_i - Y_j)||^2 (elementwise products, squared Frobenius norm) as a scalar."""
+    _check(P, X, "P/X")
+    _check(Q, Y, "Q/Y")
+    if X.shape[1:] != Y.shape[1:]:
+        raise ValueError(f"X {tuple(X.shape)} and Y {tuple(Y.shape)} must agree in (C, H, W)")
+    p2 = P * P
+    q2 = Q * Q
+    a0 = p2.sum(0)  # (C_P, H, W)
+    b0 = q2.sum(0)  # (C_Q, H, W)
+    if center:
+        with torch.no_grad():
+            shift = (q2 * Y).sum(0) / b0.clamp_min(torch.finfo(b0.dtype).tiny)  # (C, H, W)
+        X = X - shift
+        Y = Y - shift
+    p2x = p2 * X
+    q2y = q2 * Y
+    a1 = p2x.sum(0)
+    a2 = (p2x * X).sum(0)
+    b1 = q2y.sum(0)
+    b2 = (q2y * Y).sum(0)
+    return (b0 * a2 - 2.0 * a1 * b1 + a0 * b2).sum()
+
+
+def apwls_naive(P: torch.Tensor, X: torch.Tensor, Q: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """Reference O(m n) pairs x pixels evaluation (explicit frame pairs; for benchmarks and checks)."""
+    total = X.new_zeros(())
+    for i in range(X.shape[0]):
+        diff = X[i : i + 1] - Y  # (n, C, H, W)
+        total = total + ((P[i : i + 1] * Q * diff) ** 2).sum()
+    return total

@@ -1,0 +1,213 @@
+"""The BigTime training energy (Li & Snavely CVPR 2018, Sec. 5) for one image sequence.
+
+`intrinsic_loss(srgb, mask, log_r, log_s, log_c, shading_weights, config) -> (total, terms)`
+  srgb            (m, 3, H, W) float in [0, 1], gamma-encoded input frames of ONE sequence (constant)
+  mask            (m, 1, H, W) float {0, 1}; 1 = valid pixel (not sky / dynamic / saturated)
+  log_r           (m, 3, H, W) predicted log reflectance (natural log of linear albedo)
+  log_s           (m, 1, H, W) predicted log shading (grey)
+  log_c           (m, 3)       predicted log illumination colour; model: log I = log R + log S + log c
+  shading_weights list of `scales` tensors (4, H_l, W_l) (or per frame (m, 4, H_l, W_l)), H_l = H >> l,
+                  from pipeline/shading_weights.py (4 forward neighbour offsets NEIGHBOUR_OFFSETS)
+  total           scalar; terms: dict of the unweighted scalar terms (reconstruct, consistency, rsmooth,
+                  ssmooth, shading_l1)
+
+total = w_reconstruct L_reconstruct + w_consistency L_consistency + w_rsmooth L_rsmooth
+        + w_ssmooth L_ssmooth + w_shading_l1 mean|log S|
+
+Terms (i, j frames; p pixels; c colour channels; M masks; log I = log(clamp(srgb_to_linear(srgb), log_eps))):
+- L_reconstruct (Eq. 6-7, APWLS with P_i = L_i M_i, Q_j = M_j, X_i = log I_i - log S_i - log c_i,
+  Y_j = log R_j, L_i = lum(I_i)^lum_exponent (paper: Rec.709-style luminance^(1/8); the authors' code used the
+  mean of linear RGB, `lum_definition="mean_rgb"`); since P enters squared the squared error is weighted by
+  lum^(2 lum_exponent) = lum^(1/4)):
+      sum_{i,j,p,c} P_i^2 Q_j^2 (X_i - Y_j)^2 / sum_{i,j,p,c} M_i M_j
+  i.e. normalised by the number of ordered valid (frame pair incl. i = j, pixel, channel) terms (the authors'
+  normaliser sum_p (sum_i M_i)^2 x 3 channels).
+- L_consistency (Eq. 8, APWLS with P = Q = M, X = Y = log R):
+      (1/2) sum_{i,j,p,c} M_i M_j (log R_i - log R_j)^2 / sum_{i != j,p,c} M_i M_j
+  i.e. the sum over unordered pairs i < j divided by the number of ordered valid i != j terms; this equals the
+  authors' (sum M sum M R^2 - (sum M R)^2) / sum (sum M)^2 - sum M, so the weight 2 means the same.
+- L_rsmooth (Eq. 9): dense spatio-temporal bilateral reflectance smoothness, energy of log R under the
+  bistochastised permutohedral-lattice filter built from srgb (training/lattice.py owns the definition and
+  its normalisation). The lattice is built ONCE per call; pixels with mask 0 are left out of it unless
+  `rsmooth_masked_pixels`. Skipped (and the lattice not built) when w_rsmooth == 0 and no lattice is given.
+- L_ssmooth (Eq. 10-13): multiscale weighted L2 on log S over 8-neighbour pairs,
+      sum_{l=1..L} (1/l) * (1/4) sum_{k=1..4} [ sum_{i,p} v^l_{k,p} M_i(p) M_i(q) (s^l_i(p) - s^l_i(q))^2
+                                                / sum_{i,p} M_i(p) M_i(q) ],   q = p + offset_k
+  where s^l is log S reduced l-1 times by 2x2 average pooling and M^l is valid only where all its 2x2
+  children are (min pooling). Only the 4 forward offsets are summed: each unordered 8-neighbour pair once.
+  The authors summed all 8 neighbours (every pair twice, the weights being symmetric) and divided by 8, which
+  equals our (1/4) over the 4 forward offsets; each offset is normalised by its own valid-pair count, as
+  theirs. (Their border handling dropped the outermost pixel ring; we keep every pair inside the image.)
+- shading_l1: mean over all pixels of |log S| (a prior toward unit shading, from the authors' code).
+
+Paper vs the authors' code: the paper text does not give the term weights; the defaults 2, 2, 4, 1 and the
+0.1 mean|log S| shading prior (which the paper text does not mention) reproduce the authors' training code.
+Everything is computed in float32 with autocast disabled (bf16/fp16 inputs are cast up), so the quadratic
+forms and the lattice are safe under mixed precision.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.color import luminance, srgb_to_linear
+from pipeline.shading_weights import NEIGHBOUR_OFFSETS, _pair_slices
+from training.apwls import apwls
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Mirror of `pipeline.params.LossParams` (see that class and this module's docstring)."""
+
+    w_reconstruct: float = 2.0
+    w_consistency: float = 2.0
+    w_rsmooth: float = 4.0
+    w_ssmooth: float = 1.0
+    w_shading_l1: float = 0.1
+    lum_exponent: float = 0.125
+    lum_definition: str = "rec709"
+    log_eps: float = 1e-4
+    sigma_xy: float = 0.1
+    sigma_intensity: float = 0.12
+    sigma_chroma: float = 0.025
+    bistochastic_iterations: int = 10
+    bistochastic_tolerance: float = 1e-3
+    rsmooth_masked_pixels: bool = False
+
+    @classmethod
+    def from_params(cls, params) -> "LossConfig":
+        """From `pipeline.params.LossParams` (or any object/dict with these fields)."""
+        raw = params if isinstance(params, dict) else params.model_dump()
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(raw) - names
+        if unknown:
+            raise ValueError(f"loss params not in LossConfig: {sorted(unknown)}")
+        return cls(**raw)
+
+
+def log_linear_image(srgb: torch.Tensor, eps: float) -> torch.Tensor:
+    """srgb (m,3,H,W) [0,1] -> log of linear RGB clamped at eps (m,3,H,W)."""
+    return torch.log(srgb_to_linear(srgb.clamp(0.0, 1.0)).clamp_min(eps))
+
+
+def reconstruction_loss(srgb, mask, log_r, log_s, log_c, config: LossConfig) -> torch.Tensor:
+    """L_reconstruct (see module docstring); all inputs float32."""
+    linear = srgb_to_linear(srgb.clamp(0.0, 1.0)).clamp_min(config.log_eps)
+    if config.lum_definition == "rec709":
+        lum = luminance(linear, channel_axis=1).unsqueeze(1)
+    elif config.lum_definition == "mean_rgb":
+        lum = linear.mean(1, keepdim=True)
+    else:
+        raise ValueError(f"lum_definition must be rec709|mean_rgb, got {config.lum_definition!r}")
+    lum = lum.clamp_min(config.log_eps)
+    P = lum.pow(config.lum_exponent) * mask
+    X = torch.log(linear) - log_s - log_c[:, :, None, None]
+    num = apwls(P, X, mask, log_r)
+    msum = mask.sum(0)
+    den = (msum * msum).sum() * log_r.shape[1]
+    return num / den.clamp_min(1.0)
+
+
+def consistency_loss(mask, log_r) -> torch.Tensor:
+    """L_consistency (see module docstring)."""
+    num = 0.5 * apwls(mask, log_r, mask, log_r)
+    msum = mask.sum(0)
+    den = (msum * msum - (mask * mask).sum(0)).sum() * log_r.shape[1]
+    return num / den.clamp_min(1.0)
+
+
+def _reduce_mask(mask: torch.Tensor) -> torch.Tensor:
+    return -F.max_pool2d(-mask, 2)  # valid only if all 2x2 children are valid
+
+
+def shading_smoothness_loss(log_s, mask, shading_weights: Sequence[torch.Tensor]) -> torch.Tensor:
+    """L_ssmooth (see module docstring). log_s, mask (m,1,H,W); weights per scale (4,H_l,W_l) or (m,4,H_l,W_l)."""
+    total = log_s.new_zeros(())
+    s, msk = log_s, mask
+    for level, w in enumerate(shading_weights):
+        if level:
+            s = F.avg_pool2d(s, 2)
+            msk = _reduce_mask(msk)
+        h, wd = s.shape[-2:]
+        if tuple(w.shape[-3:]) != (len(NEIGHBOUR_OFFSETS), h, wd):
+            raise ValueError(f"shading_weights[{level}] has shape {tuple(w.shape)}, expected (..., 4, {h}, {wd})")
+        w = w.to(device=s.device, dtype=s.dtype)
+        w = w.unsqueeze(0) if w.dim() == 3 else w  # (1 or m, 4, h, w)
+        level_sum = s.new_zeros(())
+        for k, (dy, dx) in enumerate(NEIGHBOUR_OFFSETS):
+            (py, px), (qy, qx) = _pair_slices(h, wd, dy, dx)
+            pair_mask = msk[:, 0, py, px] * msk[:, 0, qy, qx]  # (m, hp, wp)
+            diff = s[:, 0, py, px] - s[:, 0, qy, qx]
+            weighted = (w[:, k, py, px] * pair_mask * diff * diff).sum()
+            level_sum = level_sum + weighted / pair_mask.sum().clamp_min(1.0)
+        total = total + level_sum / (4.0 * (level + 1))
+    return total
+
+
+def build_lattice(srgb: torch.Tensor, mask: Optional[torch.Tensor], config: LossConfig):
+    """The bilateral reflectance-smoothness operator of training/lattice.py for this sequence (float32)."""
+    from training.lattice import BilateralSmoothness
+
+    with torch.autocast(device_type=srgb.device.type, enabled=False):
+        valid = None if (config.rsmooth_masked_pixels or mask is None) else mask.float() > 0.5
+        return BilateralSmoothness.build(
+            srgb.float(),
+            valid,
+            sigma_xy=config.sigma_xy,
+            sigma_intensity=config.sigma_intensity,
+            sigma_chroma=config.sigma_chroma,
+            iterations=config.bistochastic_iterations,
+            tolerance=config.bistochastic_tolerance,
+        )
+
+
+def intrinsic_loss(
+    srgb: torch.Tensor,
+    mask: torch.Tensor,
+    log_r: torch.Tensor,
+    log_s: torch.Tensor,
+    log_c: torch.Tensor,
+    shading_weights: Sequence[torch.Tensor],
+    config: LossConfig,
+    *,
+    lattice=None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total BigTime energy of one sequence and its unweighted terms (see module docstring for shapes).
+
+    `lattice`: an already built `BilateralSmoothness` for this srgb/mask (optional; otherwise built here,
+    once). Runs in float32 with autocast disabled whatever the caller's autocast state.
+    """
+    m = srgb.shape[0]
+    if srgb.dim() != 4 or srgb.shape[1] != 3:
+        raise ValueError(f"srgb must be (m,3,H,W), got {tuple(srgb.shape)}")
+    expect = {"mask": (mask, (m, 1)), "log_r": (log_r, (m, 3)), "log_s": (log_s, (m, 1))}
+    for name, (t, lead) in expect.items():
+        if tuple(t.shape) != lead + tuple(srgb.shape[2:]):
+            raise ValueError(f"{name} must be {lead + tuple(srgb.shape[2:])}, got {tuple(t.shape)}")
+    if tuple(log_c.shape) != (m, 3):
+        raise ValueError(f"log_c must be ({m}, 3), got {tuple(log_c.shape)}")
+
+    with torch.autocast(device_type=srgb.device.type, enabled=False):
+        srgb32 = srgb.detach().float()
+        mask32 = mask.detach().float()
+        log_r, log_s, log_c = log_r.float(), log_s.float(), log_c.float()
+        terms: dict[str, torch.Tensor] = {}
+        terms["reconstruct"] = reconstruction_loss(srgb32, mask32, log_r, log_s, log_c, config)
+        terms["consistency"] = consistency_loss(mask32, log_r)
+        if lattice is None and config.w_rsmooth != 0:
+            lattice = build_lattice(srgb32, mask32, config)
+        terms["rsmooth"] = lattice.energy(log_r).float() if lattice is not None else log_r.new_zeros(())
+        terms["ssmooth"] = shading_smoothness_loss(log_s, mask32, shading_weights)
+        terms["shading_l1"] = log_s.abs().mean()
+        total = (
+            config.w_reconstruct * terms["reconstruct"]
+            + config.w_consistency * terms["consistency"]
+            + config.w_rsmooth * terms["rsmooth"]
+            + config.w_ssmooth * terms["ssmooth"]
+            + config.w_shading_l1 * terms["shading_l1"]
+        )
+    return total, terms
