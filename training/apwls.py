@@ -28,27 +28,66 @@ def _check(weights: torch.Tensor, values: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name}: weight channels {weights.shape[1]} must be 1 or {values.shape[1]}")
 
 
+def _moments(w2: torch.Tensor, v: torch.Tensor):
+    """Frame sums sum w2, sum w2 v, sum w2 v^2 (each (C, H, W) or (C_w, H, W))."""
+    w2v = w2 * v
+    return w2.sum(0), w2v.sum(0), (w2v * v).sum(0)
+
+
+class _APWLS(torch.autograd.Function):
+    """APWLS with analytic gradients for X and Y (P, Q constant): less memory and time than autograd.
+
+    dL/dX_i = 2 P_i^2 (B_0 X_i - B_1),  dL/dY_j = 2 Q_j^2 (A_0 Y_j - A_1)   (X, Y centred; the centring shift
+    drops out because the value does not depend on it).
+    """
+
+    @staticmethod
+    def forward(ctx, p2, X, q2, Y, center: bool):
+        if center:
+            b0 = q2.sum(0)
+            shift = (q2 * Y).sum(0) / b0.clamp_min(torch.finfo(b0.dtype).tiny)
+            X, Y = X - shift, Y - shift
+        a0, a1, a2 = _moments(p2, X)
+        b0, b1, b2 = _moments(q2, Y)
+        ctx.save_for_backward(p2, X, q2, Y, a0, a1, b0, b1)
+        return (b0 * a2 - 2.0 * a1 * b1 + a0 * b2).sum()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        p2, X, q2, Y, a0, a1, b0, b1 = ctx.saved_tensors
+        gx = gy = None
+        if ctx.needs_input_grad[1]:
+            gx = (2.0 * grad) * p2 * (b0 * X - b1)
+            gx = gx.expand_as(X) if gx.shape != X.shape else gx
+        if ctx.needs_input_grad[3]:
+            gy = (2.0 * grad) * q2 * (a0 * Y - a1)
+            gy = gy.expand_as(Y) if gy.shape != Y.shape else gy
+        return None, gx, None, gy, None
+
+
 def apwls(P: torch.Tensor, X: torch.Tensor, Q: torch.Tensor, Y: torch.Tensor, *, center: bool = True) -> torch.Tensor:
-    """sum_i sum_j ||P_i * Q_j * (X_i - Y_j)||^2 (elementwise products, squared Frobenius norm) as a scalar."""
+    """sum_i sum_j ||P_i * Q_j * (X_i - Y_j)||^2 (elementwise products, squared Frobenius norm) as a scalar.
+
+    Differentiable in all four arguments; when P and Q need no gradient (the loss's case) a custom autograd
+    function with the closed-form gradients for X and Y is used.
+    """
     _check(P, X, "P/X")
     _check(Q, Y, "Q/Y")
     if X.shape[1:] != Y.shape[1:]:
         raise ValueError(f"X {tuple(X.shape)} and Y {tuple(Y.shape)} must agree in (C, H, W)")
     p2 = P * P
     q2 = Q * Q
-    a0 = p2.sum(0)  # (C_P, H, W)
-    b0 = q2.sum(0)  # (C_Q, H, W)
+    if not (P.requires_grad or Q.requires_grad):
+        return _APWLS.apply(p2, X, q2, Y, center)
     if center:
         with torch.no_grad():
+            b0 = q2.sum(0)
             shift = (q2 * Y).sum(0) / b0.clamp_min(torch.finfo(b0.dtype).tiny)  # (C, H, W)
         X = X - shift
         Y = Y - shift
-    p2x = p2 * X
-    q2y = q2 * Y
-    a1 = p2x.sum(0)
-    a2 = (p2x * X).sum(0)
-    b1 = q2y.sum(0)
-    b2 = (q2y * Y).sum(0)
+    a0, a1, a2 = _moments(p2, X)
+    b0, b1, b2 = _moments(q2, Y)
     return (b0 * a2 - 2.0 * a1 * b1 + a0 * b2).sum()
 
 
