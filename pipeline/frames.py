@@ -1,0 +1,347 @@
+"""Frames stage: `data/raw/<name>/` -> `data/frames/<name>/` (a fixed-camera sequence under changing light).
+
+Consumes the download output (`video.<ext>` + `info.json`, or `images/*`; `groundtruth.npz` for synthetic
+sources; `status.json`) and the `frames` params section. Produces, in a folder built atomically:
+
+- `NNNN.png`: `frames.per_sequence` 8-bit sRGB RGB frames in time order, long side `frames.long_side`
+  (aspect kept, both sides even).
+- `meta.json`: {source, scene, licence, attribution, width, height, camera_shift (fraction of the diagonal),
+  frames: [{file, index (frame number in the video / position in the image list), time_s (seconds; for
+  image folders the position, there is no clock), mean_log_lum (mean natural log of linear Rec.709
+  luminance, eps 1e-3)}]}.
+- `groundtruth.npz` (synthetic only): every per-frame array of the raw ground truth, indexed at the selected
+  frames and resized to the output size (area for float maps, nearest for bool masks); `index` (n,) int.
+
+Steps (each a pure function): plan which frames to decode inside [start, end] (at most
+`frames.max_candidates`, evenly spaced, or at `frames.sample_fps`); decode + resize with ffmpeg; estimate the
+global camera shift by phase correlation of log-luminance gradient magnitudes against the best-matching
+frame (illumination-invariant, the static background dominates moving people); reject when the shift
+range exceeds `frames.max_camera_shift` x diagonal; select frames at evenly spread quantiles of mean
+log-luminance (near-duplicates closer than `frames.min_log_lum_step` dropped, time-uniform when the light
+barely changes).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import ffmpeg
+import numpy as np
+
+from pipeline.atomic import atomic_dir, atomic_write_json, read_status, status_record
+from pipeline.color import luminance, srgb_to_linear
+from pipeline.params import FramesParams, Params, Source
+
+STAGE = "frames"
+LOG_EPS = 1e-3  # linear luminance floor for mean_log_lum
+MOTION_SIDE = 160  # long side (pixels) of the images used for camera-motion estimation
+MOTION_EPS = 0.01  # linear luminance floor of the log image used for motion (keeps dark noise quiet)
+MIN_RESPONSE = 0.15  # phase-correlation peak below which a frame counts as unregistered
+MIN_REGISTERED = 0.5  # fraction of candidates that must register, else the sequence is rejected
+
+
+class FramesError(Exception):
+    def __init__(self, category: str, reason: str):
+        super().__init__(f"{category}: {reason}")
+        self.category = category
+        self.reason = reason
+
+
+# ------------------------------------------------------------------------------------------ geometry
+def output_size(width: int, height: int, long_side: int) -> tuple[int, int]:
+    """(w, h) with the long side = long_side (rounded to even), aspect kept, both even and >= 2."""
+    scale = long_side / max(width, height)
+    even = lambda x: max(2, int(round(x / 2)) * 2)  # noqa: E731
+    return even(width * scale), even(height * scale)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which video frames to decode: indices first, first + step, ... (count of them)."""
+
+    first: int
+    step: int
+    count: int
+
+    @property
+    def indices(self) -> np.ndarray:
+        return self.first + self.step * np.arange(self.count)
+
+
+def plan_candidates(n_frames: int, fps: float, start: float | None, end: float | None, *,
+                    sample_fps: float | None, max_candidates: int) -> Plan:
+    """Frames with time i/fps in [start, end), every `step`-th so that at most max_candidates remain."""
+    first = max(0, math.ceil((start or 0.0) * fps - 1e-6))
+    stop = n_frames if end is None else min(n_frames, math.ceil(end * fps - 1e-6))
+    available = max(0, stop - first)
+    step = max(1, round(fps / sample_fps) if sample_fps else 1)
+    step = max(step, math.ceil(available / max_candidates)) if available else step
+    return Plan(first, step, math.ceil(available / step) if available else 0)
+
+
+# ------------------------------------------------------------------------------------------ decoding
+def decode_video(path: Path, plan: Plan, fps: float, size: tuple[int, int]) -> np.ndarray:
+    """Decode the planned frames resized to size=(w, h): (count, h, w, 3) uint8 sRGB."""
+    w, h = size
+    stream = ffmpeg.input(str(path), ss=(plan.first + 0.5) / fps) if plan.first else ffmpeg.input(str(path))
+    video = stream.video
+    if plan.step > 1:
+        video = video.filter("framestep", step=plan.step)
+    video = video.filter("scale", w, h, flags="area")
+    out = video.output("pipe:", format="rawvideo", pix_fmt="rgb24", vsync="passthrough", vframes=plan.count)
+    try:
+        raw, _ = out.global_args("-nostdin", "-loglevel", "error").run(capture_stdout=True, capture_stderr=True)
+    except ffmpeg.Error as err:
+        detail = (err.stderr or b"").decode(errors="replace").strip().splitlines()
+        raise FramesError("corrupt", f"ffmpeg could not decode {path.name}: {detail[-1] if detail else '?'}") from None
+    n = len(raw) // (w * h * 3)
+    return np.frombuffer(raw, np.uint8, count=n * w * h * 3).reshape(n, h, w, 3)
+
+
+def load_images(paths: list[Path], size: tuple[int, int]) -> np.ndarray:
+    """Read images as RGB and resize (area) to size=(w, h): (n, h, w, 3) uint8 sRGB."""
+    from PIL import Image
+
+    out = np.empty((len(paths), size[1], size[0], 3), np.uint8)
+    for i, path in enumerate(paths):
+        with Image.open(path) as image:
+            rgb = np.asarray(image.convert("RGB"))
+        out[i] = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA) if rgb.shape[1::-1] != size else rgb
+    return out
+
+
+# ------------------------------------------------------------------------------------------ analysis
+def mean_log_luminance(frames: np.ndarray) -> np.ndarray:
+    """(n, h, w, 3) uint8 sRGB -> (n,) mean of log(linear Rec.709 luminance + 1e-3)."""
+    linear_lut = srgb_to_linear(np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
+    out = np.empty(len(frames))
+    for i, frame in enumerate(frames):
+        out[i] = float(np.log(luminance(linear_lut[frame]) + LOG_EPS).mean())
+    return out
+
+
+def motion_image(frame: np.ndarray) -> np.ndarray:
+    """(h, w, 3) uint8 sRGB -> gradient magnitude of log-luminance at MOTION_SIDE long side, float32.
+
+    Gradients of log-luminance do not change when the light is scaled, so a brightening scene does not
+    look like motion; phase correlation of these maps is dominated by static edges.
+    """
+    h, w = frame.shape[:2]
+    scale = MOTION_SIDE / max(h, w)
+    small = cv2.resize(frame, (max(8, round(w * scale)), max(8, round(h * scale))), interpolation=cv2.INTER_AREA)
+    linear = srgb_to_linear(small.astype(np.float32) / 255.0)
+    log_lum = np.log(luminance(linear) + MOTION_EPS).astype(np.float32)
+    gx = cv2.Sobel(log_lum, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(log_lum, cv2.CV_32F, 0, 1, ksize=3)
+    return cv2.magnitude(gx, gy)
+
+
+def estimate_camera_shift(frames: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Global shift of each frame; returns (shift range as a fraction of the diagonal, shifts (n,2) as
+    fractions of the diagonal (dx, dy), phase-correlation responses (n,)).
+
+    The reference is the frame that best matches the temporal median (robust to transient people/cars);
+    the camera shift is the extent (max - min per axis, then the norm) over frames that registered
+    (response >= MIN_RESPONSE). Unregistered frames (night, fog) are ignored for the extent.
+    """
+    maps = np.stack([motion_image(f) for f in frames])
+    median = np.median(maps, axis=0).astype(np.float32)
+    # The Hann window is applied here, not through phaseCorrelate's `window` argument: OpenCV 5.0's
+    # phaseCorrelate multiplies its inputs by the window in place, corrupting maps reused across calls.
+    window = cv2.createHanningWindow((median.shape[1], median.shape[0]), cv2.CV_32F)
+    maps *= window
+    median *= window
+    to_median = [cv2.phaseCorrelate(median.copy(), m.copy())[1] for m in maps]
+    reference = maps[int(np.argmax(to_median))]
+    results = [cv2.phaseCorrelate(reference.copy(), m.copy()) for m in maps]
+    diagonal = math.hypot(*median.shape)
+    shifts = np.array([[r[0][0], r[0][1]] for r in results]) / diagonal
+    responses = np.array([r[1] for r in results])
+    registered = responses >= MIN_RESPONSE
+    if registered.sum() < max(2, MIN_REGISTERED * len(frames)):
+        return float("inf"), shifts, responses
+    extent = shifts[registered].max(axis=0) - shifts[registered].min(axis=0)
+    return float(np.hypot(*extent)), shifts, responses
+
+
+def select_frames(mean_log_lum: np.ndarray, n: int, min_step: float) -> np.ndarray:
+    """Pick n candidate indices spanning the illumination change; returned in time (index) order.
+
+    Evenly spread rank quantiles of mean log-luminance (always including the darkest and brightest),
+    near-duplicates (< min_step apart in mean log-luminance) dropped, then topped up with the candidate
+    farthest in log-luminance from those kept (while >= min_step), then farthest in time. When the whole
+    range is below min_step * (n - 1) the light barely changes and the pick is time-uniform.
+    """
+    lum = np.asarray(mean_log_lum, np.float64)
+    total = len(lum)
+    if total < n:
+        raise ValueError(f"need {n} candidates, have {total}")
+    if np.ptp(lum) < min_step * (n - 1):
+        return np.unique(np.round(np.linspace(0, total - 1, n)).astype(int))
+    order = np.argsort(lum, kind="stable")
+    picks = order[np.round(np.linspace(0, total - 1, n)).astype(int)]
+    kept: list[int] = []
+    for idx in picks:  # ascending luminance
+        if not kept or lum[idx] - lum[kept[-1]] >= min_step:
+            kept.append(int(idx))
+    if lum[picks[-1]] - lum[kept[-1]] < min_step and kept[-1] != picks[-1] and len(kept) > 1:
+        kept[-1] = int(picks[-1])  # keep the brightest as the top of the span
+    rest = np.setdiff1d(np.arange(total), kept)
+    while len(kept) < n and len(rest):
+        gap = np.abs(lum[rest][:, None] - lum[kept][None, :]).min(axis=1)
+        if gap.max() < min_step:
+            break
+        best = int(rest[np.argmax(gap)])
+        kept.append(best)
+        rest = rest[rest != best]
+    while len(kept) < n and len(rest):
+        gap = np.abs(rest[:, None] - np.array(kept)[None, :]).min(axis=1)
+        best = int(rest[np.argmax(gap)])
+        kept.append(best)
+        rest = rest[rest != best]
+    return np.sort(np.array(kept, dtype=int))
+
+
+def resize_groundtruth(arrays: dict[str, np.ndarray], indices: np.ndarray, n_total: int, size: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Index per-frame arrays (first axis n_total) at `indices` and resize maps (T,H,W[,C]) to size=(w, h).
+
+    Float maps use area interpolation, bool/integer masks nearest. Arrays without a per-frame axis are
+    copied unchanged.
+    """
+    out: dict[str, np.ndarray] = {"index": np.asarray(indices, np.int64)}
+    for key, value in arrays.items():
+        if value.ndim == 0 or value.shape[0] != n_total:
+            out[key] = value
+            continue
+        picked = value[indices]
+        if picked.ndim >= 3 and picked.shape[1:3] != (size[1], size[0]):
+            if picked.dtype.kind == "f":
+                picked = np.stack([cv2.resize(m.astype(np.float32), size, interpolation=cv2.INTER_AREA) for m in picked]).astype(value.dtype)
+            else:
+                as_u8 = picked.astype(np.uint8)
+                picked = np.stack([cv2.resize(m, size, interpolation=cv2.INTER_NEAREST) for m in as_u8]).astype(value.dtype)
+        out[key] = picked
+    return out
+
+
+# ------------------------------------------------------------------------------------------ stage
+def load_candidates(raw: Path, source: Source, params: FramesParams) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Decode candidates from a download folder: (frames (n,h,w,3) uint8, index (n,), time_s (n,), info)."""
+    info = json.loads((raw / "info.json").read_text())
+    size = output_size(int(info["width"]), int(info["height"]), params.long_side)
+    if info.get("type") == "images":
+        paths = sorted(p for p in (raw / "images").iterdir() if p.is_file())
+        total = len(paths)
+        index = np.unique(np.round(np.linspace(0, total - 1, min(total, params.max_candidates))).astype(int)) if total else np.zeros(0, int)
+        return load_images([paths[i] for i in index], size), index, index.astype(float), info
+    video = next((p for p in raw.iterdir() if p.name.startswith("video.")), None)
+    if video is None:
+        raise FramesError("upstream_failed", f"no video.* in {raw}")
+    fps = float(info["fps"])
+    plan = plan_candidates(int(info["n_frames"]), fps, source.start, source.end,
+                           sample_fps=params.sample_fps, max_candidates=params.max_candidates)
+    if plan.count == 0:
+        raise FramesError("too_few_frames", f"no frames inside [{source.start}, {source.end}] s (video is {info.get('duration_s', 0):.1f} s)")
+    frames = decode_video(video, plan, fps, size)
+    index = plan.indices[: len(frames)]
+    return frames, index, index / fps, info
+
+
+def extract_frames(params: Params, source: Source, out_dir: Path, raw: Path) -> dict:
+    """The frames stage for one source: read `raw`, write `out_dir` atomically, return the status record."""
+    fp = params.frames
+    out_dir, raw = Path(out_dir), Path(raw)
+    upstream = read_status(raw / "status.json")
+    try:
+        if upstream is None or upstream.get("status") != "ok":
+            why = "no download status" if upstream is None else f"download {upstream.get('category')}: {upstream.get('reason', '')}"
+            raise FramesError("upstream_failed", why)
+        frames, index, times, info = load_candidates(raw, source, fp)
+        if len(frames) < fp.per_sequence:
+            raise FramesError("too_few_frames", f"{len(frames)} candidate frames < frames.per_sequence={fp.per_sequence}")
+        shift, _, responses = estimate_camera_shift(frames)
+        if shift > fp.max_camera_shift:
+            measured = "frames could not be registered" if math.isinf(shift) else f"camera shift {shift:.4f}"
+            raise FramesError("camera_motion", f"{measured} of the diagonal > frames.max_camera_shift={fp.max_camera_shift:g}"
+                              + (f" ({int((responses >= MIN_RESPONSE).sum())}/{len(frames)} frames registered)" if math.isinf(shift) else ""))
+        lum = mean_log_luminance(frames)
+        chosen = select_frames(lum, fp.per_sequence, fp.min_log_lum_step)
+        height, width = frames.shape[1:3]
+        with atomic_dir(out_dir) as tmp:
+            rows = []
+            for k, c in enumerate(chosen):
+                name = f"{k:04d}.png"
+                if not cv2.imwrite(str(tmp / name), np.ascontiguousarray(frames[c][..., ::-1])):
+                    raise FramesError("error", f"could not write {name}")
+                rows.append({"file": name, "index": int(index[c]), "time_s": float(times[c]), "mean_log_lum": float(lum[c])})
+            if (raw / "groundtruth.npz").exists():
+                with np.load(raw / "groundtruth.npz") as gt:
+                    arrays = {key: gt[key] for key in gt.files}
+                total = int(info.get("n_frames", 0)) or max(len(v) for v in arrays.values() if v.ndim)
+                np.savez_compressed(tmp / "groundtruth.npz", **resize_groundtruth(arrays, index[chosen], total, (width, height)))
+            atomic_write_json(tmp / "meta.json", {
+                "source": source.name, "url": source.url, "scene": source.scene, "licence": source.licence,
+                "attribution": source.attribution, "width": width, "height": height, "camera_shift": shift,
+                "n_candidates": int(len(frames)), "frames": rows,
+            })
+    except FramesError as err:
+        with atomic_dir(out_dir):
+            pass
+        return status_record(source.name, STAGE, err.category, err.reason)
+    except Exception as err:  # noqa: BLE001 - one bad source must not stop the others
+        with atomic_dir(out_dir):
+            pass
+        return status_record(source.name, STAGE, "error", f"{type(err).__name__}: {err}")
+    span = float(lum[chosen].max() - lum[chosen].min())
+    return status_record(source.name, STAGE, camera_shift=shift, n_frames=len(chosen),
+                         summary=f"{len(chosen)} frames {width}x{height} from {len(frames)} candidates, "
+                                 f"log-lum span {span:.2f}, camera shift {shift:.4f}")
+
+
+def frames_all(params: Params, raw_root: Path, out_root: Path, status_root: Path | None = None, *, progress: bool = True) -> list[dict]:
+    """Run `extract_frames` for every source (raw_root/<name> -> out_root/<name>) with a tqdm bar."""
+    from tqdm import tqdm
+
+    from pipeline.cli import write_status
+
+    records = []
+    for source in tqdm(params.sources, desc=STAGE, unit="source", disable=not progress):
+        record = extract_frames(params, source, Path(out_root) / source.name, Path(raw_root) / source.name)
+        write_status(Path(out_root) / source.name, Path(status_root) / f"{source.name}.json" if status_root else None, record)
+        records.append(record)
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from pipeline.download import summary_line
+    from pipeline.params import ParamsError, load_params
+
+    argv = sys.argv[1:] if argv is None else argv
+    if "--all" not in argv:
+        from pipeline.cli import run_source_stage
+
+        return run_source_stage(STAGE, extract_frames, argv, inputs={"raw": "this source's download folder"})
+    parser = argparse.ArgumentParser(description="BigTime frames stage, every source")
+    parser.add_argument("--all", action="store_true", required=True)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--raw-root", required=True, type=Path)
+    parser.add_argument("--out-root", required=True, type=Path)
+    parser.add_argument("--status-root", type=Path, default=None)
+    args = parser.parse_args(argv)
+    try:
+        params = load_params(args.params)
+    except ParamsError as err:
+        parser.exit(2, f"error: {err}\n")
+    records = frames_all(params, args.raw_root, args.out_root, args.status_root)
+    print(summary_line(STAGE, records), file=sys.stderr)
+    return 0 if any(r["status"] == "ok" for r in records) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
