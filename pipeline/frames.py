@@ -24,16 +24,20 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import ffmpeg
 import numpy as np
 
 from pipeline.atomic import atomic_dir, atomic_write_json, read_status, status_record
-from pipeline.color import luminance, srgb_to_linear
+from pipeline.color import REC709_WEIGHTS, srgb_to_linear
 from pipeline.params import FramesParams, Params, Source
 
 STAGE = "frames"
@@ -41,6 +45,9 @@ LOG_EPS = 1e-3  # linear luminance floor for mean_log_lum
 MOTION_SIDE = 160  # long side (pixels) of the images used for camera-motion estimation
 MOTION_EPS = 0.01  # linear luminance floor of the log image used for motion (keeps dark noise quiet)
 MIN_RESPONSE = 0.15  # phase-correlation peak below which a frame counts as unregistered
+REFERENCE_PROBES = 64  # candidates (evenly spread) forming the median and tried as the reference frame
+MOTION_CHECKS = 128  # candidates (evenly spread) whose shift is measured, plus every selected frame
+PNG_OPTIONS = [cv2.IMWRITE_PNG_COMPRESSION, 1]  # fastest zlib level; PNG stays lossless
 MIN_REGISTERED = 0.5  # fraction of candidates that must register, else the sequence is rejected
 
 
@@ -84,85 +91,130 @@ def plan_candidates(n_frames: int, fps: float, start: float | None, end: float |
 
 
 # ------------------------------------------------------------------------------------------ decoding
-def decode_video(path: Path, plan: Plan, fps: float, size: tuple[int, int]) -> np.ndarray:
-    """Decode the planned frames resized to size=(w, h): (count, h, w, 3) uint8 sRGB."""
+def video_command(path: Path, plan: Plan, fps: float, size: tuple[int, int]) -> list[str]:
+    """The ffmpeg command that writes the planned frames, resized (area) to size=(w, h), as raw rgb24."""
     w, h = size
+    # Seek half a frame past `first`: ffmpeg keeps the frame whose display interval holds the seek time.
     stream = ffmpeg.input(str(path), ss=(plan.first + 0.5) / fps) if plan.first else ffmpeg.input(str(path))
     video = stream.video
     if plan.step > 1:
         video = video.filter("framestep", step=plan.step)
     video = video.filter("scale", w, h, flags="area")
     out = video.output("pipe:", format="rawvideo", pix_fmt="rgb24", vsync="passthrough", vframes=plan.count)
-    try:
-        raw, _ = out.global_args("-nostdin", "-loglevel", "error").run(capture_stdout=True, capture_stderr=True)
-    except ffmpeg.Error as err:
-        detail = (err.stderr or b"").decode(errors="replace").strip().splitlines()
-        raise FramesError("corrupt", f"ffmpeg could not decode {path.name}: {detail[-1] if detail else '?'}") from None
-    n = len(raw) // (w * h * 3)
-    return np.frombuffer(raw, np.uint8, count=n * w * h * 3).reshape(n, h, w, 3)
+    return out.global_args("-nostdin", "-loglevel", "error").compile()
+
+
+def iter_video(path: Path, plan: Plan, fps: float, size: tuple[int, int]) -> Iterator[np.ndarray]:
+    """Yield the planned frames as (h, w, 3) uint8 sRGB while ffmpeg decodes (decode overlaps analysis)."""
+    w, h = size
+    frame_bytes = w * h * 3
+    with tempfile.TemporaryFile() as errors:  # a file, not a pipe: a chatty ffmpeg can never block on it
+        process = subprocess.Popen(video_command(path, plan, fps, size), stdout=subprocess.PIPE, stderr=errors)
+        try:
+            while len(buf := process.stdout.read(frame_bytes)) == frame_bytes:
+                yield np.frombuffer(buf, np.uint8).reshape(h, w, 3)
+        finally:
+            process.stdout.close()
+            code = process.wait()
+        if code != 0:
+            errors.seek(0)
+            detail = errors.read().decode(errors="replace").strip().splitlines()
+            raise FramesError("corrupt", f"ffmpeg could not decode {path.name}: {detail[-1] if detail else f'exit {code}'}")
+
+
+def decode_video(path: Path, plan: Plan, fps: float, size: tuple[int, int]) -> np.ndarray:
+    """Decode the planned frames resized to size=(w, h): (n, h, w, 3) uint8 sRGB (n <= plan.count)."""
+    frames = list(iter_video(path, plan, fps, size))
+    return np.stack(frames) if frames else np.zeros((0, size[1], size[0], 3), np.uint8)
+
+
+def iter_images(paths: list[Path], size: tuple[int, int]) -> Iterator[np.ndarray]:
+    """Yield images as RGB resized (area) to size=(w, h): (h, w, 3) uint8 sRGB."""
+    from PIL import Image
+
+    for path in paths:
+        with Image.open(path) as image:
+            rgb = np.asarray(image.convert("RGB"))
+        yield cv2.resize(rgb, size, interpolation=cv2.INTER_AREA) if rgb.shape[1::-1] != size else rgb
 
 
 def load_images(paths: list[Path], size: tuple[int, int]) -> np.ndarray:
     """Read images as RGB and resize (area) to size=(w, h): (n, h, w, 3) uint8 sRGB."""
-    from PIL import Image
-
-    out = np.empty((len(paths), size[1], size[0], 3), np.uint8)
-    for i, path in enumerate(paths):
-        with Image.open(path) as image:
-            rgb = np.asarray(image.convert("RGB"))
-        out[i] = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA) if rgb.shape[1::-1] != size else rgb
-    return out
+    return np.stack(list(iter_images(paths, size)))
 
 
 # ------------------------------------------------------------------------------------------ analysis
+_LINEAR_LUT = srgb_to_linear(np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)  # uint8 sRGB -> linear
+_REC709 = np.array([REC709_WEIGHTS], np.float32)  # (1, 3): cv2.transform weights for luminance
+
+
+def frame_features(frame: np.ndarray) -> tuple[np.ndarray, float]:
+    """(h, w, 3) uint8 sRGB -> (motion map (h', w') float32, mean log-luminance), both at ~MOTION_SIDE long side.
+
+    The motion map is the gradient magnitude of log(linear luminance + MOTION_EPS): gradients of
+    log-luminance do not change when the light is scaled, so a brightening scene does not look like motion,
+    and phase correlation of these maps is dominated by static edges. The mean log-luminance is
+    mean(log(linear Rec.709 luminance + LOG_EPS)) of the same small image (area-downsampled sRGB).
+    """
+    h, w = frame.shape[:2]
+    factor = max(1, round(max(h, w) / MOTION_SIDE))  # integer factor: cv2's fast area path
+    small = cv2.resize(frame, (max(8, w // factor), max(8, h // factor)), interpolation=cv2.INTER_AREA) if factor > 1 else frame
+    lum = cv2.transform(cv2.LUT(small, _LINEAR_LUT.reshape(1, 256)), _REC709)  # (h', w') linear luminance
+    mean_log_lum = float(cv2.log(lum + LOG_EPS).mean())
+    log_lum = cv2.log(lum + MOTION_EPS)
+    gx = cv2.Sobel(log_lum, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(log_lum, cv2.CV_32F, 0, 1, ksize=3)
+    return cv2.magnitude(gx, gy), mean_log_lum
+
+
 def mean_log_luminance(frames: np.ndarray) -> np.ndarray:
-    """(n, h, w, 3) uint8 sRGB -> (n,) mean of log(linear Rec.709 luminance + 1e-3)."""
-    linear_lut = srgb_to_linear(np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
-    out = np.empty(len(frames))
-    for i, frame in enumerate(frames):
-        out[i] = float(np.log(luminance(linear_lut[frame]) + LOG_EPS).mean())
-    return out
+    """(n, h, w, 3) uint8 sRGB -> (n,) mean log-luminance (see frame_features)."""
+    return np.array([frame_features(f)[1] for f in frames])
 
 
 def motion_image(frame: np.ndarray) -> np.ndarray:
-    """(h, w, 3) uint8 sRGB -> gradient magnitude of log-luminance at MOTION_SIDE long side, float32.
-
-    Gradients of log-luminance do not change when the light is scaled, so a brightening scene does not
-    look like motion; phase correlation of these maps is dominated by static edges.
-    """
-    h, w = frame.shape[:2]
-    scale = MOTION_SIDE / max(h, w)
-    small = cv2.resize(frame, (max(8, round(w * scale)), max(8, round(h * scale))), interpolation=cv2.INTER_AREA)
-    linear = srgb_to_linear(small.astype(np.float32) / 255.0)
-    log_lum = np.log(luminance(linear) + MOTION_EPS).astype(np.float32)
-    gx = cv2.Sobel(log_lum, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(log_lum, cv2.CV_32F, 0, 1, ksize=3)
-    return cv2.magnitude(gx, gy)
+    """(h, w, 3) uint8 sRGB -> log-luminance gradient magnitude at MOTION_SIDE long side (see frame_features)."""
+    return frame_features(frame)[0]
 
 
 def estimate_camera_shift(frames: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Global shift of each frame; returns (shift range as a fraction of the diagonal, shifts (n,2) as
-    fractions of the diagonal (dx, dy), phase-correlation responses (n,)).
+    """Camera shift of (n, h, w, 3) uint8 sRGB frames, every frame measured; see `camera_shift_from_maps`."""
+    return camera_shift_from_maps(np.stack([motion_image(f) for f in frames]))
 
-    The reference is the frame that best matches the temporal median (robust to transient people/cars);
-    the camera shift is the extent (max - min per axis, then the norm) over frames that registered
-    (response >= MIN_RESPONSE). Unregistered frames (night, fog) are ignored for the extent.
+
+def evenly_spread(n: int, k: int) -> np.ndarray:
+    """At most k indices in [0, n) spread evenly, first and last included."""
+    return np.unique(np.round(np.linspace(0, n - 1, min(n, k))).astype(int)) if n else np.zeros(0, int)
+
+
+def camera_shift_from_maps(maps: np.ndarray, check: np.ndarray | None = None) -> tuple[float, np.ndarray, np.ndarray]:
+    """Global shift of frames from their motion maps (n, h', w') float32.
+
+    Returns (shift extent as a fraction of the diagonal, shifts (n, 2) (dx, dy) as fractions of the
+    diagonal, phase-correlation responses (n,)); only the frames in `check` (default: all) are measured,
+    the others are NaN. The reference is the frame (of REFERENCE_PROBES evenly spread) that best matches
+    the temporal median of those probes (robust to transient people/cars); the extent is max - min per
+    axis, then the norm, over checked frames that registered (response >= MIN_RESPONSE); unregistered
+    frames (night, fog) are ignored. The extent is infinite when fewer than MIN_REGISTERED of the checked
+    frames register.
     """
-    maps = np.stack([motion_image(f) for f in frames])
-    median = np.median(maps, axis=0).astype(np.float32)
+    n = len(maps)
+    check = np.arange(n) if check is None else np.unique(np.asarray(check, int))
+    probes = evenly_spread(n, REFERENCE_PROBES)
     # The Hann window is applied here, not through phaseCorrelate's `window` argument: OpenCV 5.0's
-    # phaseCorrelate multiplies its inputs by the window in place, corrupting maps reused across calls.
-    window = cv2.createHanningWindow((median.shape[1], median.shape[0]), cv2.CV_32F)
-    maps *= window
-    median *= window
-    to_median = [cv2.phaseCorrelate(median.copy(), m.copy())[1] for m in maps]
-    reference = maps[int(np.argmax(to_median))]
-    results = [cv2.phaseCorrelate(reference.copy(), m.copy()) for m in maps]
-    diagonal = math.hypot(*median.shape)
-    shifts = np.array([[r[0][0], r[0][1]] for r in results]) / diagonal
-    responses = np.array([r[1] for r in results])
-    registered = responses >= MIN_RESPONSE
-    if registered.sum() < max(2, MIN_REGISTERED * len(frames)):
+    # phaseCorrelate multiplies its inputs by the window in place, corrupting arrays reused across calls.
+    window = cv2.createHanningWindow((maps.shape[2], maps.shape[1]), cv2.CV_32F)
+    median = np.median(maps[probes], axis=0).astype(np.float32) * window
+    to_median = [cv2.phaseCorrelate(median.copy(), maps[i] * window)[1] for i in probes]
+    reference = maps[probes[int(np.argmax(to_median))]] * window
+    shifts = np.full((n, 2), np.nan)
+    responses = np.full(n, np.nan)
+    for i in check:
+        (dx, dy), responses[i] = cv2.phaseCorrelate(reference.copy(), maps[i] * window)
+        shifts[i] = dx, dy
+    shifts /= math.hypot(*maps.shape[1:])
+    registered = check[responses[check] >= MIN_RESPONSE]
+    if len(registered) < max(2, MIN_REGISTERED * len(check)):
         return float("inf"), shifts, responses
     extent = shifts[registered].max(axis=0) - shifts[registered].min(axis=0)
     return float(np.hypot(*extent)), shifts, responses
@@ -229,15 +281,43 @@ def resize_groundtruth(arrays: dict[str, np.ndarray], indices: np.ndarray, n_tot
 
 
 # ------------------------------------------------------------------------------------------ stage
-def load_candidates(raw: Path, source: Source, params: FramesParams) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """Decode candidates from a download folder: (frames (n,h,w,3) uint8, index (n,), time_s (n,), info)."""
+@dataclass
+class Candidates:
+    """Decoded candidate frames of one source with their per-frame features."""
+
+    frames: np.ndarray  # (n, h, w, 3) uint8 sRGB at the output size
+    index: np.ndarray  # (n,) int frame number in the video / position in the image list
+    time_s: np.ndarray  # (n,) float seconds (image folders: the position)
+    mean_log_lum: np.ndarray  # (n,) float
+    motion_maps: np.ndarray  # (n, h', w') float32
+    info: dict  # the download's info.json
+
+
+def _collect(iterator: Iterator[np.ndarray], count: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Store up to `count` frames and their features as they arrive: (frames, mean_log_lum, motion maps)."""
+    frames = np.empty((count, size[1], size[0], 3), np.uint8)
+    lums = np.empty(count)
+    maps = None
+    n = 0
+    for n, frame in enumerate(iterator, start=1):
+        frames[n - 1] = frame
+        motion, lums[n - 1] = frame_features(frame)
+        if maps is None:
+            maps = np.empty((count, *motion.shape), np.float32)
+        maps[n - 1] = motion
+    return frames[:n], lums[:n], maps[:n] if maps is not None else np.zeros((0, 1, 1), np.float32)
+
+
+def load_candidates(raw: Path, source: Source, params: FramesParams) -> Candidates:
+    """Decode candidates from a download folder (features computed while ffmpeg decodes)."""
     info = json.loads((raw / "info.json").read_text())
     size = output_size(int(info["width"]), int(info["height"]), params.long_side)
     if info.get("type") == "images":
         paths = sorted(p for p in (raw / "images").iterdir() if p.is_file())
         total = len(paths)
         index = np.unique(np.round(np.linspace(0, total - 1, min(total, params.max_candidates))).astype(int)) if total else np.zeros(0, int)
-        return load_images([paths[i] for i in index], size), index, index.astype(float), info
+        frames, lums, maps = _collect(iter_images([paths[i] for i in index], size), len(index), size)
+        return Candidates(frames, index, index.astype(float), lums, maps, info)
     video = next((p for p in raw.iterdir() if p.name.startswith("video.")), None)
     if video is None:
         raise FramesError("upstream_failed", f"no video.* in {raw}")
@@ -246,9 +326,9 @@ def load_candidates(raw: Path, source: Source, params: FramesParams) -> tuple[np
                            sample_fps=params.sample_fps, max_candidates=params.max_candidates)
     if plan.count == 0:
         raise FramesError("too_few_frames", f"no frames inside [{source.start}, {source.end}] s (video is {info.get('duration_s', 0):.1f} s)")
-    frames = decode_video(video, plan, fps, size)
+    frames, lums, maps = _collect(iter_video(video, plan, fps, size), plan.count, size)
     index = plan.indices[: len(frames)]
-    return frames, index, index / fps, info
+    return Candidates(frames, index, index / fps, lums, maps, info)
 
 
 def extract_frames(params: Params, source: Source, out_dir: Path, raw: Path) -> dict:
@@ -260,24 +340,26 @@ def extract_frames(params: Params, source: Source, out_dir: Path, raw: Path) -> 
         if upstream is None or upstream.get("status") != "ok":
             why = "no download status" if upstream is None else f"download {upstream.get('category')}: {upstream.get('reason', '')}"
             raise FramesError("upstream_failed", why)
-        frames, index, times, info = load_candidates(raw, source, fp)
+        cand = load_candidates(raw, source, fp)
+        frames, index, times, info, lum = cand.frames, cand.index, cand.time_s, cand.info, cand.mean_log_lum
         if len(frames) < fp.per_sequence:
             raise FramesError("too_few_frames", f"{len(frames)} candidate frames < frames.per_sequence={fp.per_sequence}")
-        shift, _, responses = estimate_camera_shift(frames)
+        chosen = select_frames(lum, fp.per_sequence, fp.min_log_lum_step)
+        check = np.union1d(evenly_spread(len(frames), MOTION_CHECKS), chosen)  # every output frame is checked
+        shift, _, responses = camera_shift_from_maps(cand.motion_maps, check)
         if shift > fp.max_camera_shift:
             measured = "frames could not be registered" if math.isinf(shift) else f"camera shift {shift:.4f}"
             raise FramesError("camera_motion", f"{measured} of the diagonal > frames.max_camera_shift={fp.max_camera_shift:g}"
-                              + (f" ({int((responses >= MIN_RESPONSE).sum())}/{len(frames)} frames registered)" if math.isinf(shift) else ""))
-        lum = mean_log_luminance(frames)
-        chosen = select_frames(lum, fp.per_sequence, fp.min_log_lum_step)
+                              + (f" ({int((responses[check] >= MIN_RESPONSE).sum())}/{len(check)} frames registered)" if math.isinf(shift) else ""))
         height, width = frames.shape[1:3]
         with atomic_dir(out_dir) as tmp:
-            rows = []
-            for k, c in enumerate(chosen):
-                name = f"{k:04d}.png"
-                if not cv2.imwrite(str(tmp / name), np.ascontiguousarray(frames[c][..., ::-1])):
-                    raise FramesError("error", f"could not write {name}")
-                rows.append({"file": name, "index": int(index[c]), "time_s": float(times[c]), "mean_log_lum": float(lum[c])})
+            names = [f"{k:04d}.png" for k in range(len(chosen))]
+            with ThreadPoolExecutor(max_workers=2) as pool:  # cv2 releases the GIL while encoding
+                written = list(pool.map(lambda name, c: cv2.imwrite(str(tmp / name), np.ascontiguousarray(frames[c][..., ::-1]), PNG_OPTIONS), names, chosen))
+            if not all(written):
+                raise FramesError("error", f"could not write {names[written.index(False)]}")
+            rows = [{"file": name, "index": int(index[c]), "time_s": float(times[c]), "mean_log_lum": float(lum[c])}
+                    for name, c in zip(names, chosen)]
             if (raw / "groundtruth.npz").exists():
                 with np.load(raw / "groundtruth.npz") as gt:
                     arrays = {key: gt[key] for key in gt.files}
