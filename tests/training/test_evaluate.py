@@ -1,0 +1,152 @@
+"""training/evaluate.py and training/decompose.py end to end on tiny fixtures in the published formats
+(MIT 16-bit linear PNG folders, frames + groundtruth.npz, IIW JSON, SAW .npy), with a tiny checkpoint."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from pipeline.color import linear_to_srgb
+from tests.conftest import shared_path
+from tests.training.test_baselines import lambertian_sequence
+from training import decompose as D
+from training import evaluate as E
+from training.model import IntrinsicUNet, ModelConfig
+
+TINY = ModelConfig(depth=3, base_channels=4, max_channels=8, color_hidden=4)
+
+
+def write_png16(path, linear):
+    image = np.round(np.clip(linear, 0, 1) * 65535).astype(np.uint16)
+    cv2.imwrite(str(path), image[..., ::-1] if image.ndim == 3 else image)
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"model": IntrinsicUNet(TINY).state_dict(), "model_config": dataclasses.asdict(TINY), "step": 3}, path)
+    return path
+
+
+def make_fixtures(root):
+    frames, albedo, shadings = lambertian_sequence()
+    mit = root / "mit" / "blocks"
+    mit.mkdir(parents=True)
+    for i, frame in enumerate(frames):
+        write_png16(mit / f"light{i + 1:02d}.png", frame)
+    write_png16(mit / "diffuse.png", frames[0])
+    write_png16(mit / "reflectance.png", albedo)
+    write_png16(mit / "shading.png", shadings[0] / shadings[0].max())
+    mask = np.ones(albedo.shape[:2])
+    mask[:, :4] = 0
+    write_png16(mit / "mask.png", mask)
+
+    seq = root / "frames" / "synth_a"
+    seq.mkdir(parents=True)
+    srgb = np.round(255 * linear_to_srgb(frames)).astype(np.uint8)
+    for t in range(4):
+        Image.fromarray(srgb[t]).save(seq / f"{t:04d}.png")
+    t_shape = (4,) + albedo.shape[:2]
+    np.savez(seq / "groundtruth.npz", reflectance=np.repeat(albedo[None], 4, 0).astype(np.float32),
+             shading=shadings[:4].astype(np.float32), light_rgb=np.full((4, 3), 0.9, np.float32),
+             sky=np.zeros(t_shape, bool), dynamic=np.zeros(t_shape, bool), clipped=np.zeros(t_shape, bool))
+    (root / "shards").mkdir()
+    (root / "shards" / "manifest.json").write_text(json.dumps({"sequences": [{"source": "synth_a", "split": "val"}]}))
+
+    iiw = root / "iiw" / "data"
+    iiw.mkdir(parents=True)
+    Image.fromarray(srgb[0]).save(iiw / "7.png")
+    (iiw / "7.json").write_text(json.dumps({
+        "intrinsic_points": [{"id": 1, "x": 0.1, "y": 0.1, "opaque": True}, {"id": 2, "x": 0.9, "y": 0.9, "opaque": True}],
+        "intrinsic_comparisons": [{"point1": 1, "point2": 2, "darker": "1", "darker_score": 1.0}]}))
+    saw = root / "saw"
+    (saw / "saw_images_512").mkdir(parents=True)
+    (saw / "labels").mkdir()
+    Image.fromarray(srgb[1]).save(saw / "saw_images_512" / "9.png")
+    labels = np.full(albedo.shape[:2], 100)
+    labels[5:20, 5:20] = 2
+    labels[30:40, 30:40] = 1
+    np.save(saw / "labels" / "9.npy", labels)
+    return root
+
+
+def test_evaluate_main_end_to_end(tmp_path, checkpoint):
+    root = make_fixtures(tmp_path)
+    params = {"sources": [{"name": "synth_a", "url": "synthetic://sun"}],
+              "evaluate": {"mit_dir": str(root / "mit"), "iiw_dir": str(root / "iiw"), "saw_dir": str(root / "saw"),
+                           "max_images": 3}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out, metrics_path = tmp_path / "eval", tmp_path / "eval_metrics.json"
+    assert E.main(["--checkpoint", str(checkpoint), "--shards", str(root / "shards"), "--frames", str(root / "frames"),
+                   "--out", str(out), "--metrics", str(metrics_path), "--params", str(tmp_path / "params.yaml")]) == 0
+    metrics = json.loads(metrics_path.read_text())
+    assert set(metrics) == {"mit", "synthetic", "synthetic_val", "iiw", "saw"}
+    assert metrics["mit"]["n_images"] == 1 and metrics["synthetic"]["n_images"] == 3
+    for dataset in ("mit", "synthetic"):
+        assert set(metrics[dataset]) >= {"model", "constant_shading", "retinex", "weiss", "model_beats"}
+        assert set(metrics[dataset]["model"]) == set(E.MIT_METRICS)
+        # the multi-image method sees the true structure of this Lambertian scene
+        assert metrics[dataset]["weiss"]["mse_r"] < metrics[dataset]["constant_shading"]["mse_r"]
+    assert 0.0 <= metrics["iiw"]["model"]["whdr"] <= 1.0
+    assert 0.0 <= metrics["saw"]["model"]["ap"] <= 1.0 and "retinex" in metrics["saw"]
+    assert isinstance(metrics["mit"]["model_beats"]["mse_avg"]["weiss"], bool)
+    report = (out / "report.md").read_text()
+    assert "## mit (1 images)" in report and "Model beats" in report and "paper Table 3" in report
+    grid = np.asarray(Image.open(out / "grids" / "mit" / "blocks.png"))
+    assert grid.shape[0] == 48 and grid.shape[1] == 5 * 64 + 4 * 4
+    assert (out / "grids" / "synthetic" / "synth_a_0000.png").exists() and (out / "grids" / "iiw" / "7.png").exists()
+    config = json.loads((out / "config.json").read_text())
+    assert config["step"] == 3 and config["model_config"]["depth"] == 3
+
+
+def test_evaluate_skips_missing_datasets_with_a_message(tmp_path, checkpoint, capsys):
+    results, skipped = E.run_evaluation(E.model_predictor(E_model(checkpoint)), mit_dir=tmp_path / "absent",
+                                        frames_dir=None, shards_dir=None, iiw_dir=None, saw_dir=None,
+                                        max_images=2, out_dir=tmp_path / "out")
+    assert results == {}
+    assert "not found" in skipped["mit"] and "not configured" in skipped["iiw"]
+    assert "skipping mit" in capsys.readouterr().err
+    assert "## Skipped" in (tmp_path / "out" / "report.md").read_text()
+
+
+def E_model(path):
+    from training.model import load_checkpoint
+
+    return load_checkpoint(path)[0]
+
+
+def test_decompose_sizes_and_cli(tmp_path, checkpoint):
+    assert D.network_size(334, 334, 128) == (384, 384)
+    assert D.network_size(1000, 500, 32, long_side=384) == (384, 192)
+    model = E_model(checkpoint)
+    srgb = np.random.default_rng(0).uniform(0, 1, (30, 45, 3))
+    result = D.decompose(model, srgb)
+    assert result.reflectance.shape == (30, 45, 3) and result.shading.shape == (30, 45) and result.light.shape == (3,)
+    assert (result.reflectance > 0).all() and (result.shading > 0).all()
+    Image.fromarray(np.round(255 * srgb).astype(np.uint8)).save(tmp_path / "photo.jpg")
+    assert D.main([str(tmp_path / "photo.jpg"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o")]) == 0
+    assert np.asarray(Image.open(tmp_path / "o" / "photo_reflectance.png")).shape == (30, 45, 3)
+    assert D.main([str(tmp_path / "photo.jpg"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "l"), "--linear"]) == 0
+    shading = cv2.imread(str(tmp_path / "l" / "photo_shading.png"), cv2.IMREAD_UNCHANGED)
+    assert shading.dtype == np.uint16 and shading.shape == (30, 45)
+    assert json.loads((tmp_path / "l" / "photo_light.json").read_text())["encoding"] == "linear16"
+
+
+def test_mit_loader_on_real_data():
+    obj = shared_path("mit-intrinsic", "apple")
+    data = E.load_mit_object(obj)
+    assert data["diffuse"].shape == data["reflectance"].shape == data["shading"].shape + (3,)
+    assert data["lights"].shape[0] == 10 and data["mask"].dtype == bool and 0.1 < data["mask"].mean() < 0.9
+    # diffuse = reflectance x shading up to one scale per channel (the loader keeps RGB order and linear values)
+    for c in range(3):
+        product = data["reflectance"][..., c] * data["shading"]
+        alpha = np.sum(product * data["diffuse"][..., c] * data["mask"]) / np.sum(product**2 * data["mask"])
+        residual = np.abs(data["diffuse"][..., c] - alpha * product)[data["mask"]].mean()
+        assert residual < 0.1 * data["diffuse"][..., c][data["mask"]].mean()

@@ -1,0 +1,111 @@
+"""Classical intrinsic-image baselines the model is compared with (training/evaluate.py).
+
+Every baseline takes LINEAR RGB and returns `(reflectance (H, W, 3), shading (H, W))`, both linear and
+positive, with reflectance * shading[..., None] ~= image (up to the illumination colour); the absolute scale is
+arbitrary (all metrics are scale-invariant).
+
+- `constant_shading(image)`: R = I, S = 1 (the trivial baseline of Grosse et al.).
+- `retinex(image, mask)`: colour Retinex (Land & McCann; Grosse et al.'s variant): a log-intensity derivative
+  between neighbours belongs to reflectance when |d log intensity| > `threshold_intensity` or the rg-chromaticity
+  changes by more than `threshold_chroma` (Euclidean); the kept derivatives are reintegrated by least squares
+  into log reflectance intensity; shading = intensity / reflectance intensity, R = I / S.
+- `weiss(frames, masks)`: Weiss (ICCV 2001) multi-image method for a fixed camera and changing light: per colour
+  channel the median over frames of each log-derivative is the reflectance derivative (shading edges move,
+  reflectance edges stay), reintegrated by least squares -> log R (H, W, 3); per-frame shading
+  S_t = exp(mean over channels of (log I_t - log R)) -> (T, H, W).
+
+`integrate_gradients(gx, gy, wx, wy)`: least-squares reintegration of forward differences gx (H, W-1)
+(x[:, 1:] - x[:, :-1]) and gy (H-1, W) with optional per-difference weights; returns (H, W) with zero mean
+(a tiny ridge term fixes the free constant and isolated pixels).
+Intensities are clamped at `eps` = 1e-4 before the log.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+EPS = 1e-4
+
+
+def _diff_ops(h: int, w: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Sparse forward-difference operators Dx ((h*(w-1)) x (h*w)) and Dy (((h-1)*w) x (h*w)), row-major pixels."""
+    dx1 = sp.diags([-np.ones(w - 1), np.ones(w - 1)], [0, 1], shape=(w - 1, w))
+    dy1 = sp.diags([-np.ones(h - 1), np.ones(h - 1)], [0, 1], shape=(h - 1, h))
+    return sp.kron(sp.identity(h), dx1).tocsr(), sp.kron(dy1, sp.identity(w)).tocsr()
+
+
+def integrate_gradients(gx: np.ndarray, gy: np.ndarray, wx: Optional[np.ndarray] = None,
+                        wy: Optional[np.ndarray] = None, ridge: float = 1e-8) -> np.ndarray:
+    h, w = gy.shape[0] + 1, gx.shape[1] + 1
+    if gx.shape != (h, w - 1) or gy.shape != (h - 1, w):
+        raise ValueError(f"gx {gx.shape} / gy {gy.shape} are not forward differences of one image")
+    dx, dy = _diff_ops(h, w)
+    wx = np.ones_like(gx) if wx is None else wx
+    wy = np.ones_like(gy) if wy is None else wy
+    a = sp.vstack([dx, dy]).tocsr()
+    weights = sp.diags(np.concatenate([wx.ravel(), wy.ravel()]).astype(np.float64))
+    b = np.concatenate([gx.ravel(), gy.ravel()]).astype(np.float64)
+    lhs = (a.T @ weights @ a + ridge * sp.identity(h * w)).tocsc()
+    x = spla.spsolve(lhs, a.T @ (weights @ b))
+    x = x.reshape(h, w)
+    return x - x.mean()
+
+
+def _forward_diffs(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return x[:, 1:] - x[:, :-1], x[1:, :] - x[:-1, :]
+
+
+def _pair_mask(mask: Optional[np.ndarray], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    m = np.ones(shape, bool) if mask is None else np.asarray(mask, bool)
+    return (m[:, 1:] & m[:, :-1]).astype(np.float64), (m[1:, :] & m[:-1, :]).astype(np.float64)
+
+
+def constant_shading(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    image = np.asarray(image, np.float64)
+    return np.maximum(image, EPS), np.ones(image.shape[:2])
+
+
+def retinex(image: np.ndarray, mask: Optional[np.ndarray] = None, threshold_intensity: float = 0.1,
+            threshold_chroma: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
+    image = np.maximum(np.asarray(image, np.float64), EPS)
+    intensity = image.mean(axis=2)
+    log_i = np.log(intensity)
+    chroma = image / image.sum(axis=2, keepdims=True)
+    gx, gy = _forward_diffs(log_i)
+    cx = np.linalg.norm(chroma[:, 1:] - chroma[:, :-1], axis=2)
+    cy = np.linalg.norm(chroma[1:, :] - chroma[:-1, :], axis=2)
+    keep_x = (np.abs(gx) > threshold_intensity) | (cx > threshold_chroma)
+    keep_y = (np.abs(gy) > threshold_intensity) | (cy > threshold_chroma)
+    wx, wy = _pair_mask(mask, log_i.shape)
+    log_r_int = integrate_gradients(np.where(keep_x, gx, 0.0), np.where(keep_y, gy, 0.0), wx, wy)
+    shading = np.exp(log_i - log_r_int)
+    return image / shading[..., None], shading
+
+
+def weiss(frames: np.ndarray, masks: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+    """frames (T, H, W, 3) linear; masks (T, H, W) bool (1 = valid) or None -> (R (H, W, 3), S (T, H, W))."""
+    frames = np.maximum(np.asarray(frames, np.float64), EPS)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected frames (T, H, W, 3), got {frames.shape}")
+    t, h, w, _ = frames.shape
+    log_i = np.log(frames)
+    valid = np.ones((t, h, w), bool) if masks is None else np.asarray(masks, bool)
+    vx = valid[:, :, 1:] & valid[:, :, :-1]
+    vy = valid[:, 1:, :] & valid[:, :-1, :]
+    log_r = np.empty((h, w, 3))
+    wx, wy = vx.any(axis=0).astype(np.float64), vy.any(axis=0).astype(np.float64)
+    for c in range(3):
+        dx = np.where(vx, log_i[:, :, 1:, c] - log_i[:, :, :-1, c], np.nan)
+        dy = np.where(vy, log_i[:, 1:, :, c] - log_i[:, :-1, :, c], np.nan)
+        with warnings.catch_warnings():  # pixels never valid: "All-NaN slice", median set to 0
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mx = np.nan_to_num(np.nanmedian(dx, axis=0))
+            my = np.nan_to_num(np.nanmedian(dy, axis=0))
+        log_r[..., c] = integrate_gradients(mx, my, wx, wy)
+    shading = np.exp((log_i - log_r[None]).mean(axis=3))
+    return np.exp(log_r), shading
+

@@ -1,0 +1,166 @@
+"""Decompose any photo into reflectance and shading with a trained checkpoint.
+
+Library: `decompose(model, srgb, long_side=None) -> Decomposition`
+  srgb         (H, W, 3) float in [0, 1], gamma-encoded (an ordinary photo)
+  reflectance  (H, W, 3) float64 LINEAR albedo = exp(log_r), scale arbitrary (the model fixes it only up to
+               the illumination colour: image_linear ~= reflectance * shading * light)
+  shading      (H, W)    float64 LINEAR grey shading = exp(log_s)
+  light        (3,)      float64 LINEAR illumination colour = exp(log_c)
+The network needs sides that are multiples of 2**depth: the image is resized (bilinear, antialiased) to the
+nearest such size — after first scaling its long side to `long_side` if given — and the log outputs are
+resized back to (H, W). `display(linear)` maps a linear layer to 8-bit sRGB for viewing (its 99th percentile
+-> white).
+
+CLI: `python -m training.decompose IMAGE --checkpoint data/models/checkpoint.pt --out DIR [--linear]
+[--long-side N] [--input-linear]` writes DIR/<stem>_reflectance.png, DIR/<stem>_shading.png and
+DIR/<stem>_light.json. Default output is 8-bit sRGB PNG, each layer scaled so its 99th percentile is 1
+(scales are arbitrary); `--linear` writes 16-bit LINEAR PNGs (value / 65535, same scaling; read them with
+cv2.imread(p, cv2.IMREAD_UNCHANGED), never PIL). The input is read as 8-bit sRGB (PIL) unless
+`--input-linear`, which reads a 16-bit linear PNG (e.g. MIT intrinsic images) and converts it to sRGB.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.atomic import atomic_write_bytes, atomic_write_json
+from pipeline.color import linear_to_srgb
+
+
+@dataclass
+class Decomposition:
+    reflectance: np.ndarray  # (H, W, 3) linear
+    shading: np.ndarray  # (H, W) linear
+    light: np.ndarray  # (3,) linear
+
+
+def network_size(height: int, width: int, multiple: int, long_side: Optional[int] = None) -> tuple[int, int]:
+    """(h, w) multiples of `multiple`, nearest to the image size (long side scaled to `long_side` first)."""
+    scale = 1.0 if long_side is None else long_side / max(height, width)
+    return tuple(max(multiple, int(round(s * scale / multiple)) * multiple) for s in (height, width))  # type: ignore[return-value]
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+@torch.no_grad()
+def decompose(model: torch.nn.Module, srgb: np.ndarray, long_side: Optional[int] = None) -> Decomposition:
+    srgb = np.asarray(srgb, np.float32)
+    if srgb.ndim != 3 or srgb.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) sRGB image, got {srgb.shape}")
+    h, w = srgb.shape[:2]
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    x = torch.from_numpy(np.ascontiguousarray(srgb.transpose(2, 0, 1)))[None].to(device)
+    x = _resize(x, network_size(h, w, model.config.multiple, long_side)).clamp(0, 1)
+    log_r, log_s, log_c = model(x)
+    log_r, log_s = _resize(log_r.float(), (h, w)), _resize(log_s.float(), (h, w))
+    model.train(was_training)
+    return Decomposition(
+        reflectance=np.exp(log_r[0].permute(1, 2, 0).cpu().double().numpy()),
+        shading=np.exp(log_s[0, 0].cpu().double().numpy()),
+        light=np.exp(log_c[0].cpu().double().numpy()),
+    )
+
+
+def normalise(linear: np.ndarray, mask: Optional[np.ndarray] = None, percentile: float = 99.0) -> np.ndarray:
+    """Scale a linear layer so the given percentile (over mask) is 1, then clip to [0, 1]."""
+    values = linear[mask] if mask is not None and mask.any() else linear
+    top = float(np.percentile(values, percentile)) if values.size else 1.0
+    return np.clip(linear / (top if top > 0 else 1.0), 0.0, 1.0)
+
+
+def display(linear: np.ndarray, mask: Optional[np.ndarray] = None) -> np.ndarray:
+    """Linear (H, W[, 3]) -> uint8 sRGB (H, W, 3) for viewing."""
+    x = normalise(np.asarray(linear, np.float64), mask)
+    if x.ndim == 2:
+        x = np.repeat(x[..., None], 3, axis=2)
+    return np.round(255 * linear_to_srgb(x)).astype(np.uint8)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """uint8 (H, W, 3) RGB or uint16 (H, W[, 3]) -> PNG bytes (16-bit through cv2, which writes BGR order)."""
+    if image.dtype == np.uint16:
+        import cv2
+
+        bgr = image[..., ::-1] if image.ndim == 3 else image
+        ok, buf = cv2.imencode(".png", np.ascontiguousarray(bgr))
+        if not ok:
+            raise RuntimeError("PNG encoding failed")
+        return buf.tobytes()
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, format="PNG")
+    return out.getvalue()
+
+
+def read_linear_png(path: str | Path) -> np.ndarray:
+    """16-bit (or 8-bit) linear PNG -> float64 in [0, 1], RGB order (H, W, 3) or (H, W)."""
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise FileNotFoundError(f"{path}: not a readable image")
+    scale = 65535.0 if image.dtype == np.uint16 else 255.0
+    image = image.astype(np.float64) / scale
+    if image.ndim == 3:
+        image = image[..., 2::-1] if image.shape[2] >= 3 else image[..., 0]
+    return image
+
+
+def read_srgb(path: str | Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), np.float64) / 255.0
+
+
+def write_decomposition(result: Decomposition, out_dir: Path, stem: str, linear: bool) -> list[Path]:
+    paths = [out_dir / f"{stem}_reflectance.png", out_dir / f"{stem}_shading.png"]
+    for path, layer in zip(paths, (result.reflectance, result.shading)):
+        if linear:
+            atomic_write_bytes(path, png_bytes(np.round(65535 * normalise(layer)).astype(np.uint16)))
+        else:
+            atomic_write_bytes(path, png_bytes(display(layer)))
+    atomic_write_json(out_dir / f"{stem}_light.json", {"light_rgb_linear": result.light.tolist(),
+                                                         "encoding": "linear16" if linear else "srgb8"})
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("image", type=Path)
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--linear", action="store_true", help="write 16-bit linear PNGs instead of 8-bit sRGB")
+    parser.add_argument("--long-side", type=int, default=None, help="network input long side (default: native)")
+    parser.add_argument("--input-linear", action="store_true", help="the input is a 16-bit linear PNG")
+    args = parser.parse_args(argv)
+
+    from training.model import load_checkpoint
+
+    model, _ = load_checkpoint(args.checkpoint)
+    srgb = linear_to_srgb(read_linear_png(args.image)) if args.input_linear else read_srgb(args.image)
+    if srgb.ndim == 2:
+        srgb = np.repeat(srgb[..., None], 3, axis=2)
+    result = decompose(model, srgb, args.long_side)
+    for path in write_decomposition(result, args.out, args.image.stem, args.linear):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

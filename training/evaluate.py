@@ -1,0 +1,374 @@
+"""Evaluate stage: the trained model and classical baselines on MIT intrinsics, our synthetic ground truth, IIW, SAW.
+
+Consumes
+- `--checkpoint` {"model": state_dict, "model_config": asdict(ModelConfig), ...} (torch.load weights_only)
+- `params.yaml` section `evaluate` (mit_dir, iiw_dir, saw_dir, max_images: per dataset)
+- MIT (`evaluate.mit_dir`, Barron's layout `<object>/{diffuse,reflectance,shading,mask,light01..10}.png`,
+  16-bit LINEAR PNG): input = `diffuse.png` (the image whose ground truth `reflectance.png` x `shading.png`
+  is), converted to sRGB by `mit_srgb`; the Weiss baseline uses the object's light01..10 sequence.
+  Skipped with a message when the folder is absent.
+- synthetic sequences (`--frames`, `<name>/NNNN.png` 8-bit sRGB + `groundtruth.npz` from pipeline/synthetic.py:
+  reflectance (T,H,W,3), shading (T,H,W) linear; sky/dynamic/clipped (T,H,W) bool are left out of the mask);
+  each frame is decomposed on its own (Weiss uses the whole sequence). The split of each sequence is read
+  from `--shards`/manifest.json when it names one (metrics for "val" are reported separately).
+- IIW (`evaluate.iiw_dir`: `<id>.png` + `<id>.json` judgements, any depth, e.g. iiw-dataset/data) and SAW
+  (`evaluate.saw_dir`: images `<id>.png` and label maps `<id>.npy`, any depth below saw_dir, e.g. the release's
+  saw_images_512/ and saw_pixel_labels/.../), only when set. Images are decomposed at long side 384.
+Produces
+- `--metrics` JSON (DVC metrics): {dataset: {"n_images": n, method: {metric: mean}, "model_beats": {metric:
+  {baseline: bool}}}}; MIT metrics per training/metrics.py (lower is better), IIW "whdr" (lower), SAW "ap"
+  (higher); methods "model", "constant_shading" (R = I), "retinex", "weiss" (sequences only).
+- `--out`: report.md (tables, which baselines the model beats, skipped datasets and why), per_image.json,
+  config.json (resolved evaluate params + checkpoint info), grids/<dataset>/<image>.png: input | model
+  reflectance | model shading (| ground-truth reflectance | ground-truth shading), linear layers shown as
+  sRGB with their 99th percentile (inside the mask) as white.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from pipeline.atomic import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
+from pipeline.color import linear_to_srgb, srgb_to_linear
+from training import metrics as M
+from training.baselines import constant_shading, retinex, weiss
+from training.decompose import decompose, display, png_bytes, read_linear_png, read_srgb
+
+MIT_METRICS = ("mse_r", "mse_s", "mse_avg", "lmse_r", "lmse_s", "lmse_avg", "dssim_r", "dssim_s", "dssim_avg")
+HIGHER_IS_BETTER = {"ap"}
+BASELINES = ("constant_shading", "retinex", "weiss")
+WILD_LONG_SIDE = 384  # IIW / SAW images are decomposed at this long side (the training resolution)
+PAPER_TABLE3 = {"mse_r": 0.0147, "mse_s": 0.0135, "mse_avg": 0.0141, "lmse_r": 0.0341, "lmse_s": 0.0253,
+                "lmse_avg": 0.0297, "dssim_r": 0.1398, "dssim_s": 0.1266, "dssim_avg": 0.1332}
+
+Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # srgb (H,W,3) -> (R (H,W,3), S (H,W)) linear
+
+
+def mit_srgb(linear: np.ndarray) -> np.ndarray:
+    """MIT 16-bit linear image -> the sRGB the model sees (plain sRGB encoding, no exposure change).
+
+    training/prepare_mit.py writes the training frames with this same function."""
+    return linear_to_srgb(np.clip(linear, 0.0, 1.0))
+
+
+def model_predictor(model, long_side: Optional[int] = None) -> Predictor:
+    def predict(srgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        d = decompose(model, srgb, long_side)
+        return d.reflectance, d.shading
+
+    return predict
+
+
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    interp = cv2.INTER_AREA if h < image.shape[0] else cv2.INTER_LINEAR
+    return cv2.resize(np.ascontiguousarray(image), (w, h), interpolation=interp)
+
+
+def _grid(panels: list[np.ndarray], mask: Optional[np.ndarray]) -> bytes:
+    """panels: [input sRGB in [0,1], then linear layers] -> one PNG row."""
+    tiles = [np.round(255 * np.clip(panels[0], 0, 1)).astype(np.uint8)]
+    tiles += [display(p, mask) for p in panels[1:]]
+    gap = np.full((tiles[0].shape[0], 4, 3), 255, np.uint8)
+    row = [tiles[0]]
+    for tile in tiles[1:]:
+        row += [gap, tile]
+    return png_bytes(np.concatenate(row, axis=1))
+
+
+def _mean_rows(rows: list[dict], methods: list[str], keys: tuple[str, ...]) -> dict:
+    out: dict = {"n_images": len(rows)}
+    for method in methods:
+        values = {k: [r[method][k] for r in rows if method in r and r[method].get(k) is not None] for k in keys}
+        out[method] = {k: float(np.mean(v)) for k, v in values.items() if v}
+    return out
+
+
+def add_model_beats(summary: dict) -> dict:
+    """summary[method][metric] -> summary["model_beats"][metric][baseline] = model better (strictly)."""
+    beats: dict = {}
+    for metric, value in summary.get("model", {}).items():
+        for base in BASELINES:
+            other = summary.get(base, {}).get(metric)
+            if other is not None:
+                better = value > other if metric in HIGHER_IS_BETTER else value < other
+                beats.setdefault(metric, {})[base] = bool(better)
+    summary["model_beats"] = beats
+    return summary
+
+
+# ------------------------------------------------------------------------------------------ MIT
+
+
+def load_mit_object(folder: Path) -> dict:
+    data = {name: read_linear_png(folder / f"{name}.png") for name in ("diffuse", "reflectance", "shading", "mask")}
+    if data["shading"].ndim == 3:
+        data["shading"] = data["shading"].mean(axis=2)
+    if data["mask"].ndim == 3:
+        data["mask"] = data["mask"].mean(axis=2)
+    data["mask"] = data["mask"] > 0.5
+    lights = sorted(folder.glob("light[0-9][0-9].png"))
+    data["lights"] = np.stack([read_linear_png(p) for p in lights]) if lights else None
+    return data
+
+
+def mit_objects(mit_dir: Path) -> list[Path]:
+    return sorted(p for p in mit_dir.iterdir() if (p / "diffuse.png").exists() and (p / "reflectance.png").exists())
+
+
+def evaluate_mit(predict: Predictor, mit_dir: Path, max_images: int, grid_dir: Optional[Path] = None) -> tuple[dict, list[dict]]:
+    rows = []
+    for folder in mit_objects(mit_dir)[:max_images]:
+        data = load_mit_object(folder)
+        image, mask = data["diffuse"], data["mask"]
+        preds = {"model": predict(mit_srgb(image)), "constant_shading": constant_shading(image),
+                 "retinex": retinex(image, mask)}
+        if data["lights"] is not None and len(data["lights"]) >= 2:
+            refl, _ = weiss(data["lights"], np.broadcast_to(mask, data["lights"].shape[:3]))
+            preds["weiss"] = (refl, np.maximum(image, 1e-4).mean(axis=2) / refl.mean(axis=2))
+        row = {"image": folder.name}
+        for method, (r, s) in preds.items():
+            row[method] = M.mit_scores(data["reflectance"], data["shading"], r, s, mask)
+        rows.append(row)
+        if grid_dir is not None:
+            r, s = preds["model"]
+            atomic_write_bytes(grid_dir / f"{folder.name}.png",
+                               _grid([mit_srgb(image), r, s, data["reflectance"], data["shading"]], mask))
+        print(f"evaluate: mit {folder.name}: model mse_avg {row['model']['mse_avg']:.4f}", file=sys.stderr)
+    return _mean_rows(rows, ["model", *BASELINES], MIT_METRICS), rows
+
+
+# ------------------------------------------------------------------------------------------ synthetic
+
+
+def splits_from_manifest(shards_dir: Optional[Path]) -> dict[str, str]:
+    """{source name: split} from any object in manifest.json holding "split" and one of "source"/"name"/"key"."""
+    path = None if shards_dir is None else Path(shards_dir) / "manifest.json"
+    if path is None or not path.exists():
+        return {}
+    found: dict[str, str] = {}
+
+    def walk(node, split=None):
+        if isinstance(node, dict):
+            here = node.get("split", split)
+            name = next((node[k] for k in ("source", "name", "key") if isinstance(node.get(k), str)), None)
+            if name is not None and isinstance(here, str):
+                found.setdefault(name, here)
+            for key, value in node.items():
+                walk(value, key if key in ("train", "val") else here)
+        elif isinstance(node, list):
+            for value in node:
+                if isinstance(value, str) and split in ("train", "val"):
+                    found.setdefault(value, split)
+                walk(value, split)
+
+    try:
+        walk(json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return found
+
+
+def load_sequence(folder: Path) -> dict:
+    gt = np.load(folder / "groundtruth.npz")
+    frames = sorted(folder.glob("[0-9][0-9][0-9][0-9].png"))
+    srgb = np.stack([read_srgb(p) for p in frames])
+    t = min(len(srgb), len(gt["reflectance"]))
+    invalid = np.zeros(srgb.shape[:3], bool)[:t]
+    for key in ("sky", "dynamic", "clipped"):
+        if key in gt.files:
+            invalid |= np.asarray(gt[key][:t], bool)
+    return {"srgb": srgb[:t], "reflectance": np.asarray(gt["reflectance"][:t], np.float64),
+            "shading": np.asarray(gt["shading"][:t], np.float64), "mask": ~invalid}
+
+
+def evaluate_synthetic(predict: Predictor, frames_dir: Path, max_images: int, splits: dict[str, str],
+                       grid_dir: Optional[Path] = None, min_valid: int = 400) -> tuple[dict, list[dict]]:
+    rows = []
+    for folder in sorted(p for p in frames_dir.iterdir() if (p / "groundtruth.npz").exists()):
+        if len(rows) >= max_images:
+            break
+        seq = load_sequence(folder)
+        linear = srgb_to_linear(seq["srgb"])
+        weiss_r, weiss_s = weiss(linear, seq["mask"])
+        for t in range(len(linear)):
+            mask = seq["mask"][t]
+            if len(rows) >= max_images or mask.sum() < min_valid:
+                continue
+            preds = {"model": predict(seq["srgb"][t]), "constant_shading": constant_shading(linear[t]),
+                     "retinex": retinex(linear[t], mask), "weiss": (weiss_r, weiss_s[t])}
+            row = {"image": f"{folder.name}/{t:04d}", "split": splits.get(folder.name, "unknown")}
+            for method, (r, s) in preds.items():
+                row[method] = M.mit_scores(seq["reflectance"][t], seq["shading"][t], r, s, mask)
+            rows.append(row)
+            if grid_dir is not None:
+                r, s = preds["model"]
+                atomic_write_bytes(grid_dir / f"{folder.name}_{t:04d}.png",
+                                   _grid([seq["srgb"][t], r, s, seq["reflectance"][t], seq["shading"][t]], mask))
+    return _mean_rows(rows, ["model", *BASELINES], MIT_METRICS), rows
+
+
+# ------------------------------------------------------------------------------------------ IIW / SAW
+
+
+def _pairs(root: Path, ext: str) -> list[tuple[Path, Path]]:
+    """(<id>.png, <id>.<ext>) pairs found anywhere below root, sorted by id."""
+    images = {p.stem: p for p in root.rglob("*.png")}
+    return sorted(((images[p.stem], p) for p in root.rglob(f"*.{ext}") if p.stem in images), key=lambda t: t[0].stem)
+
+
+def _wild_predictions(predict: Predictor, srgb: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Model and baselines on the image scaled to long side WILD_LONG_SIDE (if larger), layers resized back."""
+    h, w = srgb.shape[:2]
+    scale = min(1.0, WILD_LONG_SIDE / max(h, w))
+    small = _resize(srgb, (max(1, round(h * scale)), max(1, round(w * scale))))
+    linear = srgb_to_linear(small)
+    out = {"model": predict(small), "constant_shading": constant_shading(linear), "retinex": retinex(linear)}
+    return {k: (_resize(r, (h, w)), _resize(s, (h, w))) for k, (r, s) in out.items()}
+
+
+def evaluate_iiw(predict: Predictor, iiw_dir: Path, max_images: int, grid_dir: Optional[Path] = None) -> tuple[dict, list[dict]]:
+    rows = []
+    for image_path, json_path in _pairs(iiw_dir, "json")[:max_images]:
+        srgb = read_srgb(image_path)
+        judgements = M.load_iiw_judgements(json_path)
+        preds = _wild_predictions(predict, srgb)
+        row = {"image": image_path.stem}
+        for method, (r, _) in preds.items():
+            row[method] = {"whdr": M.whdr(r, judgements)}
+        rows.append(row)
+        if grid_dir is not None:
+            atomic_write_bytes(grid_dir / f"{image_path.stem}.png", _grid([srgb, *preds["model"]], None))
+    return _mean_rows(rows, ["model", *BASELINES[:2]], ("whdr",)), rows
+
+
+def evaluate_saw(predict: Predictor, saw_dir: Path, max_images: int, grid_dir: Optional[Path] = None) -> tuple[dict, list[dict]]:
+    thresholds = M.saw_thresholds()
+    totals: dict[str, np.ndarray] = {}
+    rows = []
+    for image_path, label_path in _pairs(saw_dir, "npy")[:max_images]:
+        srgb = read_srgb(image_path)
+        labels = M.load_saw_labels(label_path)
+        preds = _wild_predictions(predict, srgb)
+        row = {"image": image_path.stem}
+        for method, (_, s) in preds.items():
+            conf = M.saw_confusion(_resize(s, labels.shape), labels, thresholds)
+            if conf is not None:
+                totals[method] = totals.get(method, 0) + conf
+        rows.append(row)
+        if grid_dir is not None:
+            atomic_write_bytes(grid_dir / f"{image_path.stem}.png", _grid([srgb, *preds["model"]], None))
+    summary: dict = {"n_images": len(rows)}
+    for method, conf in totals.items():
+        summary[method] = {"ap": M.saw_ap(*M.saw_precision_recall(conf))}
+    return summary, rows
+
+
+# ------------------------------------------------------------------------------------------ report
+
+
+def report_markdown(results: dict, skipped: dict[str, str], checkpoint: str) -> str:
+    lines = ["# Evaluation report", "", f"Checkpoint: `{checkpoint}`", ""]
+    for dataset, summary in results.items():
+        methods = [m for m in ("model", *BASELINES) if m in summary]
+        metrics = sorted({k for m in methods for k in summary[m]}, key=lambda k: (MIT_METRICS + ("whdr", "ap")).index(k))
+        lines += [f"## {dataset} ({summary['n_images']} images)", ""]
+        lines += ["| method | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+        for m in methods:
+            lines.append(f"| {m} | " + " | ".join(f"{summary[m][k]:.4f}" if k in summary[m] else "-" for k in metrics) + " |")
+        if dataset.startswith("mit"):
+            lines.append("| paper Table 3 (10 test objects) | " + " | ".join(f"{PAPER_TABLE3[k]:.4f}" for k in metrics) + " |")
+        lines += ["", "Model beats (" + ("higher" if "ap" in metrics else "lower") + " is better):", ""]
+        for metric, bases in summary.get("model_beats", {}).items():
+            verdict = ", ".join(f"{b}: {'yes' if v else 'NO'}" for b, v in bases.items())
+            lines.append(f"- {metric}: {verdict}")
+        lines.append("")
+    if "mit" in results:
+        lines += ["MIT note: `../shared/data/mit-intrinsic` holds Barron's 10 TRAINING objects, not the paper's 10 test",
+                  "objects, so the numbers are not directly comparable with Table 3; if the model was trained with",
+                  "params-mit.yaml it saw these objects' light sequences (never their ground truth). Weiss uses the",
+                  "object's 10 light images (a multi-image method), the others the single diffuse image.", ""]
+    if skipped:
+        lines += ["## Skipped", ""] + [f"- {k}: {v}" for k, v in skipped.items()] + [""]
+    return "\n".join(lines)
+
+
+def run_evaluation(predict: Predictor, *, mit_dir: Optional[Path], frames_dir: Optional[Path], shards_dir: Optional[Path],
+                   iiw_dir: Optional[Path], saw_dir: Optional[Path], max_images: int, out_dir: Path,
+                   checkpoint: str = "") -> tuple[dict, dict]:
+    """Run every available dataset; write grids, per_image.json and report.md into out_dir; return (results, skipped)."""
+    results: dict = {}
+    per_image: dict = {}
+    skipped: dict[str, str] = {}
+    grids = out_dir / "grids"
+
+    def attempt(name: str, path: Optional[Path], fn, *args):
+        if path is None or str(path) in ("", "."):
+            skipped[name] = "not configured (empty evaluate.*_dir param or no --frames)"
+            return
+        if not Path(path).is_dir():
+            skipped[name] = f"{path} not found"
+            return
+        summary, rows = fn(predict, Path(path), max_images, *args)
+        if not rows:
+            skipped[name] = f"{path} holds no usable images"
+            return
+        results[name] = add_model_beats(summary)
+        per_image[name] = rows
+
+    attempt("mit", mit_dir, evaluate_mit, grids / "mit")
+    splits = splits_from_manifest(shards_dir)
+    attempt("synthetic", frames_dir, evaluate_synthetic, splits, grids / "synthetic")
+    if "synthetic" in per_image:
+        val_rows = [r for r in per_image["synthetic"] if r["split"] == "val"]
+        if val_rows:
+            results["synthetic_val"] = add_model_beats(_mean_rows(val_rows, ["model", *BASELINES], MIT_METRICS))
+    attempt("iiw", iiw_dir, evaluate_iiw, grids / "iiw")
+    attempt("saw", saw_dir, evaluate_saw, grids / "saw")
+    for name, reason in skipped.items():
+        print(f"evaluate: skipping {name}: {reason}", file=sys.stderr)
+    atomic_write_json(out_dir / "per_image.json", per_image)
+    atomic_write_text(out_dir / "report.md", report_markdown(results, skipped, checkpoint))
+    return results, skipped
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--shards", type=Path, default=None)
+    parser.add_argument("--frames", type=Path, default=None)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args(argv)
+
+    from pipeline.params import load_params
+    from training.model import load_checkpoint
+
+    params = load_params(args.params).evaluate
+    model, ckpt = load_checkpoint(args.checkpoint)
+    opt = lambda s: Path(s) if s else None  # noqa: E731
+    with atomic_dir(args.out) as out:
+        results, skipped = run_evaluation(
+            model_predictor(model), mit_dir=opt(params.mit_dir), frames_dir=args.frames, shards_dir=args.shards,
+            iiw_dir=opt(params.iiw_dir), saw_dir=opt(params.saw_dir), max_images=params.max_images, out_dir=out,
+            checkpoint=str(args.checkpoint))
+        atomic_write_json(out / "config.json", {"evaluate": params.model_dump(), "checkpoint": str(args.checkpoint),
+                                                "model_config": ckpt["model_config"], "step": ckpt.get("step"),
+                                                "skipped": skipped})
+    atomic_write_json(args.metrics, results)
+    print(f"evaluate: {', '.join(results) or 'nothing'} evaluated; report in {args.out / 'report.md'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""The BigTime network: one U-Net encoder, two decoders (reflectance, shading) and an illumination-colour head.
+
+`IntrinsicUNet(config).forward(srgb) -> (log_r, log_s, log_c)`
+  srgb   (B, 3, H, W) float in [0, 1], gamma-encoded input; H and W multiples of 2**config.depth
+  log_r  (B, 3, H, W) natural log of linear reflectance (albedo), up to a per-channel scale
+  log_s  (B, 1, H, W) natural log of linear grey shading
+  log_c  (B, 3)       natural log of the linear illumination colour, one RGB offset per image
+  The image model the loss fits is  log I_linear = log_r + log_s + log_c  (training/loss.py).
+
+Architecture (as the authors' pix2pix-style "multi U-Net", Li & Snavely CVPR 2018):
+- encoder level k = 1..depth: [LeakyReLU 0.2 unless k = 1] Conv 4x4 stride 2 [BatchNorm unless k = 1 or k = depth];
+  channels c_k = min(base_channels * 2**(k-1), max_channels); the input is srgb mapped to [-1, 1].
+- each decoder level k = depth..1: ReLU, ConvTranspose 4x4 stride 2 (input: the innermost features at k = depth,
+  else the previous decoder output concatenated with the encoder skip e_k), BatchNorm unless k = 1; level 1
+  outputs the log image (3 channels for reflectance, 1 for shading) with no activation.
+- colour head: global average pool of the innermost features -> Linear -> ReLU -> Linear -> 3.
+Presets: "paper" = 7 downsamplings, 64 base channels, 512 max (68.4M parameters, like the authors' ~69M; the
+test prints the count); "small" = 5 downsamplings, 16 base channels, 128 max (trains on a CPU).
+Weights are initialised N(0, 0.02) (BatchNorm: N(1, 0.02), bias 0) as pix2pix, so a seed fixes the model.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    depth: int = 5  # number of stride-2 downsamplings; inputs must be multiples of 2**depth
+    base_channels: int = 16  # channels of the first encoder level
+    max_channels: int = 128  # channel cap of the deeper levels
+    color_hidden: int = 64  # hidden units of the illumination-colour head
+
+    PRESETS = {  # type: ignore[misc]  (class constant, not a field: no annotation)
+        "small": dict(depth=5, base_channels=16, max_channels=128, color_hidden=64),
+        "paper": dict(depth=7, base_channels=64, max_channels=512, color_hidden=128),
+    }
+
+    def __post_init__(self) -> None:
+        if self.depth < 2:
+            raise ValueError(f"depth must be >= 2, got {self.depth}")
+        if self.base_channels < 1 or self.max_channels < self.base_channels:
+            raise ValueError(f"need 1 <= base_channels <= max_channels, got {self.base_channels}, {self.max_channels}")
+
+    @classmethod
+    def preset(cls, name: str) -> "ModelConfig":
+        try:
+            return cls(**cls.PRESETS[name])
+        except KeyError:
+            raise ValueError(f"unknown model preset {name!r} (have: {', '.join(cls.PRESETS)})") from None
+
+    @classmethod
+    def from_params(cls, params) -> "ModelConfig":
+        """From `pipeline.params.ModelParams` (the `model` section of params.yaml)."""
+        return cls.preset(params.preset)
+
+    @property
+    def multiple(self) -> int:
+        """Input sides must be multiples of this."""
+        return 2**self.depth
+
+    def channels(self) -> list[int]:
+        return [min(self.base_channels * 2**k, self.max_channels) for k in range(self.depth)]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _decoder(config: ModelConfig, out_channels: int) -> nn.ModuleList:
+    """Decoder levels ordered innermost first; level k's ConvTranspose maps to c_{k-1} (or out_channels)."""
+    ch = config.channels()
+    levels = []
+    for k in range(config.depth - 1, -1, -1):  # 0-based level index
+        in_ch = ch[k] if k == config.depth - 1 else 2 * ch[k]
+        out_ch = out_channels if k == 0 else ch[k - 1]
+        layers: list[nn.Module] = [nn.ReLU(inplace=False), nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=k == 0)]
+        if k > 0:
+            layers.append(nn.BatchNorm2d(out_ch))
+        levels.append(nn.Sequential(*layers))
+    return nn.ModuleList(levels)
+
+
+class IntrinsicUNet(nn.Module):
+    def __init__(self, config: ModelConfig = ModelConfig()):
+        super().__init__()
+        self.config = config
+        ch = config.channels()
+        encoder = []
+        for k in range(config.depth):
+            layers: list[nn.Module] = [] if k == 0 else [nn.LeakyReLU(0.2, inplace=False)]
+            inner_or_outer = k == 0 or k == config.depth - 1
+            layers.append(nn.Conv2d(3 if k == 0 else ch[k - 1], ch[k], 4, 2, 1, bias=inner_or_outer))
+            if not inner_or_outer:
+                layers.append(nn.BatchNorm2d(ch[k]))
+            encoder.append(nn.Sequential(*layers))
+        self.encoder = nn.ModuleList(encoder)
+        self.reflectance = _decoder(config, 3)
+        self.shading = _decoder(config, 1)
+        self.color = nn.Sequential(
+            nn.Linear(ch[-1], config.color_hidden), nn.ReLU(inplace=False), nn.Linear(config.color_hidden, 3)
+        )
+        self.apply(_init_weights)
+
+    @staticmethod
+    def _decode(levels: nn.ModuleList, skips: list[torch.Tensor]) -> torch.Tensor:
+        x = skips[-1]
+        for i, level in enumerate(levels):
+            if i > 0:
+                x = torch.cat([x, skips[-1 - i]], dim=1)
+            x = level(x)
+        return x
+
+    def forward(self, srgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        m = self.config.multiple
+        if srgb.ndim != 4 or srgb.shape[1] != 3 or srgb.shape[2] % m or srgb.shape[3] % m:
+            raise ValueError(f"expected (B, 3, H, W) with H, W multiples of {m}, got {tuple(srgb.shape)}")
+        x = srgb * 2.0 - 1.0
+        skips = []
+        for level in self.encoder:
+            x = level(x)
+            skips.append(x)
+        log_r = self._decode(self.reflectance, skips)
+        log_s = self._decode(self.shading, skips)
+        log_c = self.color(F.adaptive_avg_pool2d(F.leaky_relu(skips[-1], 0.2), 1).flatten(1))
+        return log_r, log_s, log_c
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def load_checkpoint(path, map_location="cpu") -> tuple[IntrinsicUNet, dict]:
+    """Checkpoint {"model": state_dict, "model_config": asdict(ModelConfig), ...} -> (model in eval mode, dict)."""
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    missing = [k for k in ("model", "model_config") if k not in ckpt]
+    if missing:
+        raise KeyError(f"{path}: checkpoint lacks {', '.join(missing)} (have: {', '.join(ckpt)})")
+    model = IntrinsicUNet(ModelConfig(**ckpt["model_config"]))
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    return model, ckpt
