@@ -15,8 +15,9 @@ sources; `status.json`) and the `frames` params section. Produces, in a folder b
 Steps (each a pure function): plan which frames to decode inside [start, end] (at most
 `frames.max_candidates`, evenly spaced, or at `frames.sample_fps`); decode + resize with ffmpeg; estimate the
 global camera shift by phase correlation of log-luminance gradient magnitudes against the best-matching
-frame (illumination-invariant, the static background dominates moving people); reject when the shift
-range exceeds `frames.max_camera_shift` x diagonal; select frames at evenly spread quantiles of mean
+frame (illumination-invariant, the static background dominates moving people); reject when the largest
+shift exceeds `frames.max_camera_shift` x diagonal (shifts are measured at ~MOTION_SIDE pixels, so at
+very small frame sizes moving shadows bias them by up to ~1 px); select frames at evenly spread quantiles of mean
 log-luminance (near-duplicates closer than `frames.min_log_lum_step` dropped, time-uniform when the light
 barely changes).
 """
@@ -94,8 +95,9 @@ def plan_candidates(n_frames: int, fps: float, start: float | None, end: float |
 def video_command(path: Path, plan: Plan, fps: float, size: tuple[int, int]) -> list[str]:
     """The ffmpeg command that writes the planned frames, resized (area) to size=(w, h), as raw rgb24."""
     w, h = size
-    # Seek half a frame past `first`: ffmpeg keeps the frame whose display interval holds the seek time.
-    stream = ffmpeg.input(str(path), ss=(plan.first + 0.5) / fps) if plan.first else ffmpeg.input(str(path))
+    # Accurate input seeking keeps frames with pts >= ss; seeking half a frame before `first` makes the
+    # first frame out exactly `first` whatever the rounding of ss.
+    stream = ffmpeg.input(str(path), ss=(plan.first - 0.5) / fps) if plan.first else ffmpeg.input(str(path))
     video = stream.video
     if plan.step > 1:
         video = video.filter("framestep", step=plan.step)
@@ -190,13 +192,13 @@ def evenly_spread(n: int, k: int) -> np.ndarray:
 def camera_shift_from_maps(maps: np.ndarray, check: np.ndarray | None = None) -> tuple[float, np.ndarray, np.ndarray]:
     """Global shift of frames from their motion maps (n, h', w') float32.
 
-    Returns (shift extent as a fraction of the diagonal, shifts (n, 2) (dx, dy) as fractions of the
-    diagonal, phase-correlation responses (n,)); only the frames in `check` (default: all) are measured,
-    the others are NaN. The reference is the frame (of REFERENCE_PROBES evenly spread) that best matches
-    the temporal median of those probes (robust to transient people/cars); the extent is max - min per
-    axis, then the norm, over checked frames that registered (response >= MIN_RESPONSE); unregistered
-    frames (night, fog) are ignored. The extent is infinite when fewer than MIN_REGISTERED of the checked
-    frames register.
+    Returns (max shift as a fraction of the diagonal, shifts (n, 2) (dx, dy) as fractions of the diagonal,
+    phase-correlation responses (n,)); only the frames in `check` (default: all) are measured, the others
+    are NaN. Shifts are relative to a reference: the frame (of REFERENCE_PROBES evenly spread) that best
+    matches the temporal median of those probes (robust to transient people/cars; for a pan it is the
+    middle of the pan). The max is the largest shift norm over checked frames that registered (response
+    >= MIN_RESPONSE); unregistered frames (night, fog) are ignored. It is infinite when fewer than
+    MIN_REGISTERED of the checked frames register.
     """
     n = len(maps)
     check = np.arange(n) if check is None else np.unique(np.asarray(check, int))
@@ -216,8 +218,7 @@ def camera_shift_from_maps(maps: np.ndarray, check: np.ndarray | None = None) ->
     registered = check[responses[check] >= MIN_RESPONSE]
     if len(registered) < max(2, MIN_REGISTERED * len(check)):
         return float("inf"), shifts, responses
-    extent = shifts[registered].max(axis=0) - shifts[registered].min(axis=0)
-    return float(np.hypot(*extent)), shifts, responses
+    return float(np.hypot(*shifts[registered].T).max()), shifts, responses
 
 
 def select_frames(mean_log_lum: np.ndarray, n: int, min_step: float) -> np.ndarray:
