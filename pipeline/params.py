@@ -185,7 +185,9 @@ class EvaluateParams(_Section):
     mit_dir: str = "../shared/data/mit-intrinsic"
     iiw_dir: str = ""  # empty = skip
     saw_dir: str = ""  # empty = skip
-    max_images: Annotated[int, Field(ge=1)] = 50
+    max_images: Annotated[int, Field(ge=1)] = 50  # per dataset
+    fetch_iiw: bool = False  # DVC stage fetch_iiw downloads IIW into data/external/iiw (needs internet)
+    fetch_saw: bool = False  # DVC stage fetch_saw downloads SAW into data/external/saw (needs internet)
 
 
 class Params(_Section):

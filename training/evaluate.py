@@ -13,7 +13,10 @@ Consumes
   from `--shards`/manifest.json when it names one (metrics for "val" are reported separately).
 - IIW (`evaluate.iiw_dir`: `<id>.png` + `<id>.json` judgements, any depth, e.g. iiw-dataset/data) and SAW
   (`evaluate.saw_dir`: images `<id>.png` and label maps `<id>.npy`, any depth below saw_dir, e.g. the release's
-  saw_images_512/ and saw_pixel_labels/.../), only when set. Images are decomposed at long side 384.
+  saw_images_512/ and saw_pixel_labels/<setting>/), only when set; restricted to the ids of a `test_ids.txt` /
+  `test_ids.npy` found below the folder (training/fetch_eval_data.py puts them there). Images are decomposed at
+  long side 384 (the baselines too) and the layers resized back. Fetch the data with the frozen DVC stages
+  `fetch_iiw` / `fetch_saw` (dvc.yaml; off by default, no internet here).
 Produces
 - `--metrics` JSON (DVC metrics): {dataset: {"n_images": n, method: {metric: mean}, "model_beats": {metric:
   {baseline: bool}}}}; MIT metrics per training/metrics.py (lower is better), IIW "whdr" (lower), SAW "ap"
@@ -151,31 +154,15 @@ def evaluate_mit(predict: Predictor, mit_dir: Path, max_images: int, grid_dir: O
 
 
 def splits_from_manifest(shards_dir: Optional[Path]) -> dict[str, str]:
-    """{source name: split} from any object in manifest.json holding "split" and one of "source"/"name"/"key"."""
+    """{source name: "train"/"val"} from `<shards>/manifest.json` "sequences" (pipeline/shards.py); {} if absent."""
     path = None if shards_dir is None else Path(shards_dir) / "manifest.json"
     if path is None or not path.exists():
         return {}
-    found: dict[str, str] = {}
-
-    def walk(node, split=None):
-        if isinstance(node, dict):
-            here = node.get("split", split)
-            name = next((node[k] for k in ("source", "name", "key") if isinstance(node.get(k), str)), None)
-            if name is not None and isinstance(here, str):
-                found.setdefault(name, here)
-            for key, value in node.items():
-                walk(value, key if key in ("train", "val") else here)
-        elif isinstance(node, list):
-            for value in node:
-                if isinstance(value, str) and split in ("train", "val"):
-                    found.setdefault(value, split)
-                walk(value, split)
-
     try:
-        walk(json.loads(path.read_text()))
-    except (OSError, json.JSONDecodeError):
+        sequences = json.loads(path.read_text()).get("sequences", {})
+    except (OSError, json.JSONDecodeError, AttributeError):
         return {}
-    return found
+    return {key: info["split"] for key, info in sequences.items() if isinstance(info, dict) and "split" in info}
 
 
 def load_sequence(folder: Path) -> dict:
@@ -220,10 +207,29 @@ def evaluate_synthetic(predict: Predictor, frames_dir: Path, max_images: int, sp
 # ------------------------------------------------------------------------------------------ IIW / SAW
 
 
+def test_ids(root: Path) -> Optional[set[str]]:
+    """Ids listed in `test_ids.txt` (one a line) or `test_ids.npy` (SAW's saw_splits) below root; None if none."""
+    for path in sorted(root.rglob("test_ids.txt")):
+        return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+    for path in sorted(root.rglob("test_ids.npy")):
+        return {str(i) for i in np.load(path).ravel().tolist()}
+    return None
+
+
 def _pairs(root: Path, ext: str) -> list[tuple[Path, Path]]:
-    """(<id>.png, <id>.<ext>) pairs found anywhere below root, sorted by id."""
+    """(<id>.png, <id>.<ext>) pairs below root, sorted by id, restricted to the test ids when listed. Annotation
+    files come from the one folder holding the most of them (SAW ships label maps for several settings)."""
     images = {p.stem: p for p in root.rglob("*.png")}
-    return sorted(((images[p.stem], p) for p in root.rglob(f"*.{ext}") if p.stem in images), key=lambda t: t[0].stem)
+    by_folder: dict[Path, list[Path]] = {}
+    for p in root.rglob(f"*.{ext}"):
+        if p.stem in images:
+            by_folder.setdefault(p.parent, []).append(p)
+    if not by_folder:
+        return []
+    folder = max(sorted(by_folder), key=lambda f: len(by_folder[f]))
+    ids = test_ids(root)
+    return sorted(((images[p.stem], p) for p in by_folder[folder] if ids is None or p.stem in ids),
+                  key=lambda t: t[0].stem)
 
 
 def _wild_predictions(predict: Predictor, srgb: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -94,3 +94,16 @@ def test_retinex_beats_constant_shading_when_shading_is_smooth():
 def test_weiss_input_validation():
     with pytest.raises(ValueError, match="T, H, W, 3"):
         weiss(np.ones((4, 5, 3)))
+
+
+def test_weiss_on_a_rendered_synthetic_sequence():
+    synthetic = pytest.importorskip("pipeline.synthetic", reason="pipeline/synthetic.py not present")
+    from pipeline.color import srgb_to_linear
+
+    seq = synthetic.render_scene("indoor", width=96, height=64, fps=4, seconds=3.0, seed=0)
+    linear = srgb_to_linear(seq.srgb / 255.0)
+    mask = ~(seq.sky | seq.dynamic | seq.clipped)
+    refl, _ = weiss(linear, mask)
+    weiss_err = np.mean([M.si_mse(seq.reflectance[t], refl, mask[t]) for t in range(len(linear))])
+    naive_err = np.mean([M.si_mse(seq.reflectance[t], constant_shading(linear[t])[0], mask[t]) for t in range(len(linear))])
+    assert weiss_err < 0.5 * naive_err

@@ -58,11 +58,14 @@ def make_fixtures(root):
              shading=shadings[:4].astype(np.float32), light_rgb=np.full((4, 3), 0.9, np.float32),
              sky=np.zeros(t_shape, bool), dynamic=np.zeros(t_shape, bool), clipped=np.zeros(t_shape, bool))
     (root / "shards").mkdir()
-    (root / "shards" / "manifest.json").write_text(json.dumps({"sequences": [{"source": "synth_a", "split": "val"}]}))
+    (root / "shards" / "manifest.json").write_text(json.dumps({"sequences": {"synth_a": {"split": "val", "n_frames": 4}}}))
 
     iiw = root / "iiw" / "data"
     iiw.mkdir(parents=True)
     Image.fromarray(srgb[0]).save(iiw / "7.png")
+    Image.fromarray(srgb[2]).save(iiw / "8.png")  # not a test id: left out
+    (iiw / "8.json").write_text(json.dumps({"intrinsic_points": [], "intrinsic_comparisons": []}))
+    (root / "iiw" / "test_ids.txt").write_text("7\n")
     (iiw / "7.json").write_text(json.dumps({
         "intrinsic_points": [{"id": 1, "x": 0.1, "y": 0.1, "opaque": True}, {"id": 2, "x": 0.9, "y": 0.9, "opaque": True}],
         "intrinsic_comparisons": [{"point1": 1, "point2": 2, "darker": "1", "darker_score": 1.0}]}))
@@ -94,7 +97,7 @@ def test_evaluate_main_end_to_end(tmp_path, checkpoint):
         assert set(metrics[dataset]["model"]) == set(E.MIT_METRICS)
         # the multi-image method sees the true structure of this Lambertian scene
         assert metrics[dataset]["weiss"]["mse_r"] < metrics[dataset]["constant_shading"]["mse_r"]
-    assert 0.0 <= metrics["iiw"]["model"]["whdr"] <= 1.0
+    assert 0.0 <= metrics["iiw"]["model"]["whdr"] <= 1.0 and metrics["iiw"]["n_images"] == 1
     assert 0.0 <= metrics["saw"]["model"]["ap"] <= 1.0 and "retinex" in metrics["saw"]
     assert isinstance(metrics["mit"]["model_beats"]["mse_avg"]["weiss"], bool)
     report = (out / "report.md").read_text()
