@@ -140,10 +140,11 @@ def shading_smoothness_loss(log_s, mask, shading_weights: Sequence[torch.Tensor]
         level_sum = s.new_zeros(())
         for k, (dy, dx) in enumerate(NEIGHBOUR_OFFSETS):
             (py, px), (qy, qx) = _pair_slices(h, wd, dy, dx)
-            pair_mask = msk[:, 0, py, px] * msk[:, 0, qy, qx]  # (m, hp, wp)
+            with torch.no_grad():
+                pair_mask = msk[:, 0, py, px] * msk[:, 0, qy, qx]  # (m, hp, wp)
+                coeff = w[:, k, py, px] * pair_mask / pair_mask.sum().clamp_min(1.0)
             diff = s[:, 0, py, px] - s[:, 0, qy, qx]
-            weighted = (w[:, k, py, px] * pair_mask * diff * diff).sum()
-            level_sum = level_sum + weighted / pair_mask.sum().clamp_min(1.0)
+            level_sum = level_sum + (coeff * diff.square()).sum()
         total = total + level_sum / (4.0 * (level + 1))
     return total
 
