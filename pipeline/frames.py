@@ -48,7 +48,8 @@ MOTION_EPS = 0.01  # linear luminance floor of the log image used for motion (ke
 MIN_RESPONSE = 0.15  # phase-correlation peak below which a frame counts as unregistered
 REFERENCE_PROBES = 64  # candidates (evenly spread) forming the median and tried as the reference frame
 MOTION_CHECKS = 128  # candidates (evenly spread) whose shift is measured, plus every selected frame
-PNG_OPTIONS = [cv2.IMWRITE_PNG_COMPRESSION, 1]  # fastest zlib level; PNG stays lossless
+# Lossless PNG, fast: zlib level 1 with Huffman-only coding is ~2x faster than the default for ~2% more bytes.
+PNG_OPTIONS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
 MIN_REGISTERED = 0.5  # fraction of candidates that must register, else the sequence is rejected
 
 
@@ -286,7 +287,7 @@ def resize_groundtruth(arrays: dict[str, np.ndarray], indices: np.ndarray, n_tot
 class Candidates:
     """Decoded candidate frames of one source with their per-frame features."""
 
-    frames: np.ndarray  # (n, h, w, 3) uint8 sRGB at the output size
+    frames: list[np.ndarray]  # n frames (h, w, 3) uint8 sRGB at the output size (read-only views)
     index: np.ndarray  # (n,) int frame number in the video / position in the image list
     time_s: np.ndarray  # (n,) float seconds (image folders: the position)
     mean_log_lum: np.ndarray  # (n,) float
@@ -294,19 +295,19 @@ class Candidates:
     info: dict  # the download's info.json
 
 
-def _collect(iterator: Iterator[np.ndarray], count: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Store up to `count` frames and their features as they arrive: (frames, mean_log_lum, motion maps)."""
-    frames = np.empty((count, size[1], size[0], 3), np.uint8)
+def _collect(iterator: Iterator[np.ndarray], count: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Keep up to `count` frames (no copies) and compute their features as they arrive: (frames, lum, maps)."""
+    frames: list[np.ndarray] = []
     lums = np.empty(count)
     maps = None
-    n = 0
-    for n, frame in enumerate(iterator, start=1):
-        frames[n - 1] = frame
-        motion, lums[n - 1] = frame_features(frame)
+    for n, frame in enumerate(iterator):
+        frames.append(frame)
+        motion, lums[n] = frame_features(frame)
         if maps is None:
             maps = np.empty((count, *motion.shape), np.float32)
-        maps[n - 1] = motion
-    return frames[:n], lums[:n], maps[:n] if maps is not None else np.zeros((0, 1, 1), np.float32)
+        maps[n] = motion
+    n = len(frames)
+    return frames, lums[:n], maps[:n] if maps is not None else np.zeros((0, 1, 1), np.float32)
 
 
 def load_candidates(raw: Path, source: Source, params: FramesParams) -> Candidates:
@@ -317,7 +318,7 @@ def load_candidates(raw: Path, source: Source, params: FramesParams) -> Candidat
         paths = sorted(p for p in (raw / "images").iterdir() if p.is_file())
         total = len(paths)
         index = np.unique(np.round(np.linspace(0, total - 1, min(total, params.max_candidates))).astype(int)) if total else np.zeros(0, int)
-        frames, lums, maps = _collect(iter_images([paths[i] for i in index], size), len(index), size)
+        frames, lums, maps = _collect(iter_images([paths[i] for i in index], size), len(index))
         return Candidates(frames, index, index.astype(float), lums, maps, info)
     video = next((p for p in raw.iterdir() if p.name.startswith("video.")), None)
     if video is None:
@@ -327,7 +328,7 @@ def load_candidates(raw: Path, source: Source, params: FramesParams) -> Candidat
                            sample_fps=params.sample_fps, max_candidates=params.max_candidates)
     if plan.count == 0:
         raise FramesError("too_few_frames", f"no frames inside [{source.start}, {source.end}] s (video is {info.get('duration_s', 0):.1f} s)")
-    frames, lums, maps = _collect(iter_video(video, plan, fps, size), plan.count, size)
+    frames, lums, maps = _collect(iter_video(video, plan, fps, size), plan.count)
     index = plan.indices[: len(frames)]
     return Candidates(frames, index, index / fps, lums, maps, info)
 
@@ -352,7 +353,7 @@ def extract_frames(params: Params, source: Source, out_dir: Path, raw: Path) -> 
             measured = "frames could not be registered" if math.isinf(shift) else f"camera shift {shift:.4f}"
             raise FramesError("camera_motion", f"{measured} of the diagonal > frames.max_camera_shift={fp.max_camera_shift:g}"
                               + (f" ({int((responses[check] >= MIN_RESPONSE).sum())}/{len(check)} frames registered)" if math.isinf(shift) else ""))
-        height, width = frames.shape[1:3]
+        height, width = frames[0].shape[:2]
         with atomic_dir(out_dir) as tmp:
             names = [f"{k:04d}.png" for k in range(len(chosen))]
             with ThreadPoolExecutor(max_workers=2) as pool:  # cv2 releases the GIL while encoding
