@@ -1,7 +1,7 @@
 """Throughput of the frames stage (production code: pipeline.frames.extract_frames) against a bare ffmpeg decode.
 
 Input: ../shared/data/videos/vtest.avi (795 frames, 480x360, 10 fps) when present, else a synthetic 480x360
-test-pattern video (ffmpeg's testsrc2, 800 frames) made in a temp folder. The video is first put through the
+static-camera video (a fixed texture brightening over 800 frames, with noise) made in a temp folder. The video is first put through the
 download stage (file://, outside the timing). Then, interleaved `--repeats` times in the same run:
 
 - stage: `extract_frames` with the frames params (default long_side 384, max_candidates 400, per_sequence 20):
@@ -33,9 +33,18 @@ VTEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos
 
 
 def synthetic_video(folder: Path, frames: int = 800) -> Path:
-    path = folder / "testsrc2.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i", "testsrc2=size=480x360:rate=10",
-                    "-frames:v", str(frames), "-pix_fmt", "yuv420p", "-c:v", "libx264", str(path)], check=True)
+    """A static-camera 480x360 10 fps video: a fixed random texture that brightens over time, with sensor noise."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(rng.uniform(0, 255, (360, 480, 3)).astype(np.float32), (0, 0), 3.0)
+    texture = cv2.normalize(texture, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    cv2.imwrite(str(folder / "texture.png"), texture)
+    path = folder / "static.mp4"
+    ramp = f"eq=brightness='-0.3+0.5*t/{frames / 10}':eval=frame,noise=alls=6:allf=t"
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", "-loop", "1", "-framerate", "10", "-i", str(folder / "texture.png"),
+                    "-vf", ramp, "-frames:v", str(frames), "-pix_fmt", "yuv420p", "-c:v", "libx264", str(path)], check=True)
     return path
 
 

@@ -197,3 +197,21 @@ def test_upstream_failure_and_too_few_frames(tmp_path):
     assert (record["status"], record["category"]) == ("failed", "too_few_frames"), record
     record, _ = stage(tmp_path / "late", str(video), {"long_side": 32, "per_sequence": 2}, start=5.0, end=9.0)
     assert (record["status"], record["category"]) == ("failed", "too_few_frames"), record
+
+
+def test_all_sources_mode_prints_summary(tmp_path, capsys):
+    from pipeline.frames import main
+
+    video = numbered_video(tmp_path / "numbers.mp4")
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(json.dumps({
+        "sources": [{"name": "good", "url": str(video)}, {"name": "bad", "url": str(tmp_path / "missing.mp4")}],
+        "download": {"allow_local": True}, "frames": {"long_side": 64, "per_sequence": 3}}))
+    from pipeline.download import main as download_main
+
+    assert download_main(["--all", "--params", str(params_file), "--out-root", str(tmp_path / "raw")]) == 0
+    assert main(["--all", "--params", str(params_file), "--raw-root", str(tmp_path / "raw"),
+                 "--out-root", str(tmp_path / "frames"), "--status-root", str(tmp_path / "status")]) == 0
+    err = capsys.readouterr().err
+    assert "download: 1 ok, 1 failed (bad: not_found)" in err and "frames: 1 ok, 1 failed (bad: upstream_failed)" in err
+    assert json.loads((tmp_path / "status" / "bad.json").read_text())["category"] == "upstream_failed"
