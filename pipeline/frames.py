@@ -8,7 +8,7 @@ sources; `status.json`) and the `frames` params section. Produces, in a folder b
 - `meta.json`: {source, scene, licence, attribution, width, height, camera_shift (fraction of the diagonal),
   frames: [{file, index (frame number in the video / position in the image list), time_s (seconds; for
   image folders the position, there is no clock), mean_log_lum (mean natural log of linear Rec.709
-  luminance, eps 1e-3)}]}.
+  luminance + 1e-3, over the frame area-downsampled to ~MOTION_SIDE px)}]}, n_candidates.
 - `groundtruth.npz` (synthetic only): every per-frame array of the raw ground truth, indexed at the selected
   frames and resized to the output size (area for float maps, nearest for bool masks); `index` (n,) int.
 
