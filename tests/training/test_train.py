@@ -1,0 +1,130 @@
+"""Train stage on tiny real shards (2 sequences x 4 frames 64x96, written by pipeline.shards.build_shards, read by
+the real loader, small IntrinsicUNet, full loss): finite, decreasing loss; DVCLive files; checkpoint loadable with
+weights_only=True; resume bit-identical to a straight run; a non-finite loss stops naming the sequence."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from pipeline.params import ShardsParams, validate_params
+from pipeline.shards import build_shards
+from tests.shard_fixtures import random_sequence, write_source
+from training import train as T
+from training.data import LoaderConfig, ParquetSequences
+from training.model import load_checkpoint
+
+NAMES = ["seq_a", "seq_b"]
+
+
+def raw_params(**train) -> dict:
+    return {
+        "sources": [{"name": n, "url": f"https://example.com/{n}.mp4"} for n in NAMES],
+        "model": {"preset": "small"},
+        "train": {"steps": 4, "frames_per_step": 3, "num_workers": 0, "log_every": 1, "checkpoint_every": 2,
+                  "seed": 3, **train},
+    }
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train")
+    rng = np.random.default_rng(0)
+    for name in NAMES:
+        frames, masks = random_sequence(rng, 4, 64, 96)
+        write_source(root, name, frames, masks)
+    params = ShardsParams(sequences_per_shard=1, val_fraction=0.0, shading_scales=4)
+    manifest, _ = build_shards(NAMES, root / "frames", root / "masks", root / "shards", params)
+    assert [k for s in manifest["splits"]["train"]["shards"] for k in s["keys"]] == NAMES
+    return root / "shards"
+
+
+def test_cli_trains_logs_and_checkpoints(shards, tmp_path):
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw_params(num_workers=1)))
+    out, live = tmp_path / "models", tmp_path / "dvclive"
+    assert T.main(["--shards", str(shards), "--out", str(out), "--live", str(live), "--params", str(params_file)]) == 0
+
+    # DVCLive: one row per logged step per term; metrics.json holds the last values and the step
+    total = (live / "plots/metrics/loss/total.tsv").read_text().splitlines()
+    assert total[0] == "step\ttotal" and [int(r.split("\t")[0]) for r in total[1:]] == [1, 2, 3, 4]
+    losses = [float(r.split("\t")[1]) for r in total[1:]]
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+    for term in T.TERMS:
+        assert (live / f"plots/metrics/loss/{term}.tsv").exists()
+    metrics = json.loads((live / "metrics.json").read_text())
+    assert metrics["step"] == 4 and set(metrics["loss"]) == {"total", *T.TERMS}
+    lrs = [float(r.split("\t")[1]) for r in (live / "plots/metrics/lr.tsv").read_text().splitlines()[1:]]
+    assert lrs == pytest.approx([5e-4, 2.5e-4, 2.5e-4, 1.25e-4])  # halved at steps round(4/3), round(8/3)
+    assert not (live / "dvc.yaml").exists()  # the stage's dvc.yaml declares the files, DVCLive writes none
+
+    # checkpoint: tensors / plain Python only, everything needed to resume, loadable by the evaluate side
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert {"model", "model_config", "optimizer", "scheduler", "scaler", "step", "rng", "params", "data"} <= set(ckpt)
+    assert ckpt["step"] == 4 and ckpt["params"]["train"]["steps"] == 4 and ckpt["data"]["keys"] == NAMES
+    model, _ = load_checkpoint(out / "checkpoint.pt")
+    assert sum(p.numel() for p in model.parameters()) > 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["seed"] == 3 and config["params"]["model"]["preset"] == "small" and config["train_keys"] == NAMES
+    assert not list(out.glob(".*tmp"))  # no temp files left by the atomic writes
+
+
+def test_resume_is_bit_identical(shards, tmp_path):
+    # straight 4 steps with a worker process vs 2 steps in the main process + resume for 2 more
+    straight = T.train(validate_params(raw_params(num_workers=1)), shards=shards, out=tmp_path / "a",
+                       live=tmp_path / "live_a")
+    params = validate_params(raw_params())
+    T.train(params, shards=shards, out=tmp_path / "b", live=tmp_path / "live_b", stop_at=2)
+    assert torch.load(tmp_path / "b/checkpoint.pt", weights_only=True)["step"] == 2
+    resumed = T.train(params, shards=shards, out=tmp_path / "b", live=tmp_path / "live_b", resume=True)
+
+    a = torch.load(tmp_path / "a/checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "b/checkpoint.pt", weights_only=True)
+    assert a["step"] == b["step"] == 4
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name  # weights and BatchNorm statistics
+    for key, state in a["optimizer"]["state"].items():
+        for field, value in state.items():
+            assert torch.equal(value, b["optimizer"]["state"][key][field]), (key, field)
+    assert a["scheduler"] == b["scheduler"]
+    assert straight["loss/total"] == resumed["loss/total"]
+    rows = (tmp_path / "live_b/plots/metrics/loss/total.tsv").read_text().splitlines()[1:]
+    assert [int(r.split("\t")[0]) for r in rows] == [1, 2, 3, 4]
+
+    # changing the run-defining settings is refused
+    with pytest.raises(ValueError, match="train.lr"):
+        T.train(validate_params(raw_params(lr=1e-3)), shards=shards, out=tmp_path / "b", live=None, resume=True)
+
+
+def test_step_sampler_is_a_function_of_seed_and_step(shards):
+    config = LoaderConfig(frames=3, seed=3)
+    one = T.StepSequences(ParquetSequences(shards, "train", config), seed=3)
+    again = T.StepSequences(ParquetSequences(shards, "train", config), seed=3)
+    # every sequence once per epoch, for one process or split over two
+    assert sorted(one.locate(s)[0] for s in range(2)) == [0, 1]
+    ranks = [T.StepSequences(one.sequences, seed=3, rank=r, world=2) for r in range(2)]
+    assert sorted(r.locate(5)[0] for r in ranks) == [0, 1]
+    for step in (3, 0, 7):  # any order: no state carried between steps
+        x, y = one[step], again[step]
+        assert x["key"] == y["key"] and torch.equal(x["srgb"], y["srgb"]) and torch.equal(x["mask"], y["mask"])
+    assert tuple(one[0]["srgb"].shape) == (3, 3, 256, 384)  # the loader's paper bucket
+
+
+def test_non_finite_loss_stops_naming_the_sequence(shards, tmp_path, capsys):
+    raw = raw_params()
+    raw["loss"] = {"w_shading_l1": float("inf")}
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "models"
+    code = T.main(["--shards", str(shards), "--out", str(out), "--live", str(tmp_path / "live"),
+                   "--params", str(params_file)])
+    assert code == 1
+    first = T.StepSequences(ParquetSequences(shards, "train", LoaderConfig()), seed=3)
+    expected = NAMES[first.locate(0)[0]]
+    err = capsys.readouterr().err
+    assert "non-finite loss" in err and f"sequence {expected!r}" in err and "step 0" in err, err
+    assert not (out / "checkpoint.pt").exists()  # nothing written over a good checkpoint

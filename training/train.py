@@ -1,0 +1,453 @@
+"""Train stage: BigTime shards (`data/shards/`) -> `IntrinsicUNet` checkpoint (`data/models/checkpoint.pt`).
+
+    python -m training.train --shards data/shards --out data/models --live data/dvclive [--resume]
+        [--params params.yaml] [--stop-at K]
+    torchrun --nproc_per_node=G -m training.train ...          (DDP, one process per GPU)
+
+Consumes the `model`, `loss` and `train` sections of params.yaml and the train split of the shards folder, read
+through `training.data.ParquetSequences` (the Parquet twin of the WebDataset tars: same items, random access).
+One optimisation step = one sequence of m = `train.frames_per_step` frames per process:
+    srgb (m, 3, H, W) sRGB in [0, 1], mask (m, 1, H, W) {0, 1}, shading weights (4, H >> l, W >> l) per scale
+    -> IntrinsicUNet -> log_r (m, 3, H, W), log_s (m, 1, H, W), log_c (m, 3)  (natural logs of linear values)
+    -> training.loss.intrinsic_loss -> total (scalar, unitless energy) and its terms.
+H x W is the loader's aspect bucket (256x384, 384x256 or 256x256).
+
+Data order is a pure function of (seed, step, rank): process `rank` of `world` at step k takes draw g = k*world +
+rank; epoch e = g // n, position g % n of a (seed, e) permutation of the n train sequences; frame choice and
+augmentation come from the loader's (seed, e, key) generator. Nothing is iterated statefully, so a run resumed
+at step k sees exactly the sequences, frames and augmentations of the straight run (`StepSequences`).
+
+Optimiser: Adam (lr `train.lr`, 5e-4 as the authors), lr halved at 1/3 and 2/3 of `train.steps` (MultiStepLR).
+Device: CUDA when present (bf16 autocast, or fp16 autocast + GradScaler where bf16 is unsupported, if
+`train.amp`), else CPU in float32. The loss always runs in float32. Several GPUs: `torchrun` sets WORLD_SIZE > 1;
+each process joins the group, wraps the model in DistributedDataParallel (SyncBatchNorm if
+`train.sync_batchnorm`) and draws its own sequences; rank 0 logs and writes files.
+
+Produces, in --out (rank 0, each file written atomically: temp file + os.replace):
+- `checkpoint.pt` every `train.checkpoint_every` steps and at the end (read with torch.load(weights_only=True);
+  tensors / plain Python only): model (state_dict), model_config (asdict(ModelConfig)), optimizer, scheduler,
+  scaler, step (completed steps), rng {torch, cuda, numpy, python}, params (the whole resolved params.yaml),
+  data {sampler, seed, world_size, keys}.
+- `config.json`: the resolved params, model config, loader config, seed, device, precision, world size, number
+  of parameters, train keys and versions.
+And in --live (DVCLive, no dvc.yaml / experiment writing of its own; dvc.yaml declares the files): every
+`train.log_every` steps `loss/total`, `loss/<term>` (unweighted terms: reconstruct, consistency, rsmooth,
+ssmooth, shading_l1), `lr`, `time/step_s`, `time/data_s` (mean over the window, seconds) at step = completed
+steps; `metrics.json` holds the latest values (`dvc exp show`), `plots/metrics/**.tsv` the history (`dvc plots`).
+
+A non-finite loss stops training with `NonFiniteLoss` naming the step and the sequence key (exit status 1), and
+leaves the last good checkpoint in place. `--resume` continues from `--out/checkpoint.pt`; on CPU the result is
+bit-identical to an uninterrupted run (tests/training/test_train.py). `--stop-at K` ends after K steps (with a
+checkpoint) while keeping the schedule of `train.steps`, to split a run.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+
+from pipeline.atomic import atomic_write_json, atomic_write_text
+from pipeline.params import Params, load_params
+from training.data import LoaderConfig, ParquetSequences, make_item, read_manifest
+from training.loss import LossConfig, intrinsic_loss
+from training.model import IntrinsicUNet, ModelConfig
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.json"
+TERMS = ("reconstruct", "consistency", "rsmooth", "ssmooth", "shading_l1")
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss (or one of its terms) is NaN or inf; the message names the step and the sequence key."""
+
+
+# --------------------------------------------------------------------------------------------- data
+class StepSequences(Dataset):
+    """Map-style dataset indexed by STEP: item k is what process `rank` of `world` trains on at step k."""
+
+    def __init__(self, sequences: ParquetSequences, *, seed: int, rank: int = 0, world: int = 1):
+        self.sequences, self.seed, self.rank, self.world = sequences, seed, rank, world
+
+    def locate(self, step: int) -> tuple[int, int]:
+        """(sequence index, epoch) of this process's draw at `step` (module docstring)."""
+        n = len(self.sequences)
+        draw = step * self.world + self.rank
+        epoch, position = divmod(draw, n)
+        order = np.random.default_rng([self.seed, epoch, 13]).permutation(n)
+        return int(order[position]), epoch
+
+    def __len__(self) -> int:  # unbounded in principle; the sampler says which steps are read
+        return 2**62
+
+    def __getitem__(self, step: int) -> dict:
+        index, epoch = self.locate(step)
+        return make_item(self.sequences.sample(index), self.sequences.config, epoch)
+
+
+def _worker_init(_: int) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def make_step_loader(shards: str | Path, params: Params, *, start: int, stop: int, rank: int = 0, world: int = 1,
+                     loader_config: LoaderConfig | None = None) -> tuple[DataLoader, StepSequences]:
+    """DataLoader yielding the items of steps start..stop-1 in order (workers prefetch; batch_size=None)."""
+    config = loader_config or LoaderConfig(frames=params.train.frames_per_step, seed=params.train.seed)
+    sequences = ParquetSequences(shards, "train", config)
+    if len(sequences) == 0:
+        raise ValueError(f"{shards}: the train split has no sequences")
+    dataset = StepSequences(sequences, seed=params.train.seed, rank=rank, world=world)
+    workers = params.train.num_workers
+    loader = DataLoader(dataset, batch_size=None, sampler=range(start, stop), num_workers=workers,
+                        worker_init_fn=_worker_init if workers else None,
+                        prefetch_factor=2 if workers else None, persistent_workers=False)
+    return loader, dataset
+
+
+# --------------------------------------------------------------------------------------------- one step
+@dataclass
+class StepResult:
+    total: torch.Tensor  # scalar float32, detached
+    terms: dict[str, torch.Tensor]  # unweighted terms, detached scalars
+    times: dict[str, float]  # seconds per phase (with profile=True; synchronised on CUDA)
+
+
+def train_step(model, optimizer, scaler, item: dict, loss_config: LossConfig, *, device: torch.device,
+               amp_dtype: torch.dtype | None = None, step: int = 0, profile: bool = False) -> StepResult:
+    """One optimisation step on one sequence: forward, loss (float32), non-finite check, backward, Adam step.
+
+    Backward runs in two parts with the same result as total.backward(): the loss's gradient w.r.t. the network
+    outputs, then the network's backward from there, so `profile` can time the loss's share of the backward.
+    """
+    times: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        if profile:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            now = time.perf_counter()
+            times[name] = now - clock[0]
+            clock[0] = now
+
+    srgb = item["srgb"].to(device, non_blocking=True)
+    mask = item["mask"].to(device, non_blocking=True)
+    weights = [w.to(device, non_blocking=True) for w in item["shading_weights"]]
+    lap("to_device")
+    with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        outputs = model(srgb)
+    lap("forward")
+    total, terms = intrinsic_loss(srgb, mask, *outputs, weights, loss_config)
+    lap("loss_forward")
+
+    bad = (~torch.isfinite(torch.stack([total, *terms.values()]))).any().float().reshape(1)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)  # every process stops together
+    if bad.item():
+        shown = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+        if torch.isfinite(total) and all(torch.isfinite(v) for v in terms.values()):
+            raise NonFiniteLoss(f"step {step}: another process hit a non-finite loss (this one: {item['key']!r})")
+        raise NonFiniteLoss(f"step {step}: non-finite loss {total.item()} on sequence {item['key']!r} "
+                            f"(frames {item['indices'].tolist()}; terms {shown})")
+
+    optimizer.zero_grad(set_to_none=True)
+    outputs = [o for o in outputs]
+    grads = torch.autograd.grad(scaler.scale(total), outputs)  # loss backward: d total / d outputs
+    lap("loss_backward")
+    torch.autograd.backward(outputs, grads)  # network backward
+    lap("backward")
+    scaler.step(optimizer)
+    scaler.update()
+    lap("optimizer")
+    return StepResult(total.detach(), {k: v.detach() for k, v in terms.items()}, times)
+
+
+# --------------------------------------------------------------------------------------------- setup helpers
+@dataclass
+class Setup:
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    rank: int = 0
+    local_rank: int = 0
+    world: int = 1
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+
+def setup_device(params: Params, device: str | None = None) -> Setup:
+    """Pick the device and precision; join the process group when torchrun started several processes."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = 0, 0
+    if world > 1:
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        rank, local_rank = dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    amp_dtype = None
+    if dev.type == "cuda" and params.train.amp:
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return Setup(dev, amp_dtype, rank, local_rank, world)
+
+
+def build_training(params: Params, setup: Setup):
+    """(model as trained (DDP-wrapped if several processes), raw model, optimizer, scheduler, scaler)."""
+    torch.manual_seed(params.train.seed)  # the model's initialisation, identical on every process
+    raw = IntrinsicUNet(ModelConfig.from_params(params.model)).to(setup.device)
+    model = raw
+    if setup.world > 1:
+        if params.train.sync_batchnorm and setup.device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            raw = model  # same parameter and buffer names as BatchNorm2d
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[setup.device.index] if setup.device.type == "cuda" else None)
+    optimizer = torch.optim.Adam(raw.parameters(), lr=params.train.lr)
+    steps = params.train.steps
+    milestones = [max(1, round(steps / 3)), max(1, round(2 * steps / 3))]
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.5)
+    scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.amp_dtype == torch.float16)
+    return model, raw, optimizer, scheduler, scaler
+
+
+def rng_state() -> dict:
+    """Every generator's state as tensors / plain Python (loadable with weights_only=True)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": version, "state": list(py_state), "gauss": py_gauss},
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+
+
+def save_checkpoint(path: Path, checkpoint: dict) -> None:
+    """torch.save to a temp file beside `path`, fsync, os.replace: a crash leaves the old file or the new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(checkpoint, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def truncate_live(live: Path, step: int) -> None:
+    """Drop DVCLive history rows after `step` (logged by a run that died after its last checkpoint)."""
+    for tsv in Path(live).glob("plots/metrics/**/*.tsv"):
+        lines = tsv.read_text().splitlines(keepends=True)
+        kept = lines[:1] + [line for line in lines[1:] if int(line.split("\t", 1)[0]) <= step]
+        if len(kept) != len(lines):
+            atomic_write_text(tsv, "".join(kept))
+
+
+def _scheduler_state(scheduler) -> dict:
+    state = scheduler.state_dict()
+    state["milestones"] = dict(state["milestones"])  # Counter is not weights_only-loadable
+    return state
+
+
+def _load_scheduler_state(scheduler, state: dict) -> None:
+    state = dict(state)
+    state["milestones"] = collections.Counter(state["milestones"])
+    scheduler.load_state_dict(state)
+
+
+def check_resumable(saved: dict, params: Params, keys: list[str], world: int) -> None:
+    """Refuse to resume when the model, loss, data or the run-defining train settings changed."""
+    problems = []
+    now = params.model_dump(mode="json")
+    for section in ("model", "loss"):
+        if saved["params"][section] != now[section]:
+            problems.append(f"{section}: checkpoint {saved['params'][section]} != params {now[section]}")
+    for key in ("seed", "frames_per_step", "lr", "steps", "amp", "sync_batchnorm"):
+        if saved["params"]["train"][key] != now["train"][key]:
+            problems.append(f"train.{key}: checkpoint {saved['params']['train'][key]} != params {now['train'][key]}")
+    if saved["data"]["keys"] != keys:
+        problems.append(f"train sequences differ: checkpoint {saved['data']['keys']} != shards {keys}")
+    if saved["data"]["world_size"] != world:
+        problems.append(f"world size: checkpoint {saved['data']['world_size']} != now {world}")
+    if problems:
+        raise ValueError("cannot resume bit-identically:\n  " + "\n  ".join(problems))
+
+
+# --------------------------------------------------------------------------------------------- the loop
+def train(params: Params, *, shards: str | Path, out: str | Path, live: str | Path | None, resume: bool = False,
+          stop_at: int | None = None, device: str | None = None, loader_config: LoaderConfig | None = None) -> dict:
+    """Train (or resume) and write the checkpoint, config.json and DVCLive logs; return a summary dict."""
+    out = Path(out)
+    tp = params.train
+    stop = min(tp.steps, stop_at) if stop_at is not None else tp.steps
+    setup = setup_device(params, device)
+    loss_config = LossConfig.from_params(params.loss)
+    model, raw_model, optimizer, scheduler, scaler = build_training(params, setup)
+    keys = [k for shard in read_manifest(shards)["splits"]["train"]["shards"] for k in shard["keys"]]
+
+    start = 0
+    if resume:
+        ckpt = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)
+        check_resumable(ckpt, params, keys, setup.world)
+        raw_model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        _load_scheduler_state(scheduler, ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        start = int(ckpt["step"])
+    loader, dataset = make_step_loader(shards, params, start=start, stop=stop, rank=setup.rank, world=setup.world,
+                                       loader_config=loader_config)
+    n_params = sum(p.numel() for p in raw_model.parameters())
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(out / CHECKPOINT, {
+            "model": raw_model.state_dict(),
+            "model_config": dataclasses.asdict(raw_model.config),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": _scheduler_state(scheduler),
+            "scaler": scaler.state_dict(),
+            "step": step,
+            "rng": rng_state(),
+            "params": params.model_dump(mode="json"),
+            "data": {"sampler": "step-indexed", "seed": tp.seed, "world_size": setup.world, "keys": keys},
+        })
+
+    logger = None
+    if setup.master:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / CONFIG, {
+            "params": params.model_dump(mode="json"), "model_config": dataclasses.asdict(raw_model.config),
+            "loader_config": dataclasses.asdict(dataset.sequences.config), "seed": tp.seed,
+            "device": str(setup.device), "precision": str(setup.amp_dtype or torch.float32),
+            "world_size": setup.world, "n_parameters": n_params, "train_keys": keys, "steps": tp.steps,
+            "resumed_from": start, "torch": torch.__version__, "numpy": np.__version__})
+        if live is not None:
+            from dvclive import Live
+
+            if resume:
+                truncate_live(Path(live), start)
+            logger = Live(dir=str(live), resume=resume, save_dvc_exp=False, dvcyaml=None)
+        print(f"train: {n_params / 1e6:.2f}M parameters, {len(keys)} sequences, steps {start}..{stop} of "
+              f"{tp.steps}, device {setup.device}, precision {setup.amp_dtype or torch.float32}, world {setup.world}",
+              flush=True)
+
+    window = collections.defaultdict(float)
+    n_window = 0
+    last = {}
+    model.train()
+    batches = iter(loader)
+    t_prev = time.perf_counter()
+    for step in range(start, stop):
+        # lr: MultiStepLR halves it at 1/3 and 2/3 of train.steps (stepped after every optimizer step)
+        lr = scheduler.get_last_lr()[0]
+
+        # checkpoint: every checkpoint_every completed steps (the final one is written after the loop)
+        if setup.master and step > start and step % tp.checkpoint_every == 0:
+            checkpoint(step)
+
+        # data: the prefetched item of this step (workers decode and augment ahead)
+        t0 = time.perf_counter()
+        item = next(batches)
+        t_data = time.perf_counter() - t0
+
+        # forward / backward / update
+        result = train_step(model, optimizer, scaler, item, loss_config, device=setup.device,
+                            amp_dtype=setup.amp_dtype, step=step)
+        scheduler.step()
+
+        # log: mean over the window of the terms (averaged over processes) and of the times
+        now = time.perf_counter()
+        window["time/step_s"] += now - t_prev
+        window["time/data_s"] += t_data
+        t_prev = now
+        values = torch.stack([result.total, *(result.terms[k] for k in TERMS)])
+        window_losses = values if n_window == 0 else window_losses + values
+        n_window += 1
+        if (step + 1) % tp.log_every == 0 or step + 1 == stop:
+            losses = window_losses / n_window
+            if setup.world > 1:
+                dist.all_reduce(losses)
+                losses /= setup.world
+            losses = losses.tolist()
+            last = {"loss/total": losses[0], **{f"loss/{k}": v for k, v in zip(TERMS, losses[1:])}, "lr": lr,
+                    **{k: v / n_window for k, v in window.items()}}
+            if setup.master:
+                print(f"step {step + 1}/{tp.steps}: loss {losses[0]:.5f} "
+                      + " ".join(f"{k} {v:.4g}" for k, v in zip(TERMS, losses[1:]))
+                      + f" lr {lr:.2e} {last['time/step_s']:.2f}s/step (data wait {last['time/data_s']:.2f}s)",
+                      flush=True)
+                if logger is not None:
+                    logger.step = step + 1
+                    for name, value in last.items():
+                        logger.log_metric(name, value)
+                    logger.next_step()
+            window.clear()
+            n_window = 0
+
+    if setup.master:
+        if stop > start or not (out / CHECKPOINT).exists():
+            checkpoint(stop)
+        if logger is not None:
+            logger.end()
+    if setup.world > 1:
+        dist.barrier()
+    return {"step": stop, "n_parameters": n_params, **last}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--shards", required=True, help="shards folder (manifest.json, parquet/train.parquet)")
+    parser.add_argument("--out", required=True, help="folder for checkpoint.pt and config.json")
+    parser.add_argument("--live", default=None, help="DVCLive folder (metrics.json, plots/)")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
+    parser.add_argument("--stop-at", type=int, default=None, help="stop after this many steps (schedule unchanged)")
+    parser.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK if available, else cpu")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    try:
+        train(params, shards=args.shards, out=args.out, live=args.live, resume=args.resume, stop_at=args.stop_at,
+              device=args.device)
+    except NonFiniteLoss as err:
+        print(f"train: stopped: {err}", file=sys.stderr)
+        return 1
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
