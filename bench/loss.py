@@ -4,7 +4,8 @@ Consumes real webcam frames (../shared/data/webcams/chamonix/*.jpg, resized to 2
 absent, random smooth synthetic frames. Prints (seconds, medians of >= 5 runs):
 1. the full training-step loss: forward + backward of `intrinsic_loss` INCLUDING the permutohedral lattice
    build, m = 8 frames of 256x384 (target <= 0.28 s; the authors' implementation: 1.66 s), with a
-   breakdown (lattice build, rsmooth energy fwd+bwd, APWLS terms, shading smoothness);
+   breakdown (lattice build, rsmooth energy fwd+bwd, the step with a prebuilt lattice, APWLS terms, shading
+   smoothness). The machine is shared: under contention single figures can be several times slower;
 2. naive O(m^2 n) vs fast O(m n) APWLS (forward + backward) at m = 8 and m = 32, per pixel, and their ratio
    (the naive one on 64x96 pixels, the fast one on 64x96 and 256x384);
 3. lattice build time against m*n at 4 sizes.
