@@ -1,0 +1,509 @@
+"""Dense spatio-temporal bilateral reflectance smoothness (BigTime, Li & Snavely 2018, Eq. 7-9), pure PyTorch.
+
+Consumes
+    srgb   (m, 3, H, W) float in [0, 1]: the m frames of ONE sequence, gamma-encoded sRGB.
+    valid  (m, 1, H, W) bool/{0,1} or None: pixels that take part (None = all pixels).
+    log_r  (m, 3, H, W): predicted log reflectance (natural log of linear reflectance).
+Produces
+    `BilateralSmoothness.energy(log_r)` -> scalar
+        L_rsmooth = 1/(C*N) * sum_c r_c^T (I - N A N) r_c,   C = 3 channels, N = number of lattice pixels,
+    i.e. the authors' normalisation (their `(p'p - p'Ap) / Z` with Z = channels * pixels). The loss owner
+    multiplies by `w_rsmooth`. Gradient: dL/dr = 2 (I - N A N) r / (C*N), flowing to log_r only.
+    `BilateralSmoothness.apply(values (N, c))` -> (N, c) = N A N v on the lattice pixels (pixel order below).
+
+Pixels / ordering. The N lattice pixels are the valid pixels of all m frames in (frame, row, column) order
+(`BilateralSmoothness.pixel_index` gives their flat indices into m*H*W). Invalid pixels are dropped from the
+lattice: they neither smooth nor are smoothed and get zero gradient (the paper's masks exclude saturated /
+dynamic / sky pixels; the authors' code included every pixel -> pass valid=None for that; LossParams
+`rsmooth_masked_pixels: true` means exactly that and is how training/loss.py chooses).
+
+Features (`bilateral_features`), one 5-vector per pixel, all frames sharing ONE lattice (time is not a
+feature, so the same place in different frames are neighbours — that is what makes it spatio-temporal):
+    f_p = [ x / (s_xy * diag), y / (s_xy * diag), I / s_I, r/(r+g+b) / s_c, g/(r+g+b) / s_c ]
+with x, y in pixels, diag = sqrt(H^2 + W^2), and, following the authors' code (image_util.rgb_to_irg applied
+to the linearised image), rgb = LINEAR rgb (pipeline.color.srgb_to_linear, clamped at 1e-4 like the authors),
+I = mean(r, g, b) of linear rgb and the chromaticities also from linear rgb. Defaults s_xy = 0.1,
+s_I = 0.12, s_c = 0.025 (the paper's / authors' theta_p, theta_l, theta_c).
+
+Maths. The affinity A_pq ~ exp(-1/2 ||f_p - f_q||^2) is applied with a permutohedral lattice (Adams, Baek,
+Davis 2010; the scaling of Kraehenbuehl's densecrf permutohedral.cpp that the authors used):
+    A = S^T Bbar S,   Bbar = 1/2 (B_0 B_1 ... B_d + B_d ... B_0),  d = 5,
+S (V x N) splats each pixel onto the d+1 vertices of its enclosing simplex with barycentric weights, B_j blurs
+with [1/2, 1, 1/2] along lattice direction j (absent neighbours count as 0). Each B_j is symmetric, so Bbar and
+A are symmetric (A is PSD up to the blur's approximation). The kernel scale is the lattice's own: it differs
+from the dense Gaussian by a global factor and the approximation errors of the lattice (tests/training/
+test_lattice.py quantifies them); the global factor cancels in the normalisation below.
+Bistochastic normalisation (as in the authors' code / Barron & Poole's bilateral solver): n (N,) > 0 with
+N A N 1 = 1 (N = diag(n)), found by the fixed point n <- sqrt(n / (A n)) from n = 1, at most `iterations`
+steps, stopping when max_p |dn_p| / n_p < `tolerance`. Hence r = const gives exactly zero energy (up to the
+tolerance), and I - N A N is (approximately) PSD with eigenvalue 0 on n^-1... i.e. the energy is >= 0 up to
+lattice error.
+
+Implementation: all vectorised torch ops (sort-based hashing, index_add / index_select), no Python loop over
+pixels, no C++ extension; runs on CPU and CUDA. Per-pixel arrays are kept as (d+1, N) so every op is
+contiguous. Hashing: each pixel's simplex is identified by (rounded remainder-0 point, rank), packed into one
+int64 and de-duplicated with ONE sort of N keys; the (d+1) vertex keys of the S << N distinct simplices are
+packed (with a margin so +-offset neighbours never carry between fields) and de-duplicated by a second sort;
+neighbour tables come from searchsorted of `key +- delta_j` in the sorted vertex keys. Pixels are reordered
+by simplex so splatting is a segment sum. Everything runs in float32 (float64 if srgb is float64) with
+autocast disabled, so bf16/fp16 autocast cannot reach it; the lattice is built under no_grad.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from pipeline.color import srgb_to_linear
+
+FEATURE_DIM = 5
+LINEAR_FLOOR = 1e-4  # the authors clamp linear rgb at 1e-4 before taking chromaticity
+MAX_PACKED_KEY = 2.0**62  # larger key spaces use row-wise torch.unique (slow; only for extreme sigmas)
+
+
+# --------------------------------------------------------------------------------------------- features
+def bilateral_features(
+    srgb: torch.Tensor,
+    *,
+    sigma_xy: float = 0.1,
+    sigma_intensity: float = 0.12,
+    sigma_chroma: float = 0.025,
+) -> torch.Tensor:
+    """(m,3,H,W) sRGB in [0,1] -> (m*H*W, 5) features [x, y, I, r/s, g/s] / sigmas (float32, or float64 input).
+
+    Row order is (frame, row, column). x, y in pixels divided by sigma_xy * sqrt(H^2+W^2); I = mean of linear
+    rgb; chromaticity r/(r+g+b), g/(r+g+b) of linear rgb (linear clamped at 1e-4, as the authors).
+    """
+    if srgb.dim() != 4 or srgb.shape[1] != 3:
+        raise ValueError(f"srgb must be (m,3,H,W), got {tuple(srgb.shape)}")
+    dtype = torch.float64 if srgb.dtype == torch.float64 else torch.float32
+    m, _, h, w = srgb.shape
+    lin = srgb_to_linear(srgb.to(dtype).clamp(0.0, 1.0)).clamp_min(LINEAR_FLOOR)
+    total = lin.sum(1)
+    scale_xy = 1.0 / (sigma_xy * math.hypot(h, w))
+    ys = torch.arange(h, device=srgb.device, dtype=dtype) * scale_xy
+    xs = torch.arange(w, device=srgb.device, dtype=dtype) * scale_xy
+    feats = torch.empty(m, h, w, FEATURE_DIM, device=srgb.device, dtype=dtype)
+    feats[..., 0] = xs.view(1, 1, w)
+    feats[..., 1] = ys.view(1, h, 1)
+    feats[..., 2] = total / (3.0 * sigma_intensity)
+    feats[..., 3] = lin[:, 0] / total / sigma_chroma
+    feats[..., 4] = lin[:, 1] / total / sigma_chroma
+    return feats.reshape(m * h * w, FEATURE_DIM)
+
+
+# --------------------------------------------------------------------------------------------- hashing
+def _sort_unique(keys: torch.Tensor, sorted_ids: bool = False):
+    """Unique of a 1-D integer tensor via one (unstable) sort: (sorted unique keys, ids, first occurrences, perm).
+
+    ids: the unique id of each input element (its inverse), or with sorted_ids=True the ids in sorted order
+    (non-decreasing; element i of the sorted order is input element perm[i]); first occurrences: for each
+    unique key, the index of one input element holding it. torch.unique sorts stably, ~10x slower on CPU.
+    """
+    sorted_keys, perm = torch.sort(keys)
+    first = torch.ones_like(sorted_keys, dtype=torch.bool)
+    first[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    ids_sorted = torch.cumsum(first, 0) - 1
+    if sorted_ids:
+        return sorted_keys[first], ids_sorted, perm[first], perm
+    inverse = torch.empty_like(ids_sorted)
+    inverse[perm] = ids_sorted
+    return sorted_keys[first], inverse, perm[first], perm
+
+
+def _narrow(keys: torch.Tensor, total: float) -> torch.Tensor:
+    """int32 keys when every key is < total <= 2^31 (sorting int32 is faster), else the int64 keys."""
+    return keys.to(torch.int32) if total <= 2.0**31 else keys
+
+
+def _point_keys(rounded: torch.Tensor, rank: torch.Tensor, d1: int) -> Optional[torch.Tensor]:
+    """One exact integer key per point from its simplex: (d, N) rounded coordinates and (d, N) int8 ranks.
+
+    Mixed radix: ranks are base-(d+1) digits, rounded coordinate k has radix span_k. The digits are summed
+    in the features' float dtype in chunks that stay exact (< 2^24 for float32, 2^53 for float64), then the
+    chunks are combined in int64. None when the key would need more than 62 bits.
+    """
+    exact = 2.0**24 if rounded.dtype == torch.float32 else 2.0**53
+    lo = rounded.amin(1)
+    span = (rounded.amax(1) - lo + 1).tolist()
+    lo = lo.tolist()
+    fields = [(rank[k], 0.0, float(d1)) for k in range(rank.shape[0])]
+    fields += [(rounded[k], lo[k], span[k]) for k in range(rounded.shape[0])]
+    if math.prod(f[2] for f in fields) > MAX_PACKED_KEY:
+        return None
+    key, key_mult = None, 1  # int64 accumulation of the chunks
+    chunk, chunk_mult = None, 1.0
+    for row, low, radix in fields + [(None, 0.0, math.inf)]:
+        if row is None or chunk_mult * radix > exact:  # close the chunk
+            part = chunk.to(torch.int64)
+            key = part if key is None else key + part * key_mult
+            key_mult *= int(chunk_mult)
+            chunk, chunk_mult = None, 1.0
+        if row is None:
+            break
+        digit = row.to(rounded.dtype) - low if low else row.to(rounded.dtype)
+        chunk = digit * chunk_mult if chunk is None else chunk.add_(digit, alpha=chunk_mult)
+        chunk_mult *= radix
+    return _narrow(key, float(key_mult))
+
+
+def _direction_offsets(d: int) -> list[list[int]]:
+    """Offset (first d coordinates) of the lattice step +direction j: -1 everywhere, +d at j (j = d: all -1)."""
+    return [[d if k == j else -1 for k in range(d)] for j in range(d + 1)]
+
+
+def _vertex_table(s_rem0: torch.Tensor, s_rank: torch.Tensor):
+    """Vertices of S simplices from their (d, S) remainder-0 points and (d, S) ranks.
+
+    Vertex r of a simplex: key_k = rem0_k + r - (d+1) [rank_k > d - r] (k < d; Adams et al.'s canonical
+    simplex). Returns (simplex_vertex (d+1, S) vertex ids, neighbours (d+1, 2, V+1), coords (V, d)).
+    Keys are packed (mixed radix with a margin so that +- a lattice step never carries between fields) and
+    de-duplicated with one sort; neighbours come from searchsorted of key -+ delta_j. Falls back to row-wise
+    unique when the packed key would exceed 62 bits.
+    """
+    d, n_simplex = s_rem0.shape
+    d1 = d + 1
+    dev = s_rem0.device
+    margin = 2 * d + 1  # canonical offsets are within [-d, d], lattice steps within [-1, d]
+    lo = s_rem0.amin(1) - margin
+    span = (s_rem0.amax(1) - lo + margin + 1).tolist()
+    if math.prod(span) <= MAX_PACKED_KEY:
+        mult = [math.prod(span[:k]) for k in range(d)]
+        mult_t = torch.tensor(mult, dtype=torch.int64, device=dev)
+        base = ((s_rem0 - lo.unsqueeze(1)) * mult_t.unsqueeze(1)).sum(0)  # (S,)
+        keys = torch.empty(d1, n_simplex, dtype=torch.int64, device=dev)
+        for r in range(d1):
+            wrapped = (s_rank > d - r).to(torch.int64)  # (d, S)
+            keys[r] = base + r * sum(mult) - d1 * (wrapped * mult_t.unsqueeze(1)).sum(0)
+        total = float(math.prod(span))
+        sorted_keys, vinv, _, _ = _sort_unique(_narrow(keys.reshape(-1), total))
+        n_vert = sorted_keys.numel()
+        neighbours = torch.full((d1, 2, n_vert + 1), n_vert, dtype=torch.int64, device=dev)
+        for j, off in enumerate(_direction_offsets(d)):
+            delta = sum(o * m for o, m in zip(off, mult))
+            for side, sign in ((0, -1), (1, 1)):
+                query = sorted_keys + sign * delta
+                pos = torch.searchsorted(sorted_keys, query).clamp_max(n_vert - 1)
+                neighbours[j, side, :n_vert] = torch.where(sorted_keys[pos] == query, pos, n_vert)
+        packed = sorted_keys.to(torch.int64)
+        coords = torch.stack([(packed // mult[k]) % span[k] + lo[k] for k in range(d)], 1)
+        return vinv.view(d1, n_simplex), neighbours, coords
+    # fallback: explicit coordinates, row-wise unique
+    canon_r = torch.arange(d1, device=dev).view(d1, 1, 1)
+    keys = s_rem0.unsqueeze(0) + canon_r - d1 * (s_rank.unsqueeze(0) > d - canon_r).to(torch.int64)  # (d+1,d,S)
+    coords, vinv = torch.unique(keys.permute(0, 2, 1).reshape(-1, d), dim=0, return_inverse=True)
+    n_vert = coords.shape[0]
+    neighbours = torch.full((d1, 2, n_vert + 1), n_vert, dtype=torch.int64, device=dev)
+    for j, off in enumerate(_direction_offsets(d)):
+        off_t = torch.tensor(off, device=dev, dtype=torch.int64)
+        for side, sign in ((0, -1), (1, 1)):
+            both = torch.cat([coords, coords + sign * off_t], 0)
+            _, inv = torch.unique(both, dim=0, return_inverse=True)
+            lookup = torch.full((int(inv.max()) + 1,), n_vert, dtype=torch.int64, device=dev)
+            lookup[inv[:n_vert]] = torch.arange(n_vert, device=dev)
+            neighbours[j, side, :n_vert] = lookup[inv[n_vert:]]
+    return vinv.view(d1, n_simplex), neighbours, coords
+
+
+def _sort_rows_ascending(rows: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Sort a list of equal-length 1-D tensors elementwise across the list (odd-even transposition network)."""
+    rows = list(rows)
+    n = len(rows)
+    for rnd in range(n):
+        for i in range(rnd % 2, n - 1, 2):
+            lo, hi = torch.minimum(rows[i], rows[i + 1]), torch.maximum(rows[i], rows[i + 1])
+            rows[i], rows[i + 1] = lo, hi
+    return rows
+
+
+# --------------------------------------------------------------------------------------------- lattice
+@dataclass
+class PermutohedralLattice:
+    """Splat / blur / slice operators of a permutohedral lattice over N points (d = features' width).
+
+    Points are stored in simplex order: point i (in this order) is input point `order[i]`.
+    simplex_of (N,) simplex id of each (ordered) point, non-decreasing; weights (d+1, N) barycentric (row r:
+    the vertex of remainder r);
+    simplex_vertex (d+1, S) vertex ids; neighbours (d+1, 2, V+1) ids of v -/+ direction j (V = missing;
+    column V is the always-zero padding vertex).
+    """
+
+    order: torch.Tensor
+    simplex_of: torch.Tensor
+    weights: torch.Tensor
+    simplex_vertex: torch.Tensor
+    neighbours: torch.Tensor
+    num_vertices: int
+    vertex_coords: Optional[torch.Tensor] = None  # (V, d) int64 lattice coordinates (first d of d+1)
+
+    @property
+    def d(self) -> int:
+        return self.weights.shape[0] - 1
+
+    @property
+    def num_points(self) -> int:
+        return self.weights.shape[1]
+
+    @property
+    def num_simplices(self) -> int:
+        return self.simplex_vertex.shape[1]
+
+    # ---- operators on channel-first values (c, N) in lattice order / (c, V+1) on vertices
+    def splat(self, values: torch.Tensor) -> torch.Tensor:
+        """(c, N) ordered point values -> (c, V+1) vertex values (last column 0)."""
+        out = values.new_zeros(values.shape[0], self.num_vertices + 1)
+        flat_vertex = self.simplex_vertex.reshape(-1)
+        for i in range(values.shape[0]):  # per channel: index_add over several rows at once is much slower
+            per_simplex = values.new_zeros(self.d + 1, self.num_simplices)
+            per_simplex.index_add_(1, self.simplex_of, self.weights * values[i])
+            out[i].index_add_(0, flat_vertex, per_simplex.view(-1))
+        return out
+
+    def slice(self, vertex_values: torch.Tensor) -> torch.Tensor:
+        """(c, V+1) vertex values -> (c, N) ordered point values."""
+        flat_vertex = self.simplex_vertex.reshape(-1)
+        out = []
+        for i in range(vertex_values.shape[0]):
+            at_simplex = vertex_values[i].index_select(0, flat_vertex).view(self.d + 1, -1)
+            out.append((at_simplex.index_select(1, self.simplex_of) * self.weights).sum(0))
+        return torch.stack(out)
+
+    def blur(self, vertex_values: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+        """B_0 B_1 ... B_d x (B_d applied first), or with reverse=True B_d ... B_0 x (B_0 applied first)."""
+        x = vertex_values
+        directions = range(self.d + 1) if reverse else range(self.d, -1, -1)
+        for j in directions:
+            x = x + 0.5 * (x.index_select(1, self.neighbours[j, 0]) + x.index_select(1, self.neighbours[j, 1]))
+        return x
+
+    def blur_symmetric(self, vertex_values: torch.Tensor) -> torch.Tensor:
+        """Bbar x = 1/2 (B_0..B_d + B_d..B_0) x."""
+        return 0.5 * (self.blur(vertex_values) + self.blur(vertex_values, reverse=True))
+
+    def filter(self, values: torch.Tensor) -> torch.Tensor:
+        """A v = S^T Bbar S v for (c, N) ordered values."""
+        return self.slice(self.blur_symmetric(self.splat(values)))
+
+
+def _elevation_matrix(d: int, device, dtype) -> torch.Tensor:
+    """(d, d+1) E with elevated = f @ E: Kraehenbuehl's scaled embedding onto sum(x) = 0 in R^{d+1}."""
+    i = torch.arange(1, d + 1, device=device, dtype=torch.float64)
+    scale = math.sqrt(2.0 / 3.0) * (d + 1) / torch.sqrt(i * (i + 1))
+    rows = torch.arange(d, device=device).view(-1, 1)
+    cols = torch.arange(d + 1, device=device).view(1, -1)
+    mat = (rows >= cols).double() - cols.double() * (rows == cols - 1).double()
+    return (scale.view(-1, 1) * mat).to(dtype)
+
+
+def build_lattice(features: torch.Tensor) -> PermutohedralLattice:
+    """Permutohedral lattice of N points with (N, d) features (Adams et al. 2010, Kraehenbuehl's scaling)."""
+    if features.dim() != 2 or features.shape[0] == 0:
+        raise ValueError(f"features must be (N, d) with N > 0, got {tuple(features.shape)}")
+    n_pts, d = features.shape
+    dev, dtype = features.device, features.dtype
+    d1 = d + 1
+
+    # Elevate onto the hyperplane sum = 0 of R^{d+1}, kept as (d+1, N) so all row ops are contiguous.
+    elevated = _elevation_matrix(d, dev, dtype).t() @ features.t()
+    # Closest remainder-0 point (rem0 = rounded * (d+1)) and the rank of the differential (descending, ties
+    # broken by coordinate index as in Kraehenbuehl's code): d(d+1)/2 contiguous comparisons, int8 counts.
+    rounded = torch.round(elevated * (1.0 / d1))
+    diff = elevated - rounded * d1
+    rank = torch.zeros(d1, n_pts, device=dev, dtype=torch.int8)
+    for a in range(d):
+        less = diff[a : a + 1] < diff[a + 1 :]  # coordinate a is below coordinate b > a
+        rank[a] += less.sum(0, dtype=torch.int8)
+        rank[a + 1 :] += ~less
+    off_plane = rounded[0].clone()
+    for k in range(1, d1):
+        off_plane += rounded[k]
+    rank += off_plane.to(torch.int8)  # the rounded point is off the plane by sum(rounded) (exact ints)
+    wrap = (rank < 0).to(torch.int8) - (rank > d).to(torch.int8)  # bring it back: +-(d+1) on wrapped coords
+    rank += wrap * d1
+    rounded += wrap.to(dtype)
+    # Barycentric weights: with y = the d+1 values v = (elevated - rem0) / (d+1) sorted ascending (y_j is the
+    # coordinate of rank d - j), weight[0] = 1 + y_0 - y_d and weight[r] = y_r - y_{r-1} (Adams et al. p.10).
+    v = (elevated - rounded * d1) * (1.0 / d1)
+    y = _sort_rows_ascending(list(v.unbind(0)))
+    weights = torch.stack([1.0 + y[0] - y[d]] + [y[r] - y[r - 1] for r in range(1, d1)])
+
+    # Hash the simplices: (rounded, rank) of the first d coordinates determine all d+1 vertex keys.
+    keys = _point_keys(rounded[:d], rank[:d], d1)
+    if keys is not None:
+        _, simplex_of, first_point, order = _sort_unique(keys, sorted_ids=True)
+    else:  # feature ranges too wide for an int64 key: row-wise unique (slower, same lattice)
+        cols = torch.cat([rounded[:d].to(torch.int64), rank[:d].to(torch.int64)], 0).t()
+        _, inverse = torch.unique(cols, dim=0, return_inverse=True)
+        order = torch.argsort(inverse)
+        simplex_of = inverse[order]
+        first_point = torch.empty(int(inverse.max()) + 1, dtype=torch.int64, device=dev)
+        first_point[inverse] = torch.arange(n_pts, device=dev)
+    # Points are taken in simplex order (simplex ids non-decreasing) so splatting is a cache-friendly sum.
+    weights = weights.index_select(1, order)
+    s_rem0 = rounded[:d].index_select(1, first_point).to(torch.int64) * d1  # (d, S)
+    s_rank = rank[:d].index_select(1, first_point).to(torch.int64)  # (d, S)
+    simplex_vertex, neighbours, coords = _vertex_table(s_rem0, s_rank)
+    return PermutohedralLattice(order, simplex_of, weights, simplex_vertex, neighbours, coords.shape[0], coords)
+
+
+# --------------------------------------------------------------------------------------------- normalisation
+def bistochastic_scaling(
+    lattice: PermutohedralLattice, iterations: int = 10, tolerance: float = 1e-3, relaxation: float = 4.0 / 3.0
+) -> tuple[torch.Tensor, int]:
+    """(n (N,) in lattice order with N A N 1 ~ 1, iterations run).
+
+    The authors' fixed point n <- sqrt(n / (A n)) = n (n A n)^(-1/2), from n = 1, over-relaxed after the
+    first step: n <- n (n A n)^(-relaxation/2). Same fixed point; linearised, the error e = log n - log n*
+    maps to (1 - w/2) e - (w/2) P e (P = N A N, spectrum ~[0, 1]), contracting by 1/2 per step for w = 1 and
+    by 1/3 for w = 4/3 (~8 instead of ~11 steps to 1e-3 on webcam frames). Stops once
+    max_p |n_new - n| / n < tolerance, or after `iterations` steps.
+    """
+    n = lattice.weights.new_ones(1, lattice.num_points)
+    tiny = torch.finfo(n.dtype).tiny
+    done = 0
+    for done in range(1, iterations + 1):
+        exponent = -0.5 if done == 1 else -0.5 * relaxation
+        new = n * (n * lattice.filter(n)).clamp_min(tiny).pow(exponent)
+        change = float(((new - n).abs() / n).max())
+        n = new
+        if change < tolerance:
+            break
+    return n[0], done
+
+
+# --------------------------------------------------------------------------------------------- energy
+class _Energy(torch.autograd.Function):
+    """E = (r.r - (S n r)^T Bbar (S n r)) / (C N), r (C, N) in lattice order; dE/dr = 2 (r - N A N r) / (C N)."""
+
+    @staticmethod
+    def forward(ctx, r, lattice: PermutohedralLattice, n: torch.Tensor):
+        u = lattice.splat(r * n)
+        bu = lattice.blur(u)  # u^T B_0..B_d u == u^T Bbar u since every B_j is symmetric
+        denom = r.numel()
+        energy = ((r * r).sum() - (u * bu).sum()) / denom
+        ctx.lattice = lattice
+        ctx.save_for_backward(r, n, u, bu)
+        return energy
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        r, n, u, bu = ctx.saved_tensors
+        lattice = ctx.lattice
+        bbar_u = 0.5 * (bu + lattice.blur(u, reverse=True))
+        nan_r = n * lattice.slice(bbar_u)
+        grad = (2.0 / r.numel()) * grad_out * (r - nan_r)
+        return grad, None, None
+
+
+class _Apply(torch.autograd.Function):
+    """y = N A N v for (c, N) lattice-ordered v; N A N is symmetric so the backward is the same operator."""
+
+    @staticmethod
+    def forward(ctx, v, lattice: PermutohedralLattice, n: torch.Tensor):
+        ctx.lattice = lattice
+        ctx.save_for_backward(n)
+        return n * lattice.filter(v * n)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (n,) = ctx.saved_tensors
+        return n * ctx.lattice.filter(grad_out * n), None, None
+
+
+class BilateralSmoothness:
+    """The bistochastised bilateral operator N A N of one sequence, built once per training step.
+
+    Attributes: `lattice` (PermutohedralLattice), `n` (N,) scaling in lattice order, `pixel_index` (N,) flat
+    indices into m*H*W of the lattice pixels in (frame, row, column) order, `shape` (m, H, W),
+    `iterations_run` (bistochastic iterations used).
+    """
+
+    def __init__(self, lattice: PermutohedralLattice, n: torch.Tensor, pixel_index: torch.Tensor, shape, iterations_run: int = 0):
+        self.lattice = lattice
+        self.n = n
+        self.pixel_index = pixel_index
+        self.shape = tuple(shape)
+        self.iterations_run = iterations_run
+        self._lattice_pixels = pixel_index.index_select(0, lattice.order)  # flat m*H*W index, lattice order
+        self._gather_index: dict[int, torch.Tensor] = {}
+        self._inverse_order: Optional[torch.Tensor] = None
+
+    @property
+    def _to_pixel(self) -> torch.Tensor:
+        """Lattice position of each pixel (pixel order = pixel_index order)."""
+        if self._inverse_order is None:
+            order = self.lattice.order
+            self._inverse_order = torch.empty_like(order)
+            self._inverse_order[order] = torch.arange(order.numel(), device=order.device)
+        return self._inverse_order
+
+    @property
+    def num_pixels(self) -> int:
+        return self.lattice.num_points
+
+    @classmethod
+    def build(
+        cls,
+        srgb: torch.Tensor,
+        valid: Optional[torch.Tensor] = None,
+        *,
+        sigma_xy: float = 0.1,
+        sigma_intensity: float = 0.12,
+        sigma_chroma: float = 0.025,
+        iterations: int = 10,
+        tolerance: float = 1e-3,
+    ) -> "BilateralSmoothness":
+        """Lattice + bistochastic scaling from srgb (m,3,H,W) in [0,1]; valid (m,1,H,W) or None (all pixels)."""
+        m, _, h, w = srgb.shape
+        with torch.no_grad(), torch.autocast(device_type=srgb.device.type, enabled=False):
+            feats = bilateral_features(
+                srgb.detach(), sigma_xy=sigma_xy, sigma_intensity=sigma_intensity, sigma_chroma=sigma_chroma
+            )
+            if valid is not None:
+                if tuple(valid.shape) != (m, 1, h, w):
+                    raise ValueError(f"valid must be {(m, 1, h, w)}, got {tuple(valid.shape)}")
+                keep = valid.reshape(-1) if valid.dtype == torch.bool else valid.reshape(-1) > 0.5
+                pixel_index = torch.nonzero(keep).squeeze(1)
+                if pixel_index.numel() == 0:
+                    raise ValueError("valid selects no pixel")
+                feats = feats.index_select(0, pixel_index)
+            else:
+                pixel_index = torch.arange(m * h * w, device=srgb.device)
+            lattice = build_lattice(feats)
+            n, done = bistochastic_scaling(lattice, iterations, tolerance)
+        return cls(lattice, n.unsqueeze(0), pixel_index, (m, h, w), done)
+
+    # ---- pixel layout helpers
+    def _gather(self, x: torch.Tensor) -> torch.Tensor:
+        """(m, C, H, W) -> (C, N) in lattice order, in the lattice's float dtype."""
+        m, h, w = self.shape
+        if x.dim() != 4 or x.shape[0] != m or tuple(x.shape[2:]) != (h, w):
+            raise ValueError(f"expected (m={m}, C, {h}, {w}), got {tuple(x.shape)}")
+        c, hw = x.shape[1], h * w
+        index = self._gather_index.get(c)
+        if index is None:  # flat index into (m, C, H, W) of (channel, lattice point): one gather, no copy
+            q = self._lattice_pixels
+            base = torch.div(q, hw, rounding_mode="floor") * (c * hw) + q % hw
+            index = (base.unsqueeze(0) + hw * torch.arange(c, device=q.device).unsqueeze(1)).reshape(-1)
+            self._gather_index[c] = index
+        return x.to(self.n.dtype).reshape(-1).index_select(0, index).view(c, -1)
+
+    def energy(self, log_r: torch.Tensor) -> torch.Tensor:
+        """L_rsmooth = sum_c r_c^T (I - N A N) r_c / (C * N) for log_r (m, C, H, W); differentiable in log_r."""
+        with torch.autocast(device_type=log_r.device.type, enabled=False):
+            r = self._gather(log_r)
+            return _Energy.apply(r, self.lattice, self.n)
+
+    def apply(self, values: torch.Tensor) -> torch.Tensor:
+        """N A N v for values (N, c) given in pixel order (= pixel_index order); returns (N, c)."""
+        with torch.autocast(device_type=values.device.type, enabled=False):
+            v = values.to(self.n.dtype).t()  # (c, N) pixel order
+            order = self.lattice.order
+            y = _Apply.apply(v.index_select(1, order), self.lattice, self.n)
+            return y.index_select(1, self._to_pixel).t()
+
+    def scaling(self) -> torch.Tensor:
+        """n (N,) in pixel order."""
+        return self.n[0].index_select(0, self._to_pixel)
