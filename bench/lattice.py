@@ -61,8 +61,8 @@ def run_benchmark(runs: int = 5) -> dict:
 
     srgb, source = load_frames(8, 256, 384)
     print(f"\n[2] m = 8, 256x384 ({source})")
-    log_r = (torch.log(srgb.clamp_min(1e-3) ** 2.2) + 0.05 * torch.randn(srgb.shape, generator=torch.Generator().manual_seed(1)))
-    log_r.requires_grad_()
+    noise = torch.randn(srgb.shape, generator=torch.Generator().manual_seed(1))
+    log_r = (torch.log(srgb.clamp_min(1e-3) ** 2.2) + 0.05 * noise).requires_grad_()
     t_build = timed(lambda: BilateralSmoothness.build(srgb), runs)
     op = BilateralSmoothness.build(srgb)
 

@@ -30,23 +30,31 @@ Davis 2010; the scaling of Kraehenbuehl's densecrf permutohedral.cpp that the au
     A = S^T Bbar S,   Bbar = 1/2 (B_0 B_1 ... B_d + B_d ... B_0),  d = 5,
 S (V x N) splats each pixel onto the d+1 vertices of its enclosing simplex with barycentric weights, B_j blurs
 with [1/2, 1, 1/2] along lattice direction j (absent neighbours count as 0). Each B_j is symmetric, so Bbar and
-A are symmetric (A is PSD up to the blur's approximation). The kernel scale is the lattice's own: it differs
-from the dense Gaussian by a global factor and the approximation errors of the lattice (tests/training/
-test_lattice.py quantifies them); the global factor cancels in the normalisation below.
+A are symmetric. The lattice's kernel fits the unit Gaussian best (vs 0.7x / 1.4x widths) with ~10-20%
+Frobenius error after normalisation and smoothness energies within ~10% (tests/training/test_lattice.py);
+any global scale of A cancels in the normalisation below.
 Bistochastic normalisation (as in the authors' code / Barron & Poole's bilateral solver): n (N,) > 0 with
-N A N 1 = 1 (N = diag(n)), found by the fixed point n <- sqrt(n / (A n)) from n = 1, at most `iterations`
-steps, stopping when max_p |dn_p| / n_p < `tolerance`. Hence r = const gives exactly zero energy (up to the
-tolerance), and I - N A N is (approximately) PSD with eigenvalue 0 on n^-1... i.e. the energy is >= 0 up to
-lattice error.
+N A N 1 = 1 (N = diag(n)): the authors' fixed point n <- sqrt(n / (A n)) from n = 1, over-relaxed after the
+first step (see `bistochastic_scaling`; same fixed point, ~8 instead of ~11 steps), at most `iterations`
+steps, stopping when max_p |dn_p| / n_p < `tolerance`. Hence r = const has zero energy (up to the tolerance);
+I - N A N was PSD in every test (smallest eigenvalue > -1e-6), so the energy is >= 0.
 
-Implementation: all vectorised torch ops (sort-based hashing, index_add / index_select), no Python loop over
-pixels, no C++ extension; runs on CPU and CUDA. Per-pixel arrays are kept as (d+1, N) so every op is
-contiguous. Hashing: each pixel's simplex is identified by (rounded remainder-0 point, rank), packed into one
-int64 and de-duplicated with ONE sort of N keys; the (d+1) vertex keys of the S << N distinct simplices are
-packed (with a margin so +-offset neighbours never carry between fields) and de-duplicated by a second sort;
-neighbour tables come from searchsorted of `key +- delta_j` in the sorted vertex keys. Pixels are reordered
-by simplex so splatting is a segment sum. Everything runs in float32 (float64 if srgb is float64) with
-autocast disabled, so bf16/fp16 autocast cannot reach it; the lattice is built under no_grad.
+Implementation: all vectorised torch ops (sort / direct-address hashing, embedding_bag, index_add,
+index_select), no Python loop over pixels, no C++ extension; runs on CPU and CUDA.
+ - Elevation, rounding, rank (d(d+1)/2 contiguous comparisons, int8) on (d+1, N) rows; barycentric weights
+   from the elevated differentials sorted across the d+1 rows by a sorting network (no int64 scatter).
+ - Each pixel's simplex (rounded remainder-0 point + rank) is packed into one exact int (int32 when it fits)
+   and de-duplicated with ONE sort of N keys; pixels are kept in that order, so each simplex's pixels are a
+   contiguous range.
+ - The (d+1) vertex keys of the S << N simplices are packed as (remainder mod d+1, quotients) with a margin,
+   de-duplicated by a direct-address table (or a sort), and neighbour tables come from looking up the
+   stepped keys (vectorised over vertices, d+1 directions x 2 sides).
+ - Splat = embedding_bag over each simplex's pixel range (weights rows x values) + index_add onto vertices;
+   slice = embedding_bag of the d+1 vertex values per pixel with the barycentric weights (fused gathers).
+ - energy(): E = (r.r - u^T B_0..B_d u) / (C N) with u = S N r (u^T Bbar u = u^T B_0..B_d u since the B_j are
+   symmetric), a custom autograd Function whose backward is 2 (r - N S^T Bbar u) / (C N) (one slice).
+Everything runs in float32 (float64 if srgb is float64) with autocast disabled, so bf16/fp16 autocast cannot
+reach it; the lattice is built under no_grad. Cost at m = 8, 256x384 (N = 786k): see bench/lattice.py.
 """
 from __future__ import annotations
 
@@ -55,12 +63,14 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
 from pipeline.color import srgb_to_linear
 
 FEATURE_DIM = 5
 LINEAR_FLOOR = 1e-4  # the authors clamp linear rgb at 1e-4 before taking chromaticity
 MAX_PACKED_KEY = 2.0**62  # larger key spaces use row-wise torch.unique (slow; only for extreme sigmas)
+DENSE_TABLE_KEYS = 2.0**20  # vertex keys de-duplicated by a direct-address table up to max(this, 8 x keys)
 
 
 # --------------------------------------------------------------------------------------------- features
@@ -154,46 +164,81 @@ def _direction_offsets(d: int) -> list[list[int]]:
     return [[d if k == j else -1 for k in range(d)] for j in range(d + 1)]
 
 
-def _vertex_table(s_rem0: torch.Tensor, s_rank: torch.Tensor):
-    """Vertices of S simplices from their (d, S) remainder-0 points and (d, S) ranks.
+def _vertex_table(s_rounded: torch.Tensor, s_rank: torch.Tensor):
+    """Vertices of S simplices from their (d, S) rounded remainder-0 points (rem0 / (d+1)) and (d, S) ranks.
 
-    Vertex r of a simplex: key_k = rem0_k + r - (d+1) [rank_k > d - r] (k < d; Adams et al.'s canonical
-    simplex). Returns (simplex_vertex (d+1, S) vertex ids, neighbours (d+1, 2, V+1), coords (V, d)).
-    Keys are packed (mixed radix with a margin so that +- a lattice step never carries between fields) and
-    de-duplicated with one sort; neighbours come from searchsorted of key -+ delta_j. Falls back to row-wise
-    unique when the packed key would exceed 62 bits.
+    Vertex r of a simplex (Adams et al.'s canonical simplex): key_k = (d+1) q_k + r with
+    q_k = rounded_k - [rank_k > d - r] (k < d): all coordinates of a lattice point share their remainder
+    r mod (d+1), so a key packs r and the quotients q_k (mixed radix, a margin of 1 per field so that a
+    lattice step never carries between fields) into one int. A direct-address table (small key spaces) or
+    one sort de-duplicates them; neighbours are looked up there / by searchsorted of the stepped keys.
+    Returns (simplex_vertex (S, d+1) int64 vertex ids, neighbours
+    (d+1, 2, V+1), coords (V, d) int64). Falls back to row-wise unique for key spaces beyond 62 bits.
     """
-    d, n_simplex = s_rem0.shape
+    d, n_simplex = s_rounded.shape
     d1 = d + 1
-    dev = s_rem0.device
-    margin = 2 * d + 1  # canonical offsets are within [-d, d], lattice steps within [-1, d]
-    lo = s_rem0.amin(1) - margin
-    span = (s_rem0.amax(1) - lo + margin + 1).tolist()
-    if math.prod(span) <= MAX_PACKED_KEY:
-        mult = [math.prod(span[:k]) for k in range(d)]
-        mult_t = torch.tensor(mult, dtype=torch.int64, device=dev)
-        base = ((s_rem0 - lo.unsqueeze(1)) * mult_t.unsqueeze(1)).sum(0)  # (S,)
-        keys = torch.empty(d1, n_simplex, dtype=torch.int64, device=dev)
-        for r in range(d1):
-            wrapped = (s_rank > d - r).to(torch.int64)  # (d, S)
-            keys[r] = base + r * sum(mult) - d1 * (wrapped * mult_t.unsqueeze(1)).sum(0)
-        total = float(math.prod(span))
-        sorted_keys, vinv, _, _ = _sort_unique(_narrow(keys.reshape(-1), total))
-        n_vert = sorted_keys.numel()
-        neighbours = torch.full((d1, 2, n_vert + 1), n_vert, dtype=torch.int64, device=dev)
-        for j, off in enumerate(_direction_offsets(d)):
-            delta = sum(o * m for o, m in zip(off, mult))
-            for side, sign in ((0, -1), (1, 1)):
-                query = sorted_keys + sign * delta
-                pos = torch.searchsorted(sorted_keys, query).clamp_max(n_vert - 1)
-                neighbours[j, side, :n_vert] = torch.where(sorted_keys[pos] == query, pos, n_vert)
+    dev = s_rounded.device
+    lo = (s_rounded.amin(1) - 2).tolist()  # q in [min - 1, max]; margin 1 on each side
+    span = (s_rounded.amax(1) + 2).tolist()
+    span = [int(hi - low + 1) for hi, low in zip(span, lo)]
+    total = float(d1 * math.prod(span))
+    if total > MAX_PACKED_KEY:
+        return _vertex_table_rows(s_rounded, s_rank)
+    mult = [d1 * math.prod(span[:k]) for k in range(d)]  # key = r + sum_k (q_k - lo_k) * mult_k
+    mult_t = torch.tensor(mult, dtype=torch.int64, device=dev).unsqueeze(1)
+    lo_t = torch.tensor(lo, dtype=torch.int64, device=dev).unsqueeze(1)
+    base = ((s_rounded - lo_t) * mult_t).sum(0)  # (S,)
+    # sum_k mult_k [rank_k > d - r] for every r at once: place mult_k at column rank_k, suffix-sum the columns
+    at_rank = torch.zeros(n_simplex, d1, dtype=torch.int64, device=dev)
+    at_rank.scatter_add_(1, s_rank.t(), mult_t.t().expand(n_simplex, d).contiguous())
+    suffix = at_rank.flip(1).cumsum(1)  # suffix[:, t] = sum of columns >= d - t
+    wrapped = torch.cat([torch.zeros(n_simplex, 1, dtype=torch.int64, device=dev), suffix[:, :d]], 1)
+    keys = base.unsqueeze(1) + torch.arange(d1, device=dev) - wrapped  # (S, d+1)
+    flat = keys.reshape(-1)
+    dense = total <= max(8.0 * flat.numel(), DENSE_TABLE_KEYS) and DENSE_TABLE_KEYS > 0
+    if dense:  # small key space: direct-address table instead of a sort (ids in key order, as a sort gives)
+        present = torch.zeros(int(total), dtype=torch.bool, device=dev)
+        present[flat] = True
+        table = torch.cumsum(present, 0, dtype=torch.int32 if total < 2**31 else torch.int64) - 1
+        vinv = table[flat].to(torch.int64)
+        packed = torch.nonzero(present).squeeze(1)
+    else:
+        sorted_keys, vinv, _, _ = _sort_unique(_narrow(flat, total))
         packed = sorted_keys.to(torch.int64)
-        coords = torch.stack([(packed // mult[k]) % span[k] + lo[k] for k in range(d)], 1)
-        return vinv.view(d1, n_simplex), neighbours, coords
-    # fallback: explicit coordinates, row-wise unique
-    canon_r = torch.arange(d1, device=dev).view(d1, 1, 1)
-    keys = s_rem0.unsqueeze(0) + canon_r - d1 * (s_rank.unsqueeze(0) > d - canon_r).to(torch.int64)  # (d+1,d,S)
-    coords, vinv = torch.unique(keys.permute(0, 2, 1).reshape(-1, d), dim=0, return_inverse=True)
+    n_vert = packed.numel()
+    rem = packed % d1
+    coords = torch.stack([d1 * ((packed // mult[k]) % span[k] + lo[k]) + rem for k in range(d)], 1)
+    # A step by +-off_j (off_j = -1 on every coordinate but +d on j; j = d: -1 everywhere) changes the
+    # remainder by -+1; the quotients change only when the remainder wraps (0 <-> d) and on coordinate j.
+    # The margins keep every stepped key inside [0, total) and unambiguous.
+    neighbours = torch.full((d1, 2, n_vert + 1), n_vert, dtype=torch.int64, device=dev)
+    all_mult = sum(mult)
+    for j in range(d1):
+        mj = mult[j] if j < d else 0
+        # minus side (key - off_j): r -> r + 1; no wrap: q_j - 1; wrap (r = d): q_k + 1 for k != j
+        minus = torch.where(rem == d, -d + (all_mult - mj), 1 - mj)
+        # plus side (key + off_j): r -> r - 1; no wrap: q_j + 1; wrap (r = 0): q_k - 1 for k != j
+        plus = torch.where(rem == 0, d - (all_mult - mj), -1 + mj)
+        for side, delta in ((0, minus), (1, plus)):
+            query = packed + delta
+            if dense:
+                found = torch.where(present[query], table[query].to(torch.int64), n_vert)
+            else:
+                query = query.to(sorted_keys.dtype)
+                pos = torch.searchsorted(sorted_keys, query).clamp_max(n_vert - 1)
+                found = torch.where(sorted_keys[pos] == query, pos, n_vert)
+            neighbours[j, side, :n_vert] = found
+    return vinv.view(n_simplex, d1), neighbours, coords
+
+
+def _vertex_table_rows(s_rounded: torch.Tensor, s_rank: torch.Tensor):
+    """_vertex_table by explicit coordinates and row-wise torch.unique (slow; extreme feature ranges)."""
+    d, n_simplex = s_rounded.shape
+    d1 = d + 1
+    dev = s_rounded.device
+    r = torch.arange(d1, device=dev).view(1, d1, 1)
+    keys = d1 * s_rounded.t().unsqueeze(1) + r - d1 * (s_rank.t().unsqueeze(1) > d - r).to(torch.int64)  # (S,d+1,d)
+    coords, vinv = torch.unique(keys.reshape(-1, d), dim=0, return_inverse=True)
     n_vert = coords.shape[0]
     neighbours = torch.full((d1, 2, n_vert + 1), n_vert, dtype=torch.int64, device=dev)
     for j, off in enumerate(_direction_offsets(d)):
@@ -204,7 +249,7 @@ def _vertex_table(s_rem0: torch.Tensor, s_rank: torch.Tensor):
             lookup = torch.full((int(inv.max()) + 1,), n_vert, dtype=torch.int64, device=dev)
             lookup[inv[:n_vert]] = torch.arange(n_vert, device=dev)
             neighbours[j, side, :n_vert] = lookup[inv[n_vert:]]
-    return vinv.view(d1, n_simplex), neighbours, coords
+    return vinv.view(n_simplex, d1), neighbours, coords
 
 
 def _sort_rows_ascending(rows: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -223,52 +268,66 @@ def _sort_rows_ascending(rows: list[torch.Tensor]) -> list[torch.Tensor]:
 class PermutohedralLattice:
     """Splat / blur / slice operators of a permutohedral lattice over N points (d = features' width).
 
-    Points are stored in simplex order: point i (in this order) is input point `order[i]`.
-    simplex_of (N,) simplex id of each (ordered) point, non-decreasing; weights (d+1, N) barycentric (row r:
-    the vertex of remainder r);
-    simplex_vertex (d+1, S) vertex ids; neighbours (d+1, 2, V+1) ids of v -/+ direction j (V = missing;
-    column V is the always-zero padding vertex).
+    Points are stored in simplex order: point i (in this order) is input point `order[i]`; the points of
+    simplex s are the contiguous range starting at simplex_start[s] (simplex ids non-decreasing).
+    weights (N, d+1) barycentric (column r: the vertex of remainder r); point_vertex (N, d+1) int32 their
+    vertex ids; simplex_vertex (S, d+1) vertex ids; neighbours (d+1, 2, V+1) ids of v -/+ direction j (V =
+    missing; column V is the always-zero padding vertex); vertex_coords (V, d) lattice coordinates.
+    Splat and slice are fused gather-multiply-sum kernels (F.embedding_bag); blur is index_select.
     """
 
     order: torch.Tensor
-    simplex_of: torch.Tensor
+    simplex_start: torch.Tensor
     weights: torch.Tensor
+    point_vertex: torch.Tensor
     simplex_vertex: torch.Tensor
     neighbours: torch.Tensor
-    num_vertices: int
-    vertex_coords: Optional[torch.Tensor] = None  # (V, d) int64 lattice coordinates (first d of d+1)
+    vertex_coords: torch.Tensor
+
+    def __post_init__(self):
+        self._points = torch.arange(self.num_points, device=self.weights.device, dtype=self.simplex_start.dtype)
+        self._flat_vertex = self.simplex_vertex.reshape(-1)
 
     @property
     def d(self) -> int:
-        return self.weights.shape[0] - 1
+        return self.weights.shape[1] - 1
 
     @property
     def num_points(self) -> int:
-        return self.weights.shape[1]
+        return self.weights.shape[0]
 
     @property
     def num_simplices(self) -> int:
-        return self.simplex_vertex.shape[1]
+        return self.simplex_vertex.shape[0]
+
+    @property
+    def num_vertices(self) -> int:
+        return self.vertex_coords.shape[0]
+
+    @property
+    def simplex_of(self) -> torch.Tensor:
+        """(N,) simplex id of each ordered point."""
+        counts = torch.diff(self.simplex_start, append=self.simplex_start.new_tensor([self.num_points]))
+        return torch.repeat_interleave(torch.arange(self.num_simplices, device=counts.device), counts.long())
 
     # ---- operators on channel-first values (c, N) in lattice order / (c, V+1) on vertices
     def splat(self, values: torch.Tensor) -> torch.Tensor:
         """(c, N) ordered point values -> (c, V+1) vertex values (last column 0)."""
         out = values.new_zeros(values.shape[0], self.num_vertices + 1)
-        flat_vertex = self.simplex_vertex.reshape(-1)
-        for i in range(values.shape[0]):  # per channel: index_add over several rows at once is much slower
-            per_simplex = values.new_zeros(self.d + 1, self.num_simplices)
-            per_simplex.index_add_(1, self.simplex_of, self.weights * values[i])
-            out[i].index_add_(0, flat_vertex, per_simplex.view(-1))
+        for i in range(values.shape[0]):
+            # per simplex: sum over its points of weights * value, then onto the vertices
+            per_simplex = F.embedding_bag(
+                self._points, self.weights, self.simplex_start, per_sample_weights=values[i].contiguous(), mode="sum"
+            )
+            out[i].index_add_(0, self._flat_vertex, per_simplex.view(-1))
         return out
 
     def slice(self, vertex_values: torch.Tensor) -> torch.Tensor:
         """(c, V+1) vertex values -> (c, N) ordered point values."""
-        flat_vertex = self.simplex_vertex.reshape(-1)
-        out = []
-        for i in range(vertex_values.shape[0]):
-            at_simplex = vertex_values[i].index_select(0, flat_vertex).view(self.d + 1, -1)
-            out.append((at_simplex.index_select(1, self.simplex_of) * self.weights).sum(0))
-        return torch.stack(out)
+        c = vertex_values.shape[0]
+        # (V+1, c) table with standard strides (for c = 1 a transposed view keeps odd strides -> slow kernel)
+        table = vertex_values.reshape(-1, 1) if c == 1 else vertex_values.t().contiguous()
+        return F.embedding_bag(self.point_vertex, table, per_sample_weights=self.weights, mode="sum").t()
 
     def blur(self, vertex_values: torch.Tensor, reverse: bool = False) -> torch.Tensor:
         """B_0 B_1 ... B_d x (B_d applied first), or with reverse=True B_d ... B_0 x (B_0 applied first)."""
@@ -327,25 +386,32 @@ def build_lattice(features: torch.Tensor) -> PermutohedralLattice:
     # coordinate of rank d - j), weight[0] = 1 + y_0 - y_d and weight[r] = y_r - y_{r-1} (Adams et al. p.10).
     v = (elevated - rounded * d1) * (1.0 / d1)
     y = _sort_rows_ascending(list(v.unbind(0)))
-    weights = torch.stack([1.0 + y[0] - y[d]] + [y[r] - y[r - 1] for r in range(1, d1)])
+    weights = torch.stack([1.0 + y[0] - y[d]] + [y[r] - y[r - 1] for r in range(1, d1)], 1)  # (N, d+1)
 
     # Hash the simplices: (rounded, rank) of the first d coordinates determine all d+1 vertex keys.
     keys = _point_keys(rounded[:d], rank[:d], d1)
     if keys is not None:
-        _, simplex_of, first_point, order = _sort_unique(keys, sorted_ids=True)
+        _, simplex_sorted, first_point, order = _sort_unique(keys, sorted_ids=True)
     else:  # feature ranges too wide for an int64 key: row-wise unique (slower, same lattice)
         cols = torch.cat([rounded[:d].to(torch.int64), rank[:d].to(torch.int64)], 0).t()
         _, inverse = torch.unique(cols, dim=0, return_inverse=True)
         order = torch.argsort(inverse)
-        simplex_of = inverse[order]
+        simplex_sorted = inverse[order]
         first_point = torch.empty(int(inverse.max()) + 1, dtype=torch.int64, device=dev)
         first_point[inverse] = torch.arange(n_pts, device=dev)
-    # Points are taken in simplex order (simplex ids non-decreasing) so splatting is a cache-friendly sum.
-    weights = weights.index_select(1, order)
-    s_rem0 = rounded[:d].index_select(1, first_point).to(torch.int64) * d1  # (d, S)
+    # Points are taken in simplex order, so a simplex's points are contiguous (simplex_start).
+    weights = weights.index_select(0, order)
+    n_simplex = first_point.numel()
+    is_start = torch.ones(n_pts, dtype=torch.bool, device=dev)
+    is_start[1:] = simplex_sorted[1:] != simplex_sorted[:-1]
+    index_dtype = torch.int32 if n_pts < 2**31 - 1 else torch.int64
+    simplex_start = torch.nonzero(is_start).squeeze(1).to(index_dtype)
+    s_rounded = rounded[:d].index_select(1, first_point).to(torch.int64)  # (d, S)
     s_rank = rank[:d].index_select(1, first_point).to(torch.int64)  # (d, S)
-    simplex_vertex, neighbours, coords = _vertex_table(s_rem0, s_rank)
-    return PermutohedralLattice(order, simplex_of, weights, simplex_vertex, neighbours, coords.shape[0], coords)
+    simplex_vertex, neighbours, coords = _vertex_table(s_rounded, s_rank)
+    point_vertex = simplex_vertex.to(index_dtype).index_select(0, simplex_sorted)
+    assert simplex_start.numel() == n_simplex
+    return PermutohedralLattice(order, simplex_start, weights, point_vertex, simplex_vertex, neighbours, coords)
 
 
 # --------------------------------------------------------------------------------------------- normalisation
@@ -365,10 +431,9 @@ def bistochastic_scaling(
     done = 0
     for done in range(1, iterations + 1):
         exponent = -0.5 if done == 1 else -0.5 * relaxation
-        new = n * (n * lattice.filter(n)).clamp_min(tiny).pow(exponent)
-        change = float(((new - n).abs() / n).max())
-        n = new
-        if change < tolerance:
+        factor = (n * lattice.filter(n)).clamp_min_(tiny).pow_(exponent)  # n_new / n
+        n = n * factor
+        if float((factor - 1.0).abs().max()) < tolerance:
             break
     return n[0], done
 
@@ -420,7 +485,9 @@ class BilateralSmoothness:
     `iterations_run` (bistochastic iterations used).
     """
 
-    def __init__(self, lattice: PermutohedralLattice, n: torch.Tensor, pixel_index: torch.Tensor, shape, iterations_run: int = 0):
+    def __init__(
+        self, lattice: PermutohedralLattice, n: torch.Tensor, pixel_index: torch.Tensor, shape, iterations_run: int = 0
+    ):
         self.lattice = lattice
         self.n = n
         self.pixel_index = pixel_index

@@ -206,20 +206,25 @@ def test_lattice_size_grows_linearly():
     for n in (2000, 4000, 8000):
         feats = 6.0 * torch.rand(n, 5, dtype=F64, generator=g)  # well spread: ~every point adds vertices
         lat = build_lattice(feats)
-        assert lat.num_points == n and lat.weights.shape == (6, n)
+        assert lat.num_points == n and lat.weights.shape == (n, 6)
         assert lat.num_vertices <= 6 * n and lat.num_simplices <= n
         sizes[n] = lat.num_vertices
     assert sizes[4000] / sizes[2000] < 2.2 and sizes[8000] / sizes[4000] < 2.2
-    # barycentric weights: a partition of unity, non-negative, and they reproduce the elevated point
+    # barycentric weights: a partition of unity, non-negative
     feats = 3.0 * torch.rand(500, 5, dtype=F64, generator=g)
     lat = build_lattice(feats)
-    torch.testing.assert_close(lat.weights.sum(0), torch.ones(500, dtype=F64))
+    torch.testing.assert_close(lat.weights.sum(1), torch.ones(500, dtype=F64))
     assert float(lat.weights.min()) >= -1e-12
 
 
-def test_fallback_hashing_gives_the_same_lattice(monkeypatch):
+def test_hashing_paths_give_the_same_lattice(monkeypatch):
     srgb = smooth_sequence(2, 6, 8, amplitude=0.8, noise=0.05, seed=10)
-    fast = BilateralSmoothness.build(srgb, iterations=50, tolerance=1e-9)
+    fast = BilateralSmoothness.build(srgb, iterations=50, tolerance=1e-9)  # direct-address vertex table
+    monkeypatch.setattr(lattice_mod, "DENSE_TABLE_KEYS", 0.0)  # sort + searchsorted vertex hashing
+    sorted_path = BilateralSmoothness.build(srgb, iterations=50, tolerance=1e-9)
+    assert torch.equal(sorted_path.lattice.vertex_coords, fast.lattice.vertex_coords)
+    assert torch.equal(sorted_path.lattice.neighbours, fast.lattice.neighbours)
+    torch.testing.assert_close(materialise(sorted_path), materialise(fast))
     monkeypatch.setattr(lattice_mod, "MAX_PACKED_KEY", 0.0)  # forces the row-wise unique paths
     slow = BilateralSmoothness.build(srgb, iterations=50, tolerance=1e-9)
     assert slow.lattice.num_vertices == fast.lattice.num_vertices
