@@ -1,0 +1,453 @@
+"""Training loader: BigTime shards (`data/shards/`, written by pipeline/shards.py) -> one sequence per item.
+
+Consumes the shards folder: `manifest.json` (shard files, sha256, keys per shard), the WebDataset tars
+`<split>-%06d.tar` (read with webdataset's tar expander/grouper) or the Parquet files `parquet/<split>.parquet`
+(`ParquetSequences`). Both readers hand the same sample dict (layout: pipeline/shard_format.py) to
+`make_item`, so for the same (seed, epoch, key) they return identical items.
+
+Item (CONTRACTS.md "Loader output"): dict
+  key              str, the source name
+  indices          (m,) int64, which of the sequence's frames were sampled (sorted, time order)
+  srgb             (m, 3, H, W) float32 sRGB in [0, 1]
+  mask             (m, 1, H, W) float32 {0, 1}, 1 = valid
+  shading_weights  list of `scales` float32 tensors (4, H >> l, W >> l) (or (m, 4, H >> l, W >> l) when the
+                   shards were written with `reduce: none`), transformed with the frames (below)
+  gt_reflectance   (m, 3, H, W) float32 linear (synthetic sequences only)
+  gt_shading       (m, 1, H, W) float32 linear grey (synthetic sequences only)
+(H, W) is the aspect bucket closest (in log aspect) to the stored frames: 256x384, 384x256 or 256x256 as in
+the paper (`LoaderConfig.buckets`), or the stored size with `size="native"`. m = `LoaderConfig.frames`
+frames drawn without replacement (all frames when the sequence has fewer; `frames=None` keeps all).
+
+Augmentation, one draw per sequence applied to every frame, mask, weight map and ground-truth map:
+horizontal flip (p = `flip_prob`), rotation by U(-max_rotation_deg, max_rotation_deg), a random crop of the
+bucket's aspect with side U(min_crop, 1) x the largest crop whose rotated rectangle stays inside the image
+(so no border pixels are invented), resized to the bucket. Frames and ground truth: bilinear; masks: nearest.
+Shading weights w[k, y, x] (pair (y, x)-(y + dy, x + dx), (dy, dx) = NEIGHBOUR_OFFSETS[k]):
+- flip: exact permutation. (0,1): w'[y, x] = w[y, W-2-x] (flipped and shifted by one pixel, last column 0);
+  (1,0): flipped; (1,1) and (1,-1) swap, each flipped (the anchor is the top pixel of the pair, which maps to
+  the top pixel, so no shift).
+- rotation/crop/resize: each direction map is resampled bilinearly at the pair midpoints (anchor + d/2 mapped
+  through the transform, minus d/2), then the border where the neighbour falls outside is zeroed. This is an
+  approximation: a rotated pair is no longer along its offset and a resized pair spans a different distance;
+  for the small rotations and near-1 scales used it is close to the weights of the transformed frames. At scale
+  l the same continuous transform is used on the (H >> l, W >> l) grid (pixel-area convention of the 2x2
+  averaging pyramid).
+
+Distribution: the manifest's shards are ordered by a (seed, epoch) permutation shared by all processes;
+slot = rank * num_workers + worker of S = world_size * num_workers. With at least S shards, slot s reads shards
+s, s + S, ... (webdataset-style shard split); with fewer shards than slots, every slot reads the shards
+holding its sequences and keeps the sequences at global positions j with j % S == s. Either way each sequence
+is read once per epoch across all ranks and workers. Randomness (frame choice, augmentation) comes from
+(seed, epoch, key) only, so it does not depend on the number of workers; call `set_epoch(e)` before each epoch
+(with `persistent_workers=False`, the default of `make_loader`).
+
+Integrity: with `verify_checksums` each shard's sha256 is checked against the manifest when a process first
+opens it; a mismatch, a truncated or unreadable tar, or a sample count that differs from the manifest raises
+ShardError naming the shard.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+
+from pipeline.shard_format import DecodedSequence, SampleFormatError, decode_sample, frame_count, sample_from_row
+from pipeline.shading_weights import NEIGHBOUR_OFFSETS
+
+PAPER_BUCKETS = ((256, 384), (384, 256), (256, 256))  # (H, W)
+
+
+class ShardError(RuntimeError):
+    """A shard (tar or Parquet file) is missing, corrupt, truncated or does not match the manifest."""
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    frames: int | None = 8  # m frames sampled per sequence; None = all frames in time order
+    augment: bool = True
+    size: str = "bucket"  # "bucket" (nearest paper aspect bucket) | "native" (stored size)
+    buckets: tuple[tuple[int, int], ...] = PAPER_BUCKETS  # (H, W)
+    flip_prob: float = 0.5
+    max_rotation_deg: float = 5.0
+    min_crop: float = 0.8  # crop side as a fraction of the largest crop that fits
+    seed: int = 0
+    shuffle: bool = True  # shard order per epoch + a sample buffer per slot
+    shuffle_buffer: int = 8
+    verify_checksums: bool = True
+
+    def __post_init__(self):
+        if self.size not in ("bucket", "native"):
+            raise ValueError(f"size must be 'bucket' or 'native', got {self.size!r}")
+        if self.frames is not None and self.frames < 1:
+            raise ValueError("frames must be >= 1 or None")
+        if not 0 < self.min_crop <= 1:
+            raise ValueError("min_crop must be in (0, 1]")
+
+
+# --------------------------------------------------------------------------------------------- geometry
+def choose_bucket(height: int, width: int, buckets=PAPER_BUCKETS) -> tuple[int, int]:
+    """The (H, W) bucket whose aspect is closest to width/height in log terms."""
+    aspect = math.log(width / height)
+    return min(buckets, key=lambda hw: abs(math.log(hw[1] / hw[0]) - aspect))
+
+
+@dataclass
+class Augmentation:
+    """One draw. `linear` (2x2) and `offset` (2,) map OUTPUT continuous coordinates (x, y) (pixel centres at
+    i + 0.5) to INPUT continuous coordinates of the (already flipped) input at scale 0."""
+
+    flip: bool
+    angle_deg: float
+    linear: np.ndarray
+    offset: np.ndarray
+    out_hw: tuple[int, int]
+    crop_hw: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def is_identity(self) -> bool:
+        return np.allclose(self.linear, np.eye(2)) and np.allclose(self.offset, 0)
+
+
+def sample_augmentation(rng: np.random.Generator, in_hw: tuple[int, int], out_hw: tuple[int, int],
+                        config: LoaderConfig) -> Augmentation:
+    """Draw flip / rotation / crop for an input of size in_hw resized to out_hw (see module docstring)."""
+    h, w = in_hw
+    ho, wo = out_hw
+    if not config.augment:
+        scale = np.diag([w / wo, h / ho])
+        return Augmentation(False, 0.0, scale, np.zeros(2), out_hw, (float(h), float(w)))
+    flip = bool(rng.random() < config.flip_prob)
+    angle = float(rng.uniform(-config.max_rotation_deg, config.max_rotation_deg))
+    theta = math.radians(angle)
+    c, s = abs(math.cos(theta)), abs(math.sin(theta))
+    aspect = wo / ho
+    h_max = min(w / (aspect * c + s), h / (aspect * s + c))  # rotated crop's bounding box fits the image
+    hc = h_max * float(rng.uniform(config.min_crop, 1.0))
+    wc = aspect * hc
+    bw, bh = wc * c + hc * s, wc * s + hc * c
+    cx = float(rng.uniform(bw / 2, max(bw / 2, w - bw / 2)))
+    cy = float(rng.uniform(bh / 2, max(bh / 2, h - bh / 2)))
+    rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+    linear = rot @ np.diag([wc / wo, hc / ho])
+    offset = np.array([cx, cy]) - linear @ np.array([wo / 2, ho / 2])
+    return Augmentation(flip, angle, linear, offset, out_hw, (hc, wc))
+
+
+def _pixel_matrix(aug: Augmentation, level: int, d_yx: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """cv2 2x3 matrix: output pixel index (x, y) at scale `level` -> input pixel index, for maps whose value at
+    (x, y) belongs to the pair midpoint (x, y) + d/2 (d = (0, 0): the pixel itself)."""
+    d = np.array([d_yx[1], d_yx[0]], dtype=float) / 2
+    offset = aug.offset / 2**level + aug.linear @ (np.array([0.5, 0.5]) + d) - np.array([0.5, 0.5]) - d
+    return np.hstack([aug.linear, offset[:, None]])
+
+
+def _warp(image: np.ndarray, matrix: np.ndarray, out_hw: tuple[int, int], *, nearest=False, zero_border=False):
+    return cv2.warpAffine(image, matrix, (out_hw[1], out_hw[0]),
+                          flags=(cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR) | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT if zero_border else cv2.BORDER_REFLECT_101, borderValue=0)
+
+
+def flip_weights(w: np.ndarray) -> np.ndarray:
+    """Exact horizontal flip of pair weights (..., 4, H, W) in NEIGHBOUR_OFFSETS order (module docstring)."""
+    f = w[..., ::-1]
+    out = np.zeros_like(w)
+    out[..., 0, :, :-1] = f[..., 0, :, 1:]
+    out[..., 1, :, :] = f[..., 1, :, :]
+    out[..., 2, :, :] = f[..., 3, :, :]
+    out[..., 3, :, :] = f[..., 2, :, :]
+    return out
+
+
+def zero_outside_pairs(w: np.ndarray) -> np.ndarray:
+    """Set w[..., k, y, x] = 0 where the neighbour (y + dy, x + dx) is outside the grid (in place)."""
+    for k, (dy, dx) in enumerate(NEIGHBOUR_OFFSETS):
+        if dy:
+            w[..., k, -dy:, :] = 0
+        if dx > 0:
+            w[..., k, :, -dx:] = 0
+        elif dx < 0:
+            w[..., k, :, :-dx] = 0
+    return w
+
+
+def transform_weights(weights: list[np.ndarray], aug: Augmentation) -> list[np.ndarray]:
+    """Apply an augmentation to stored weights (list over scales of (4, h_l, w_l) or (m, 4, h_l, w_l))."""
+    out = []
+    for level, w in enumerate(weights):
+        if aug.flip:
+            w = flip_weights(w)
+        if aug.is_identity and w.shape[-2:] == (aug.out_hw[0] >> level, aug.out_hw[1] >> level):
+            out.append(np.ascontiguousarray(w, dtype=np.float32))
+            continue
+        hw = (aug.out_hw[0] >> level, aug.out_hw[1] >> level)
+        lead = w.shape[:-3]
+        flat = w.reshape(-1, 4, *w.shape[-2:])
+        res = np.empty((flat.shape[0], 4, *hw), np.float32)
+        for k, d in enumerate(NEIGHBOUR_OFFSETS):
+            matrix = _pixel_matrix(aug, level, d)
+            for i in range(flat.shape[0]):
+                res[i, k] = _warp(np.ascontiguousarray(flat[i, k], dtype=np.float32), matrix, hw, zero_border=True)
+        out.append(zero_outside_pairs(res.reshape(*lead, 4, *hw)))
+    return out
+
+
+def transform_images(images: np.ndarray, aug: Augmentation, *, nearest=False) -> np.ndarray:
+    """(k, H, W[, C]) -> (k, Ho, Wo[, C]): flip then warp each image (bilinear, or nearest for masks)."""
+    if aug.flip:
+        images = images[:, :, ::-1]
+    if aug.is_identity and images.shape[1:3] == tuple(aug.out_hw):
+        return np.ascontiguousarray(images)
+    matrix = _pixel_matrix(aug, 0)
+    return np.stack([_warp(np.ascontiguousarray(im), matrix, aug.out_hw, nearest=nearest) for im in images])
+
+
+# --------------------------------------------------------------------------------------------- items
+def item_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
+    """The per-item generator: depends on (seed, epoch, key) only."""
+    key_hash = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+    return np.random.default_rng([seed, epoch, key_hash])
+
+
+def choose_frames(rng: np.random.Generator, n: int, m: int | None) -> np.ndarray:
+    if m is None or m >= n:
+        return np.arange(n)
+    return np.sort(rng.choice(n, size=m, replace=False))
+
+
+def make_item(sample: Mapping, config: LoaderConfig, epoch: int = 0) -> dict:
+    """One sample dict (shard_format layout) -> the loader item (module docstring)."""
+    key = sample["__key__"]
+    rng = item_rng(config.seed, epoch, key)
+    indices = choose_frames(rng, frame_count(sample), config.frames)
+    seq: DecodedSequence = decode_sample(sample, indices)
+    h, w = seq.frames.shape[1:3]
+    out_hw = choose_bucket(h, w, config.buckets) if config.size == "bucket" else (h, w)
+    aug = sample_augmentation(rng, (h, w), out_hw, config)
+    frames = transform_images(seq.frames.astype(np.float32) / np.float32(255), aug)
+    masks = transform_images(seq.masks.astype(np.uint8), aug, nearest=True)
+    item = {
+        "key": key,
+        "indices": torch.from_numpy(indices.astype(np.int64)),
+        "srgb": torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2))).clamp_(0, 1),
+        "mask": torch.from_numpy(masks.astype(np.float32)[:, None]),
+        "shading_weights": [torch.from_numpy(x) for x in transform_weights(seq.weights, aug)],
+    }
+    gt = seq.groundtruth
+    if gt is not None and "reflectance" in gt and "shading" in gt:
+        refl = transform_images(gt["reflectance"].astype(np.float32), aug)
+        shad = transform_images(gt["shading"].astype(np.float32), aug)
+        item["gt_reflectance"] = torch.from_numpy(np.ascontiguousarray(refl.transpose(0, 3, 1, 2)))
+        item["gt_shading"] = torch.from_numpy(np.ascontiguousarray(shad[:, None]))
+    return item
+
+
+# --------------------------------------------------------------------------------------------- shards
+def read_manifest(root: str | Path) -> dict:
+    path = Path(root) / "manifest.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ShardError(f"{path}: no manifest (run the shards stage)") from None
+    except json.JSONDecodeError as err:
+        raise ShardError(f"{path}: not valid JSON ({err})") from None
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_file(path: Path, expected_sha256: str) -> None:
+    """Raise ShardError naming `path` when it is missing or its sha256 differs from the manifest."""
+    if not path.exists():
+        raise ShardError(f"shard {path}: missing")
+    got = sha256_file(path)
+    if got != expected_sha256:
+        raise ShardError(f"shard {path}: sha256 {got[:16]}... does not match the manifest's {expected_sha256[:16]}... "
+                         "(corrupt, truncated or rewritten; rerun the shards stage)")
+
+
+def iter_shard(path: Path, expected_keys: list[str] | None = None) -> Iterator[dict]:
+    """Samples of one WebDataset tar (webdataset's tar expander + key grouping); ShardError names the shard when
+    the tar is unreadable/truncated or its keys differ from `expected_keys`."""
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    seen = []
+    try:
+        with open(path, "rb") as stream:
+            for sample in group_by_keys(tar_file_expander([{"url": str(path), "stream": stream}])):
+                if expected_keys is not None and sample["__key__"] not in expected_keys:
+                    raise ShardError(f"shard {path}: unexpected sequence {sample['__key__']!r} (not in the manifest)")
+                seen.append(sample["__key__"])
+                yield sample
+    except ShardError:
+        raise
+    except (tarfile.TarError, OSError, EOFError, ValueError) as err:
+        raise ShardError(f"shard {path}: unreadable tar after {len(seen)} sequences ({type(err).__name__}: "
+                         f"{err.args[0] if err.args else err}); truncated or corrupt") from err
+    if expected_keys is not None and seen != list(expected_keys):
+        raise ShardError(f"shard {path}: read {len(seen)} sequences {seen}, the manifest lists {len(expected_keys)} "
+                         "(truncated?)")
+
+
+def _dist_info(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if rank is not None and world_size is not None:
+        return rank, world_size
+    from webdataset.utils import pytorch_worker_info  # RANK/WORLD_SIZE env or torch.distributed
+
+    r, w, _, _ = pytorch_worker_info()
+    return (r if rank is None else rank), (w if world_size is None else world_size)
+
+
+def plan_slot(shards: list[dict], slot: int, slots: int, order: np.ndarray) -> list[tuple[dict, set | None]]:
+    """Which shards slot `slot` of `slots` reads, in `order`, and which of their keys it keeps (None = all)."""
+    ordered = [shards[i] for i in order]
+    if len(ordered) >= slots:
+        return [(s, None) for s in ordered[slot::slots]]
+    plan, position = [], 0
+    for shard in ordered:
+        keep = {k for j, k in enumerate(shard["keys"], start=position) if j % slots == slot}
+        position += len(shard["keys"])
+        if keep:
+            plan.append((shard, keep))
+    return plan
+
+
+class ShardedSequences(IterableDataset):
+    """Iterable over one split's WebDataset shards (module docstring: distribution, seeding, integrity)."""
+
+    def __init__(self, root: str | Path, split: str = "train", config: LoaderConfig = LoaderConfig(), *,
+                 rank: int | None = None, world_size: int | None = None, repeat: bool = False):
+        self.root, self.split, self.config, self.repeat = Path(root), split, config, repeat
+        self.manifest = read_manifest(self.root)
+        if split not in self.manifest["splits"]:
+            raise ShardError(f"{self.root}/manifest.json: no split {split!r}")
+        self.shards = self.manifest["splits"][split]["shards"]
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+        self._verified: set[str] = set()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    @property
+    def keys(self) -> list[str]:
+        return [k for s in self.shards for k in s["keys"]]
+
+    def slot_plan(self, epoch: int, rank: int, world_size: int, worker: int, num_workers: int):
+        n = len(self.shards)
+        order = (np.random.default_rng([self.config.seed, epoch, 7]).permutation(n) if self.config.shuffle
+                 else np.arange(n))
+        return plan_slot(self.shards, rank * num_workers + worker, world_size * num_workers, order)
+
+    def _samples(self, epoch: int) -> Iterator[dict]:
+        rank, world = _dist_info(self.rank, self.world_size)
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        # no cv2.setNumThreads here: in a forked worker it deadlocks once the parent has used OpenCV's pool
+        for shard, keep in self.slot_plan(epoch, rank, world, worker, num_workers):
+            path = self.root / shard["file"]
+            if self.config.verify_checksums and shard["file"] not in self._verified:
+                verify_file(path, shard["sha256"])
+                self._verified.add(shard["file"])
+            for sample in iter_shard(path, shard["keys"]):
+                if keep is None or sample["__key__"] in keep:
+                    yield sample
+
+    def _shuffled(self, samples: Iterator[dict], epoch: int) -> Iterator[dict]:
+        if not self.config.shuffle or self.config.shuffle_buffer <= 1:
+            yield from samples
+            return
+        info = get_worker_info()
+        rng = np.random.default_rng([self.config.seed, epoch, 11, info.id if info else 0])
+        buffer: list[dict] = []
+        for sample in samples:
+            buffer.append(sample)
+            if len(buffer) >= self.config.shuffle_buffer:
+                yield buffer.pop(int(rng.integers(len(buffer))))
+        while buffer:
+            yield buffer.pop(int(rng.integers(len(buffer))))
+
+    def __iter__(self) -> Iterator[dict]:
+        epoch = self.epoch
+        while True:
+            for sample in self._shuffled(self._samples(epoch), epoch):
+                try:
+                    yield make_item(sample, self.config, epoch)
+                except SampleFormatError as err:
+                    raise ShardError(f"split {self.split}: {err}") from err
+            if not self.repeat:
+                return
+            epoch += 1
+
+
+class ParquetSequences(Dataset):
+    """Map-style twin of ShardedSequences over `parquet/<split>.parquet` (one row group per sequence): item i
+    is the i-th sequence in manifest order, equal to the tar reader's item for the same (seed, epoch, key)."""
+
+    def __init__(self, root: str | Path, split: str = "train", config: LoaderConfig = LoaderConfig()):
+        self.root, self.split, self.config = Path(root), split, config
+        self.manifest = read_manifest(self.root)
+        entry = self.manifest["splits"][split]["parquet"]
+        self.path = self.root / entry["file"]
+        if config.verify_checksums:
+            verify_file(self.path, entry["sha256"])
+        self.keys = [k for s in self.manifest["splits"][split]["shards"] for k in s["keys"]]
+        self.epoch = 0
+        self._file = None
+        self._pid = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def _parquet(self):
+        import pyarrow.parquet as pq
+
+        if self._file is None or self._pid != os.getpid():  # one handle per process (DataLoader workers)
+            try:
+                self._file = pq.ParquetFile(self.path)
+            except Exception as err:  # noqa: BLE001
+                raise ShardError(f"shard {self.path}: unreadable Parquet ({err})") from err
+            self._pid = os.getpid()
+        return self._file
+
+    def sample(self, index: int) -> dict:
+        try:
+            rows = self._parquet().read_row_group(index).to_pylist()
+        except ShardError:
+            raise
+        except Exception as err:  # noqa: BLE001
+            raise ShardError(f"shard {self.path}: cannot read row group {index} ({err})") from err
+        if len(rows) != 1 or rows[0]["key"] != self.keys[index]:
+            raise ShardError(f"shard {self.path}: row group {index} does not hold {self.keys[index]!r}")
+        return sample_from_row(rows[0])
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return make_item(self.sample(index), self.config, self.epoch)
+
+
+def make_loader(root: str | Path, split: str = "train", config: LoaderConfig = LoaderConfig(), *,
+                num_workers: int = 1, rank: int | None = None, world_size: int | None = None,
+                repeat: bool = False, prefetch_factor: int = 2) -> DataLoader:
+    """DataLoader over ShardedSequences yielding one sequence per step (batch_size=None: buckets differ)."""
+    dataset = ShardedSequences(root, split, config, rank=rank, world_size=world_size, repeat=repeat)
+    return DataLoader(dataset, batch_size=None, num_workers=num_workers,
+                      prefetch_factor=prefetch_factor if num_workers > 0 else None, persistent_workers=False)
