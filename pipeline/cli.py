@@ -4,6 +4,10 @@ dvc.yaml runs each per-source stage as ``python -m pipeline.<stage> ${item} --ou
 DVC unpacks the source's params entry (`${item}`) into ``--name ... --url ...`` flags, so a stage reruns
 exactly when its own source entry changes. The flags are validated through the same `Source` schema and
 must match the entry in params.yaml, which stays the single source of truth.
+
+The `--all` mode (``python -m pipeline.<stage> --all --out-root DIR [--<input>-root DIR] [--status-root DIR]``)
+runs the same per-source function over every source with a tqdm bar (`run_all_sources`), writes each
+status, and prints one summary line (`summary_line`); `stage_main` dispatches between the two modes.
 """
 from __future__ import annotations
 
@@ -76,3 +80,69 @@ def run_source_stage(
     detail = record.get("reason", "") if record["status"] != "ok" else record.get("summary", "")
     print(f"{stage}[{source.name}]: {record['status']}{' (' + record['category'] + ')' if record['status'] != 'ok' else ''} {detail}".rstrip(), file=sys.stderr)
     return 0
+
+
+def run_all_sources(
+    stage: str,
+    run: Callable[..., dict],
+    params: Params,
+    out_root: Path,
+    status_root: Path | None = None,
+    *,
+    input_roots: dict[str, Path] | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Call `run(params, source, out_root/<name>, **{flag: root/<name>})` for every source with a tqdm bar.
+
+    Each record is written with `write_status` (into the output folder and, with `status_root`, to
+    `status_root/<name>.json`); the records are returned in params order.
+    """
+    from tqdm import tqdm
+
+    records = []
+    for source in tqdm(params.sources, desc=stage, unit="source", disable=not progress):
+        inputs = {flag: Path(root) / source.name for flag, root in (input_roots or {}).items()}
+        record = run(params, source, Path(out_root) / source.name, **inputs)
+        write_status(Path(out_root) / source.name, Path(status_root) / f"{source.name}.json" if status_root else None, record)
+        records.append(record)
+    return records
+
+
+def summary_line(stage: str, records: list[dict]) -> str:
+    """One line: ``<stage>: N ok, K failed (name: category; ...)``."""
+    ok = sum(r["status"] == "ok" for r in records)
+    failed = [r for r in records if r["status"] != "ok"]
+    detail = "; ".join(f"{r['source']}: {r['category']}" for r in failed)
+    return f"{stage}: {ok} ok, {len(failed)} failed" + (f" ({detail})" if detail else "")
+
+
+def stage_main(
+    stage: str,
+    run: Callable[..., dict],
+    argv: list[str] | None = None,
+    inputs: dict[str, str] | None = None,
+) -> int:
+    """CLI of a per-source stage: one source (`run_source_stage`), or every source when argv has ``--all``.
+
+    `inputs` as in `run_source_stage`; in ``--all`` mode each becomes a required ``--<flag>-root DIR`` whose
+    `<name>` subfolder is passed to `run`. Exit status of ``--all``: non-zero only when no source succeeded.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    if "--all" not in argv:
+        return run_source_stage(stage, run, argv, inputs=inputs)
+    parser = argparse.ArgumentParser(description=f"BigTime {stage} stage, every source")
+    parser.add_argument("--all", action="store_true", required=True)
+    parser.add_argument("--params", default="params.yaml")
+    for flag in inputs or {}:
+        parser.add_argument(f"--{flag}-root", required=True, type=Path)
+    parser.add_argument("--out-root", required=True, type=Path)
+    parser.add_argument("--status-root", type=Path, default=None)
+    args = parser.parse_args(argv)
+    try:
+        params = load_params(args.params)
+    except ParamsError as err:
+        parser.exit(2, f"error: {err}\n")
+    input_roots = {flag: getattr(args, f"{flag}_root") for flag in inputs or {}}
+    records = run_all_sources(stage, run, params, args.out_root, args.status_root, input_roots=input_roots)
+    print(summary_line(stage, records), file=sys.stderr)
+    return 0 if any(r["status"] == "ok" for r in records) else 1

@@ -21,7 +21,6 @@ one summary line, non-zero exit only when no source succeeded).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -37,7 +36,8 @@ from urllib.parse import unquote, urlparse
 import ffmpeg
 
 from pipeline.atomic import atomic_dir, atomic_write_json, status_record
-from pipeline.params import SYNTHETIC_SCHEME, DownloadParams, Params, ParamsError, Source, load_params
+from pipeline.cli import run_all_sources, stage_main, summary_line  # noqa: F401 (summary_line re-exported)
+from pipeline.params import SYNTHETIC_SCHEME, DownloadParams, Params, Source
 
 STAGE = "download"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -384,44 +384,11 @@ def download_source(params: Params, source: Source, out_dir: Path) -> dict:
 
 def download_all(params: Params, out_root: Path, status_root: Path | None = None, *, progress: bool = True) -> list[dict]:
     """Run `download_source` for every source into `out_root/<name>` with a tqdm bar; return the records."""
-    from tqdm import tqdm
-
-    from pipeline.cli import write_status
-
-    records = []
-    for source in tqdm(params.sources, desc=STAGE, unit="source", disable=not progress):
-        record = download_source(params, source, Path(out_root) / source.name)
-        write_status(Path(out_root) / source.name, Path(status_root) / f"{source.name}.json" if status_root else None, record)
-        records.append(record)
-    return records
-
-
-def summary_line(stage: str, records: list[dict]) -> str:
-    ok = sum(r["status"] == "ok" for r in records)
-    failed = [r for r in records if r["status"] != "ok"]
-    detail = "; ".join(f"{r['source']}: {r['category']}" for r in failed)
-    return f"{stage}: {ok} ok, {len(failed)} failed" + (f" ({detail})" if detail else "")
+    return run_all_sources(STAGE, download_source, params, out_root, status_root, progress=progress)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if "--all" not in argv:
-        from pipeline.cli import run_source_stage
-
-        return run_source_stage(STAGE, download_source, argv)
-    parser = argparse.ArgumentParser(description="BigTime download stage, every source")
-    parser.add_argument("--all", action="store_true", required=True)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--out-root", required=True, type=Path)
-    parser.add_argument("--status-root", type=Path, default=None)
-    args = parser.parse_args(argv)
-    try:
-        params = load_params(args.params)
-    except ParamsError as err:
-        parser.exit(2, f"error: {err}\n")
-    records = download_all(params, args.out_root, args.status_root)
-    print(summary_line(STAGE, records), file=sys.stderr)
-    return 0 if any(r["status"] == "ok" for r in records) else 1
+    return stage_main(STAGE, download_source, argv)
 
 
 if __name__ == "__main__":

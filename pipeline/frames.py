@@ -38,6 +38,7 @@ import ffmpeg
 import numpy as np
 
 from pipeline.atomic import atomic_dir, atomic_write_json, read_status, status_record
+from pipeline.cli import run_all_sources, stage_main
 from pipeline.color import REC709_WEIGHTS, srgb_to_linear
 from pipeline.params import FramesParams, Params, Source
 
@@ -388,43 +389,12 @@ def extract_frames(params: Params, source: Source, out_dir: Path, raw: Path) -> 
 
 def frames_all(params: Params, raw_root: Path, out_root: Path, status_root: Path | None = None, *, progress: bool = True) -> list[dict]:
     """Run `extract_frames` for every source (raw_root/<name> -> out_root/<name>) with a tqdm bar."""
-    from tqdm import tqdm
-
-    from pipeline.cli import write_status
-
-    records = []
-    for source in tqdm(params.sources, desc=STAGE, unit="source", disable=not progress):
-        record = extract_frames(params, source, Path(out_root) / source.name, Path(raw_root) / source.name)
-        write_status(Path(out_root) / source.name, Path(status_root) / f"{source.name}.json" if status_root else None, record)
-        records.append(record)
-    return records
+    return run_all_sources(STAGE, extract_frames, params, out_root, status_root, input_roots={"raw": raw_root},
+                           progress=progress)
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from pipeline.download import summary_line
-    from pipeline.params import ParamsError, load_params
-
-    argv = sys.argv[1:] if argv is None else argv
-    if "--all" not in argv:
-        from pipeline.cli import run_source_stage
-
-        return run_source_stage(STAGE, extract_frames, argv, inputs={"raw": "this source's download folder"})
-    parser = argparse.ArgumentParser(description="BigTime frames stage, every source")
-    parser.add_argument("--all", action="store_true", required=True)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--raw-root", required=True, type=Path)
-    parser.add_argument("--out-root", required=True, type=Path)
-    parser.add_argument("--status-root", type=Path, default=None)
-    args = parser.parse_args(argv)
-    try:
-        params = load_params(args.params)
-    except ParamsError as err:
-        parser.exit(2, f"error: {err}\n")
-    records = frames_all(params, args.raw_root, args.out_root, args.status_root)
-    print(summary_line(STAGE, records), file=sys.stderr)
-    return 0 if any(r["status"] == "ok" for r in records) else 1
+    return stage_main(STAGE, extract_frames, argv, inputs={"raw": "this source's download folder"})
 
 
 if __name__ == "__main__":
