@@ -21,15 +21,18 @@ The same dict ({"__key__": key, extension: bytes, ...}) is one Parquet row's con
 stores the lists and blobs; `sample_from_row` rebuilds the dict), so one decoder serves both readers.
 
 Encoding is deterministic (same input -> same bytes): PNG bytes are passed through or encoded by OpenCV,
-`.npz` blobs are written with fixed zip timestamps (`npz_bytes`), JSON with sorted keys.
+`.npz` blobs are written with fixed zip timestamps (`npz_bytes`), JSON with sorted keys. `sha256_file` is the
+file checksum the manifest records (pipeline/shards.py) and the loader verifies (training/data.py).
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
 import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import cv2
@@ -106,6 +109,15 @@ def decode_png_mask(data: bytes) -> np.ndarray:
     if image is None:
         raise SampleFormatError("undecodable mask image")
     return image > 127
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------- samples

@@ -41,7 +41,7 @@ from pipeline.color import luminance, srgb_to_linear
 from pipeline.params import ShardsParams
 from pipeline.shard_format import (
     FORMAT_VERSION, META_EXT, SampleFormatError, decode_png_mask, decode_png_rgb, encode_sample, load_npz,
-    row_from_sample,
+    row_from_sample, sha256_file,
 )
 from pipeline.shading_weights import weights_from_params
 
@@ -151,16 +151,8 @@ def build_sample(seq: SequenceInput, params: ShardsParams) -> tuple[dict, dict]:
     return sample, info
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _file_entry(path: Path, root: Path) -> dict:
-    return {"file": path.relative_to(root).as_posix(), "sha256": _sha256(path), "bytes": path.stat().st_size}
+    return {"file": path.relative_to(root).as_posix(), "sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
 def statistics(infos: list[dict]) -> dict:

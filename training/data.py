@@ -61,7 +61,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-from pipeline.shard_format import DecodedSequence, SampleFormatError, decode_sample, frame_count, sample_from_row
+from pipeline.shard_format import (
+    DecodedSequence, SampleFormatError, decode_sample, frame_count, sample_from_row, sha256_file,
+)
 from pipeline.shading_weights import NEIGHBOUR_OFFSETS
 
 PAPER_BUCKETS = ((256, 384), (384, 256), (256, 256))  # (H, W)
@@ -260,14 +262,6 @@ def read_manifest(root: str | Path) -> dict:
         raise ShardError(f"{path}: no manifest (run the shards stage)") from None
     except json.JSONDecodeError as err:
         raise ShardError(f"{path}: not valid JSON ({err})") from None
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_file(path: Path, expected_sha256: str) -> None:
