@@ -12,41 +12,25 @@ benchmarks (bench/loss.py).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from pathlib import Path
 
-import numpy as np
 import torch
 
+from bench._common import CHAMONIX, timed, webcam_frames
 from training.lattice import BilateralSmoothness, bilateral_features, bistochastic_scaling, build_lattice
 
-FRAMES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "webcams" / "chamonix"
+FRAMES = CHAMONIX
 
 
 def load_frames(m: int, h: int, w: int) -> tuple[torch.Tensor, str]:
     """(m, 3, h, w) float32 sRGB in [0, 1] and where it came from."""
-    files = sorted(FRAMES.glob("*.jpg"))[:m] if FRAMES.is_dir() else []
-    if len(files) >= m:
-        from PIL import Image
-
-        imgs = [np.asarray(Image.open(f).convert("RGB").resize((w, h), Image.BILINEAR), np.float32) / 255 for f in files]
-        return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous(), f"chamonix webcam, {m}x{h}x{w}"
+    frames = webcam_frames(m, h, w, FRAMES)
+    if frames is not None:
+        return torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(), f"chamonix webcam, {m}x{h}x{w}"
     g = torch.Generator().manual_seed(0)
     low = torch.rand(m, 3, max(h // 16, 1), max(w // 16, 1), generator=g)
     img = torch.nn.functional.interpolate(low, (h, w), mode="bilinear", align_corners=False)
     img = (img + 0.02 * torch.rand(m, 3, h, w, generator=g)).clamp(0, 1)
     return img.contiguous(), f"random smooth frames, {m}x{h}x{w}"
-
-
-def timed(fn, runs: int) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def run_benchmark(runs: int = 5) -> dict:

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from bench._common import WEBCAMS
 from pipeline.params import ShardsParams
 from pipeline.shading_weights import weights_from_params
 from pipeline.shards import build_shards
@@ -34,8 +35,6 @@ from training.data import (
     LoaderConfig, ShardedSequences, choose_bucket, choose_frames, item_rng, make_loader, sample_augmentation,
     transform_images,
 )
-
-WEBCAMS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "webcams"
 
 
 def _write(root: Path, name: str, frames: np.ndarray) -> None:

@@ -14,13 +14,11 @@ Run: `.venv/bin/python -m bench.loss [--threads 2] [--runs 5]`.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench._common import CHAMONIX, timed, webcam_frames
 from pipeline.shading_weights import shading_smoothness_weights
 from training.apwls import apwls, apwls_naive
 from training.loss import (
@@ -32,31 +30,18 @@ from training.loss import (
     shading_smoothness_loss,
 )
 
-FRAMES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "webcams" / "chamonix"
+FRAMES = CHAMONIX
 
 
 def load_frames(m: int, h: int, w: int) -> tuple[np.ndarray, str]:
     """(m, h, w, 3) float32 sRGB in [0, 1] and a description of where they came from."""
-    files = sorted(FRAMES.glob("*.jpg"))[:m] if FRAMES.is_dir() else []
-    if len(files) >= m:
-        from PIL import Image
-
-        imgs = [np.asarray(Image.open(f).convert("RGB").resize((w, h), Image.BILINEAR), np.float32) / 255 for f in files]
-        return np.stack(imgs), f"{m} frames of {FRAMES} resized to {h}x{w}"
+    frames = webcam_frames(m, h, w, FRAMES)
+    if frames is not None:
+        return frames, f"{m} frames of {FRAMES} resized to {h}x{w}"
     rng = np.random.default_rng(0)
     base = rng.random((h // 16, w // 16, 3)).repeat(16, 0).repeat(16, 1)
     gains = np.linspace(0.4, 1.0, m)[:, None, None, None]
     return np.clip(base[None] * gains, 0, 1).astype(np.float32), f"{m} synthetic piecewise-constant frames {h}x{w}"
-
-
-def timed(fn, runs: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def predictions(srgb: torch.Tensor, seed: int = 0):

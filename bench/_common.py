@@ -1,0 +1,43 @@
+"""Shared helpers of the bench scripts: the shared webcam frames and median timings.
+
+Consumes the shared webcam folders (../shared/data/webcams/<camera>/*.jpg, beside the repository). Produces
+frames as (m, h, w, 3) float32 sRGB in [0, 1] (`webcam_frames`, None when fewer than m frames exist, so each
+benchmark picks its own synthetic fallback) and timings in seconds (`timed`: median of `runs` calls after one
+warm-up call).
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+WEBCAMS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "webcams"
+CHAMONIX = WEBCAMS / "chamonix"
+
+
+def webcam_frames(m: int, h: int, w: int, folder: Path = CHAMONIX) -> Optional[np.ndarray]:
+    """The first m `*.jpg` of `folder` (by name) resized bilinearly to h x w: (m, h, w, 3) float32 sRGB in [0, 1].
+
+    None when the folder is missing or holds fewer than m frames.
+    """
+    files = sorted(folder.glob("*.jpg"))[:m] if folder.is_dir() else []
+    if len(files) < m:
+        return None
+    from PIL import Image
+
+    imgs = [np.asarray(Image.open(f).convert("RGB").resize((w, h), Image.BILINEAR), np.float32) / 255 for f in files]
+    return np.stack(imgs)
+
+
+def timed(fn: Callable[[], object], runs: int) -> float:
+    """Median wall time in seconds of `runs` calls of fn() after one warm-up call."""
+    fn()  # warm-up
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
