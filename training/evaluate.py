@@ -32,7 +32,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
@@ -242,18 +242,27 @@ def _wild_predictions(predict: Predictor, srgb: np.ndarray) -> dict[str, tuple[n
     return {k: (_resize(r, (h, w)), _resize(s, (h, w))) for k, (r, s) in out.items()}
 
 
+def _wild_images(predict: Predictor, root: Path, ext: str, load: Callable[[Path], Any], max_images: int,
+                 grid_dir: Optional[Path]) -> Iterator[tuple[str, Any, dict[str, tuple[np.ndarray, np.ndarray]]]]:
+    """For the first `max_images` (<id>.png, <id>.<ext>) pairs below root: yield (id, load(annotation path),
+    `_wild_predictions`); once the caller is done with an image, its model grid (input, reflectance, shading)
+    is written to grid_dir/<id>.png when grid_dir is given."""
+    for image_path, annotation_path in _pairs(root, ext)[:max_images]:
+        srgb = read_srgb(image_path)
+        annotation = load(annotation_path)
+        preds = _wild_predictions(predict, srgb)
+        yield image_path.stem, annotation, preds
+        if grid_dir is not None:
+            atomic_write_bytes(grid_dir / f"{image_path.stem}.png", _grid([srgb, *preds["model"]], None))
+
+
 def evaluate_iiw(predict: Predictor, iiw_dir: Path, max_images: int, grid_dir: Optional[Path] = None) -> tuple[dict, list[dict]]:
     rows = []
-    for image_path, json_path in _pairs(iiw_dir, "json")[:max_images]:
-        srgb = read_srgb(image_path)
-        judgements = M.load_iiw_judgements(json_path)
-        preds = _wild_predictions(predict, srgb)
-        row = {"image": image_path.stem}
+    for image_id, judgements, preds in _wild_images(predict, iiw_dir, "json", M.load_iiw_judgements, max_images, grid_dir):
+        row = {"image": image_id}
         for method, (r, _) in preds.items():
             row[method] = {"whdr": M.whdr(r, judgements)}
         rows.append(row)
-        if grid_dir is not None:
-            atomic_write_bytes(grid_dir / f"{image_path.stem}.png", _grid([srgb, *preds["model"]], None))
     return _mean_rows(rows, ["model", *BASELINES[:2]], ("whdr",)), rows
 
 
@@ -261,18 +270,13 @@ def evaluate_saw(predict: Predictor, saw_dir: Path, max_images: int, grid_dir: O
     thresholds = M.saw_thresholds()
     totals: dict[str, np.ndarray] = {}
     rows = []
-    for image_path, label_path in _pairs(saw_dir, "npy")[:max_images]:
-        srgb = read_srgb(image_path)
-        labels = M.load_saw_labels(label_path)
-        preds = _wild_predictions(predict, srgb)
-        row = {"image": image_path.stem}
+    for image_id, labels, preds in _wild_images(predict, saw_dir, "npy", M.load_saw_labels, max_images, grid_dir):
+        row = {"image": image_id}
         for method, (_, s) in preds.items():
             conf = M.saw_confusion(_resize(s, labels.shape), labels, thresholds)
             if conf is not None:
                 totals[method] = totals.get(method, 0) + conf
         rows.append(row)
-        if grid_dir is not None:
-            atomic_write_bytes(grid_dir / f"{image_path.stem}.png", _grid([srgb, *preds["model"]], None))
     summary: dict = {"n_images": len(rows)}
     for method, conf in totals.items():
         summary[method] = {"ap": M.saw_ap(*M.saw_precision_recall(conf))}
