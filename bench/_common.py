@@ -3,10 +3,11 @@
 Consumes the shared webcam folders (../shared/data/webcams/<camera>/*.jpg, beside the repository). Produces
 frames as (m, h, w, 3) float32 sRGB in [0, 1] (`webcam_frames`, None when fewer than m frames exist, so each
 benchmark picks its own synthetic fallback) and timings in seconds (`timed`: median of `runs` calls after one
-warm-up call).
+warm-up call). `torch_bench_args` is the common `--threads 2 --runs 5` command line of the torch benchmarks.
 """
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from pathlib import Path
@@ -41,3 +42,15 @@ def timed(fn: Callable[[], object], runs: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def torch_bench_args(description: str) -> argparse.Namespace:
+    """Parse ``--threads`` (default 2; applied with torch.set_num_threads) and ``--runs`` (default 5)."""
+    import torch
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    return args

@@ -11,11 +11,9 @@ benchmarks (bench/loss.py).
 """
 from __future__ import annotations
 
-import argparse
-
 import torch
 
-from bench._common import CHAMONIX, timed, webcam_frames
+from bench._common import CHAMONIX, timed, torch_bench_args, webcam_frames
 from training.lattice import BilateralSmoothness, bilateral_features, bistochastic_scaling, build_lattice
 
 FRAMES = CHAMONIX
@@ -74,11 +72,7 @@ def run_benchmark(runs: int = 5) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--runs", type=int, default=5)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = torch_bench_args(__doc__.splitlines()[0])
     run_benchmark(max(args.runs, 1))
 
 

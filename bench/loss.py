@@ -13,12 +13,10 @@ Run: `.venv/bin/python -m bench.loss [--threads 2] [--runs 5]`.
 """
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import torch
 
-from bench._common import CHAMONIX, timed, webcam_frames
+from bench._common import CHAMONIX, timed, torch_bench_args, webcam_frames
 from pipeline.shading_weights import shading_smoothness_weights
 from training.apwls import apwls, apwls_naive
 from training.loss import (
@@ -56,11 +54,7 @@ def predictions(srgb: torch.Tensor, seed: int = 0):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--runs", type=int, default=5)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = torch_bench_args(__doc__.splitlines()[0])
     runs = args.runs
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {runs} runs")
 
