@@ -97,12 +97,6 @@ class StepSequences(Dataset):
         return make_item(self.sequences.sample(index), self.sequences.config, epoch)
 
 
-def _worker_init(_: int) -> None:
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
 def make_step_loader(shards: str | Path, params: Params, *, start: int, stop: int, rank: int = 0, world: int = 1,
                      loader_config: LoaderConfig | None = None) -> tuple[DataLoader, StepSequences]:
     """DataLoader yielding the items of steps start..stop-1 in order (workers prefetch; batch_size=None)."""
@@ -113,7 +107,6 @@ def make_step_loader(shards: str | Path, params: Params, *, start: int, stop: in
     dataset = StepSequences(sequences, seed=params.train.seed, rank=rank, world=world)
     workers = params.train.num_workers
     loader = DataLoader(dataset, batch_size=None, sampler=range(start, stop), num_workers=workers,
-                        worker_init_fn=_worker_init if workers else None,
                         prefetch_factor=2 if workers else None, persistent_workers=False)
     return loader, dataset
 
