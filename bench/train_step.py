@@ -56,7 +56,7 @@ def write_shards(root: Path, n: int = 10, h: int = 256, w: int = 384) -> tuple[P
     return root / "shards", where
 
 
-def bench_preset(shards: Path, preset: str, *, runs: int, workers: int, device: str) -> dict:
+def bench_preset(shards: Path, preset: str, *, runs: int, workers: int, device: str, lattice_in_loader: bool) -> dict:
     params = validate_params({
         "sources": [{"name": n, "url": f"https://example.com/{n}.mp4"} for n in NAMES],
         "model": {"preset": preset},
@@ -65,7 +65,8 @@ def bench_preset(shards: Path, preset: str, *, runs: int, workers: int, device: 
     setup = setup_device(params, device)
     model, raw, optimizer, scheduler, scaler = build_training(params, setup)
     loss_config = LossConfig.from_params(params.loss)
-    loader, dataset = make_step_loader(shards, params, start=0, stop=runs + 1)
+    loader, dataset = make_step_loader(shards, params, start=0, stop=runs + 1,
+                                       lattice_config=loss_config if lattice_in_loader else None)
     rows = []
     batches = iter(loader)
     for step in range(runs + 1):
@@ -96,14 +97,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--presets", nargs="+", default=["small", "paper"])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--lattice-in-step", action="store_true",
+                        help="build the lattice inside the loss (as on CUDA) instead of in the loader workers (CPU default)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         shards, where = write_shards(Path(tmp))
+        where += "; lattice built " + ("in the loss" if args.lattice_in_step or args.device != "cpu" else "in the loader workers")
         print(f"train_step: {args.device}, {args.threads} threads, {args.workers} loader worker(s), frames: {where}; "
               f"medians of {args.runs} steps after 1 warm-up")
         for preset in args.presets:
-            r = bench_preset(shards, preset, runs=args.runs, workers=args.workers, device=args.device)
+            r = bench_preset(shards, preset, runs=args.runs, workers=args.workers, device=args.device,
+                             lattice_in_loader=args.device == "cpu" and not args.lattice_in_step)
             loss = r["loss_forward"] + r["loss_backward"]
             print(f"\n[{preset}] {r['n_params'] / 1e6:.1f}M parameters, input {r['shape']} (m, 3, H, W)")
             each = ", ".join(f"{x['step']:.2f}" for x in r["rows"])

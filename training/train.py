@@ -62,7 +62,7 @@ from torch.utils.data import DataLoader, Dataset
 from pipeline.atomic import atomic_write_json, atomic_write_text
 from pipeline.params import Params, load_params
 from training.data import LoaderConfig, ParquetSequences, make_item, read_manifest
-from training.loss import LossConfig, intrinsic_loss
+from training.loss import LossConfig, build_lattice, intrinsic_loss
 from training.model import IntrinsicUNet, ModelConfig
 
 CHECKPOINT = "checkpoint.pt"
@@ -78,8 +78,12 @@ class NonFiniteLoss(RuntimeError):
 class StepSequences(Dataset):
     """Map-style dataset indexed by STEP: item k is what process `rank` of `world` trains on at step k."""
 
-    def __init__(self, sequences: ParquetSequences, *, seed: int, rank: int = 0, world: int = 1):
+    def __init__(self, sequences: ParquetSequences, *, seed: int, rank: int = 0, world: int = 1,
+                 lattice_config: LossConfig | None = None):
         self.sequences, self.seed, self.rank, self.world = sequences, seed, rank, world
+        # The reflectance-smoothness lattice depends only on the images: with a config, it is built here, in
+        # the loader workers, and travels with the item (on CPU this takes the lattice off the step's path).
+        self.lattice_config = lattice_config
 
     def locate(self, step: int) -> tuple[int, int]:
         """(sequence index, epoch) of this process's draw at `step` (module docstring)."""
@@ -94,17 +98,24 @@ class StepSequences(Dataset):
 
     def __getitem__(self, step: int) -> dict:
         index, epoch = self.locate(step)
-        return make_item(self.sequences.sample(index), self.sequences.config, epoch)
+        item = make_item(self.sequences.sample(index), self.sequences.config, epoch)
+        if self.lattice_config is not None and self.lattice_config.w_rsmooth != 0:
+            with torch.no_grad():
+                item["lattice"] = build_lattice(item["srgb"], item["mask"], self.lattice_config)
+        return item
 
 
 def make_step_loader(shards: str | Path, params: Params, *, start: int, stop: int, rank: int = 0, world: int = 1,
-                     loader_config: LoaderConfig | None = None) -> tuple[DataLoader, StepSequences]:
-    """DataLoader yielding the items of steps start..stop-1 in order (workers prefetch; batch_size=None)."""
+                     loader_config: LoaderConfig | None = None,
+                     lattice_config: LossConfig | None = None) -> tuple[DataLoader, StepSequences]:
+    """DataLoader yielding the items of steps start..stop-1 in order (workers prefetch; batch_size=None).
+
+    With `lattice_config`, each item also carries its prebuilt reflectance-smoothness lattice ("lattice")."""
     config = loader_config or LoaderConfig(frames=params.train.frames_per_step, seed=params.train.seed)
     sequences = ParquetSequences(shards, "train", config)
     if len(sequences) == 0:
         raise ValueError(f"{shards}: the train split has no sequences")
-    dataset = StepSequences(sequences, seed=params.train.seed, rank=rank, world=world)
+    dataset = StepSequences(sequences, seed=params.train.seed, rank=rank, world=world, lattice_config=lattice_config)
     workers = params.train.num_workers
     loader = DataLoader(dataset, batch_size=None, sampler=range(start, stop), num_workers=workers,
                         prefetch_factor=2 if workers else None, persistent_workers=False)
@@ -144,7 +155,8 @@ def train_step(model, optimizer, scaler, item: dict, loss_config: LossConfig, *,
     with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         outputs = model(srgb)
     lap("forward")
-    total, terms = intrinsic_loss(srgb, mask, *outputs, weights, loss_config)
+    lattice = item.get("lattice") if device.type == "cpu" else None  # on CUDA the loss builds it on the GPU
+    total, terms = intrinsic_loss(srgb, mask, *outputs, weights, loss_config, lattice=lattice)
     lap("loss_forward")
 
     bad = (~torch.isfinite(torch.stack([total, *terms.values()]))).any().float().reshape(1)
@@ -321,7 +333,8 @@ def train(params: Params, *, shards: str | Path, out: str | Path, live: str | Pa
         set_rng_state(ckpt["rng"])
         start = int(ckpt["step"])
     loader, dataset = make_step_loader(shards, params, start=start, stop=stop, rank=setup.rank, world=setup.world,
-                                       loader_config=loader_config)
+                                       loader_config=loader_config,
+                                       lattice_config=loss_config if setup.device.type == "cpu" else None)
     n_params = sum(p.numel() for p in raw_model.parameters())
 
     def checkpoint(step: int) -> None:

@@ -16,6 +16,7 @@ from pipeline.shards import build_shards
 from tests.shard_fixtures import random_sequence, write_source
 from training import train as T
 from training.data import LoaderConfig, ParquetSequences
+from training.loss import LossConfig, intrinsic_loss
 from training.model import load_checkpoint
 
 NAMES = ["seq_a", "seq_b"]
@@ -128,3 +129,20 @@ def test_non_finite_loss_stops_naming_the_sequence(shards, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "non-finite loss" in err and f"sequence {expected!r}" in err and "step 0" in err, err
     assert not (out / "checkpoint.pt").exists()  # nothing written over a good checkpoint
+
+
+def test_lattice_built_in_loader_gives_the_same_step(shards):
+    """On CPU the loader workers prebuild the reflectance-smoothness lattice; the loss must not change."""
+    params = validate_params(raw_params())
+    loss_config = LossConfig.from_params(params.loss)
+    _, plain = T.make_step_loader(shards, params, start=0, stop=1)
+    _, prebuilt = T.make_step_loader(shards, params, start=0, stop=1, lattice_config=loss_config)
+    item, item_with_lattice = plain[0], prebuilt[0]
+    assert "lattice" not in item and "lattice" in item_with_lattice
+    m, _, h, w = item["srgb"].shape
+    torch.manual_seed(0)
+    outputs = (torch.randn(m, 3, h, w), torch.randn(m, 1, h, w), torch.randn(m, 3))
+    inside, _ = intrinsic_loss(item["srgb"], item["mask"], *outputs, item["shading_weights"], loss_config)
+    outside, _ = intrinsic_loss(item["srgb"], item["mask"], *outputs, item["shading_weights"], loss_config,
+                                lattice=item_with_lattice["lattice"])
+    assert inside.item() > 0 and torch.equal(inside, outside)
