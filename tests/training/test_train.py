@@ -146,3 +146,28 @@ def test_lattice_built_in_loader_gives_the_same_step(shards):
     outside, _ = intrinsic_loss(item["srgb"], item["mask"], *outputs, item["shading_weights"], loss_config,
                                 lattice=item_with_lattice["lattice"])
     assert inside.item() > 0 and torch.equal(inside, outside)
+
+
+def test_torchrun_ddp_on_cpu(shards, tmp_path, repo_root):
+    """`torchrun` with two CPU processes: DDP over gloo initialises, both train, rank 0 writes the checkpoint."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists() and shutil.which("torchrun") is None:
+        pytest.skip("torchrun not found beside the interpreter")
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw_params(steps=2, checkpoint_every=2)))
+    out = tmp_path / "models"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo_root)}
+    proc = subprocess.run(
+        [str(torchrun if torchrun.exists() else "torchrun"), "--standalone", "--nproc_per_node=2", "-m",
+         "training.train", "--shards", str(shards), "--out", str(out), "--params", str(params_file)],
+        cwd=repo_root, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "world 2" in proc.stdout + proc.stderr
+    ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert ckpt["step"] == 2 and all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
