@@ -100,8 +100,15 @@ class StepSequences(Dataset):
         index, epoch = self.locate(step)
         item = make_item(self.sequences.sample(index), self.sequences.config, epoch)
         if self.lattice_config is not None and self.lattice_config.w_rsmooth != 0:
-            with torch.no_grad():
-                item["lattice"] = build_lattice(item["srgb"], item["mask"], self.lattice_config)
+            # One thread, as in a DataLoader worker, so the float sums (and a resumed run) do not depend on
+            # whether this ran in a worker or in the main process.
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                with torch.no_grad():
+                    item["lattice"] = build_lattice(item["srgb"], item["mask"], self.lattice_config)
+            finally:
+                torch.set_num_threads(threads)
         return item
 
 
