@@ -1,7 +1,6 @@
 """Multiscale shading-smoothness pair weights v_pq (BigTime, Li & Snavely CVPR 2018, Sec. 5, Eq. 10-13).
 
-Consumes one sequence of frames `srgb` (m, H, W, 3) float in [0, 1] (gamma-encoded sRGB, numpy) or, for the
-torch twin, a tensor of the same layout. Produces a list of `scales` float32 arrays; element l has shape
+Consumes one sequence of frames `srgb` (m, H, W, 3) float in [0, 1] (gamma-encoded sRGB, numpy). Produces a list of `scales` float32 arrays; element l has shape
 (4, H_l, W_l) with H_l = H >> l, W_l = W >> l (or (m, 4, H_l, W_l) with reduce="none"). `w[l][k, y, x]` weights
 the squared log-shading difference of the pixel pair ((y, x), (y + dy, x + dx)) at scale l, with (dy, dx) =
 NEIGHBOUR_OFFSETS[k]; it is 0 where that neighbour is outside the image. Each unordered 8-neighbour pair is
@@ -128,77 +127,6 @@ def shading_smoothness_weights(
                 weights[k, py, px] = agg * factor
         out.append(weights.astype(np.float32))
     return out
-
-
-def shading_smoothness_weights_torch(
-    srgb,
-    *,
-    scales: int = 4,
-    k_abs: float = 20.0,
-    k_rel: float = 4.0,
-    sigma_intensity: float = 0.12,
-    sigma_chroma: float = 0.025,
-    edge_scale: float = 1.0,
-    edge_offset: float = 0.0,
-    reduce: str = "mean",
-    intensity: str = "mean_rgb",
-    downsample: str = "average",
-    eps: float = 1e-4,
-):
-    """Torch twin of `shading_smoothness_weights` (same layout (m, H, W, 3), same outputs as float32 tensors).
-
-    Computed in the dtype of `srgb` if it is float64, else float32; no gradients. The median over frames is the
-    numpy one (mean of the two middle values for even m), not torch.median's lower median.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    _check(tuple(srgb.shape), scales, reduce, intensity, downsample)
-    dtype = torch.float64 if srgb.dtype == torch.float64 else torch.float32
-
-    def median0(x):
-        s = x.sort(dim=0).values
-        n = s.shape[0]
-        return 0.5 * (s[(n - 1) // 2] + s[n // 2])
-
-    with torch.no_grad():
-        lin = srgb_to_linear(srgb.to(dtype).clamp(0.0, 1.0)).permute(0, 3, 1, 2)  # (m, 3, H, W)
-        out = []
-        for level in range(scales):
-            if level:
-                if downsample == "nearest":
-                    h2, w2 = lin.shape[-2] // 2, lin.shape[-1] // 2
-                    lin = lin[..., : 2 * h2 : 2, : 2 * w2 : 2]
-                else:
-                    lin = F.avg_pool2d(lin, 2)
-            m, _, h, w = lin.shape
-            clamped = lin.clamp_min(eps)
-            if intensity == "rec709":
-                wts = torch.tensor(REC709_WEIGHTS, dtype=dtype, device=lin.device).view(1, 3, 1, 1)
-                inten = (clamped * wts).sum(1)
-            else:
-                inten = clamped.mean(1)
-            log_i = inten.log()
-            chroma = (clamped / clamped.sum(1, keepdim=True))[:, :2]
-            shape = (m, 4, h, w) if reduce == "none" else (4, h, w)
-            weights = torch.zeros(shape, dtype=dtype, device=lin.device)
-            for k, (dy, dx) in enumerate(NEIGHBOUR_OFFSETS):
-                (py, px), (qy, qx) = _pair_slices(h, w, dy, dx)
-                d = log_i[:, py, px] - log_i[:, qy, qx]
-                med = median0(d)
-                dev = d - med
-                v = torch.maximum(torch.exp(-k_abs * dev**2), torch.exp(-k_rel * (dev / (med.abs() + REL_EPS)) ** 2))
-                dchroma = ((chroma[:, :, py, px] - chroma[:, :, qy, qx]) ** 2).sum(1)
-                dint = (inten[:, py, px] - inten[:, qy, qx]) ** 2
-                affinity = torch.exp(-dchroma / sigma_chroma**2 - dint / sigma_intensity**2)
-                factor = edge_offset + edge_scale * (1.0 - median0(affinity))
-                if reduce == "none":
-                    weights[:, k, py, px] = v * factor
-                else:
-                    agg = v.mean(0) if reduce == "mean" else median0(v)
-                    weights[k, py, px] = agg * factor
-            out.append(weights.float())
-        return out
 
 
 def weights_from_params(srgb, params) -> list[np.ndarray]:

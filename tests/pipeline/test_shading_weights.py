@@ -1,4 +1,4 @@
-"""Shading-smoothness weights against a straightforward per-pixel Python loop, the torch twin, and behaviour."""
+"""Shading-smoothness weights against a straightforward per-pixel Python loop, and behaviour."""
 from __future__ import annotations
 
 import math
@@ -11,7 +11,6 @@ from pipeline.params import ShardsParams
 from pipeline.shading_weights import (
     NEIGHBOUR_OFFSETS,
     shading_smoothness_weights,
-    shading_smoothness_weights_torch,
     weights_from_params,
 )
 
@@ -96,20 +95,6 @@ def test_matches_per_pixel_loop(case, m):
         assert g.dtype == np.float32 and g.shape == r.shape
         assert g.shape[-2:] == (9 >> level, 11 >> level)
         np.testing.assert_allclose(g, r, rtol=2e-6, atol=1e-7)
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c["reduce"] for c in CASES])
-def test_torch_twin_matches_numpy(case):
-    torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(3)
-    srgb = rng.random((6, 20, 28, 3))
-    got_np = shading_smoothness_weights(srgb, scales=3, **case)
-    got_t = shading_smoothness_weights_torch(torch.from_numpy(srgb), scales=3, **case)
-    for a, b in zip(got_np, got_t):
-        np.testing.assert_allclose(a, b.numpy(), rtol=1e-5, atol=1e-6)
-    got_t32 = shading_smoothness_weights_torch(torch.from_numpy(srgb).float(), scales=3, **case)
-    for a, b in zip(got_np, got_t32):
-        np.testing.assert_allclose(a, b.numpy(), rtol=1e-3, atol=1e-3)
 
 
 def test_outside_neighbours_are_zero_and_contract_shapes():
