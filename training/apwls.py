@@ -91,6 +91,57 @@ def apwls(P: torch.Tensor, X: torch.Tensor, Q: torch.Tensor, Y: torch.Tensor, *,
     return (b0 * a2 - 2.0 * a1 * b1 + a0 * b2).sum()
 
 
+class _APWLSWithSelf(torch.autograd.Function):
+    """(APWLS(P, X, Q, Y), APWLS(Q, Y, Q, Y)) sharing the Y-side moments (P, Q constant).
+
+    Both are centred by the same shift (the Q^2-weighted mean of Y), so the self term needs no extra pass:
+    APWLS(Q, Y, Q, Y) = sum 2 (B_0 B_2 - B_1^2) and its gradient is 4 Q_j^2 (B_0 Y_j - B_1).
+    """
+
+    @staticmethod
+    def forward(ctx, p2, X, q2, Y):
+        b0 = q2.sum(0)
+        shift = (q2 * Y).sum(0) / b0.clamp_min(torch.finfo(b0.dtype).tiny)
+        X, Y = X - shift, Y - shift
+        a0, a1, a2 = _moments(p2, X)
+        _, b1, b2 = _moments(q2, Y)
+        ctx.save_for_backward(p2, X, q2, Y, a0, a1, b0, b1)
+        pair = (b0 * a2 - 2.0 * a1 * b1 + a0 * b2).sum()
+        self_pairs = 2.0 * (b0 * b2 - b1 * b1).sum()
+        return pair, self_pairs
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_pair, grad_self):
+        p2, X, q2, Y, a0, a1, b0, b1 = ctx.saved_tensors
+        gx = gy = None
+        if ctx.needs_input_grad[1]:
+            gx = (2.0 * grad_pair) * p2 * (b0 * X - b1)
+            gx = gx.expand_as(X) if gx.shape != X.shape else gx
+        if ctx.needs_input_grad[3]:
+            # 2 Q^2 [(g_pair A_0 + 2 g_self B_0) Y - (g_pair A_1 + 2 g_self B_1)], per-pixel factors first
+            slope = grad_pair * a0 + (2.0 * grad_self) * b0
+            offset = grad_pair * a1 + (2.0 * grad_self) * b1
+            gy = (2.0 * q2) * (slope * Y - offset)
+            gy = gy.expand_as(Y) if gy.shape != Y.shape else gy
+        return None, gx, None, gy
+
+
+def apwls_with_self_pairs(P: torch.Tensor, X: torch.Tensor, Q: torch.Tensor, Y: torch.Tensor):
+    """(apwls(P, X, Q, Y), apwls(Q, Y, Q, Y)) in one pass over Y (both centred); P, Q must need no gradient.
+
+    The loss's reconstruction (P = L M, X = log I - log S - c, Q = M, Y = log R) and consistency (P = Q = M,
+    X = Y = log R) terms share Q and Y, so the consistency numerator costs nothing extra.
+    """
+    _check(P, X, "P/X")
+    _check(Q, Y, "Q/Y")
+    if X.shape[1:] != Y.shape[1:]:
+        raise ValueError(f"X {tuple(X.shape)} and Y {tuple(Y.shape)} must agree in (C, H, W)")
+    if P.requires_grad or Q.requires_grad:
+        raise ValueError("apwls_with_self_pairs: P and Q are constants (use apwls for gradients in them)")
+    return _APWLSWithSelf.apply(P * P, X, Q * Q, Y)
+
+
 def apwls_naive(P: torch.Tensor, X: torch.Tensor, Q: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
     """Reference O(m n) pairs x pixels evaluation (explicit frame pairs; for benchmarks and checks)."""
     total = X.new_zeros(())

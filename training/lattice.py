@@ -39,8 +39,8 @@ first step (see `bistochastic_scaling`; same fixed point, ~8 instead of ~11 step
 steps, stopping when max_p |dn_p| / n_p < `tolerance`. Hence r = const has zero energy (up to the tolerance);
 I - N A N was PSD in every test (smallest eigenvalue > -1e-6), so the energy is >= 0.
 
-Implementation: all vectorised torch ops (sort / direct-address hashing, embedding_bag, index_add,
-index_select), no Python loop over pixels, no C++ extension; runs on CPU and CUDA.
+Implementation: all vectorised torch ops (sort / direct-address hashing, embedding_bag, index_select),
+no Python loop over pixels, no C++ extension; runs on CPU and CUDA.
  - Elevation, rounding, rank (d(d+1)/2 contiguous comparisons, int8) on (d+1, N) rows; barycentric weights
    from the elevated differentials sorted across the d+1 rows by a sorting network (no int64 scatter).
  - Each pixel's simplex (rounded remainder-0 point + rank) is packed into one exact int (int32 when it fits)
@@ -49,7 +49,8 @@ index_select), no Python loop over pixels, no C++ extension; runs on CPU and CUD
  - The (d+1) vertex keys of the S << N simplices are packed as (remainder mod d+1, quotients) with a margin,
    de-duplicated by a direct-address table (or a sort), and neighbour tables come from looking up the
    stepped keys (vectorised over vertices, d+1 directions x 2 sides).
- - Splat = embedding_bag over each simplex's pixel range (weights rows x values) + index_add onto vertices;
+ - Splat = embedding_bag over each simplex's pixel range (weights rows x values), then embedding_bag over
+   each vertex's (simplex, slot) entries (grouped once per lattice by a stable sort of small ints);
    slice = embedding_bag of the d+1 vertex values per pixel with the barycentric weights (fused gathers).
  - energy(): E = (r.r - u^T B_0..B_d u) / (C N) with u = S N r (u^T Bbar u = u^T B_0..B_d u since the B_j are
    symmetric), a custom autograd Function whose backward is 2 (r - N S^T Bbar u) / (C N) (one slice).
@@ -80,17 +81,23 @@ def bilateral_features(
     sigma_xy: float = 0.1,
     sigma_intensity: float = 0.12,
     sigma_chroma: float = 0.025,
+    linear: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """(m,3,H,W) sRGB in [0,1] -> (m*H*W, 5) features [x, y, I, r/s, g/s] / sigmas (float32, or float64 input).
 
     Row order is (frame, row, column). x, y in pixels divided by sigma_xy * sqrt(H^2+W^2); I = mean of linear
     rgb; chromaticity r/(r+g+b), g/(r+g+b) of linear rgb (linear clamped at 1e-4, as the authors).
+    `linear`: srgb_to_linear(srgb.clamp(0, 1)) if the caller already has it (then srgb is not converted).
     """
     if srgb.dim() != 4 or srgb.shape[1] != 3:
         raise ValueError(f"srgb must be (m,3,H,W), got {tuple(srgb.shape)}")
     dtype = torch.float64 if srgb.dtype == torch.float64 else torch.float32
     m, _, h, w = srgb.shape
-    lin = srgb_to_linear(srgb.to(dtype).clamp(0.0, 1.0)).clamp_min(LINEAR_FLOOR)
+    if linear is None:
+        linear = srgb_to_linear(srgb.to(dtype).clamp(0.0, 1.0))
+    elif linear.shape != srgb.shape:
+        raise ValueError(f"linear {tuple(linear.shape)} must match srgb {tuple(srgb.shape)}")
+    lin = linear.to(dtype).clamp_min(LINEAR_FLOOR)
     total = lin.sum(1)
     scale_xy = 1.0 / (sigma_xy * math.hypot(h, w))
     ys = torch.arange(h, device=srgb.device, dtype=dtype) * scale_xy
@@ -105,22 +112,18 @@ def bilateral_features(
 
 
 # --------------------------------------------------------------------------------------------- hashing
-def _sort_unique(keys: torch.Tensor, sorted_ids: bool = False):
-    """Unique of a 1-D integer tensor via one (unstable) sort: (sorted unique keys, ids, first occurrences, perm).
+def _sort_unique(keys: torch.Tensor):
+    """Unique of a 1-D integer tensor via one (unstable) sort: (sorted unique keys, inverse ids).
 
-    ids: the unique id of each input element (its inverse), or with sorted_ids=True the ids in sorted order
-    (non-decreasing; element i of the sorted order is input element perm[i]); first occurrences: for each
-    unique key, the index of one input element holding it. torch.unique sorts stably, ~10x slower on CPU.
+    inverse: the unique id of each input element. torch.unique sorts stably, ~10x slower on CPU.
     """
     sorted_keys, perm = torch.sort(keys)
     first = torch.ones_like(sorted_keys, dtype=torch.bool)
     first[1:] = sorted_keys[1:] != sorted_keys[:-1]
     ids_sorted = torch.cumsum(first, 0) - 1
-    if sorted_ids:
-        return sorted_keys[first], ids_sorted, perm[first], perm
     inverse = torch.empty_like(ids_sorted)
     inverse[perm] = ids_sorted
-    return sorted_keys[first], inverse, perm[first], perm
+    return sorted_keys[first], inverse
 
 
 def _narrow(keys: torch.Tensor, total: float) -> torch.Tensor:
@@ -199,11 +202,13 @@ def _vertex_table(s_rounded: torch.Tensor, s_rank: torch.Tensor):
     if dense:  # small key space: direct-address table instead of a sort (ids in key order, as a sort gives)
         present = torch.zeros(int(total), dtype=torch.bool, device=dev)
         present[flat] = True
-        table = torch.cumsum(present, 0, dtype=torch.int32 if total < 2**31 else torch.int64) - 1
-        vinv = table[flat].to(torch.int64)
         packed = torch.nonzero(present).squeeze(1)
+        # only entries at present keys are ever read, so the table needs no initialisation (no cumsum pass)
+        table = torch.empty(int(total), dtype=torch.int32 if total < 2**31 else torch.int64, device=dev)
+        table[packed] = torch.arange(packed.numel(), dtype=table.dtype, device=dev)
+        vinv = table[flat].to(torch.int64)
     else:
-        sorted_keys, vinv, _, _ = _sort_unique(_narrow(flat, total))
+        sorted_keys, vinv = _sort_unique(_narrow(flat, total))
         packed = sorted_keys.to(torch.int64)
     n_vert = packed.numel()
     rem = packed % d1
@@ -285,8 +290,15 @@ class PermutohedralLattice:
     vertex_coords: torch.Tensor
 
     def __post_init__(self):
-        self._points = torch.arange(self.num_points, device=self.weights.device, dtype=self.simplex_start.dtype)
-        self._flat_vertex = self.simplex_vertex.reshape(-1)
+        index_dtype = self.simplex_start.dtype
+        self._points = torch.arange(self.num_points, device=self.weights.device, dtype=index_dtype)
+        # The (simplex, slot) entries grouped by vertex, so the second half of the splat is one parallel
+        # embedding_bag (one bag per vertex, the padding vertex's bag empty) instead of a serial index_add.
+        flat = self.simplex_vertex.reshape(-1)
+        narrow = torch.int16 if self.num_vertices < 2**15 - 1 else torch.int32  # small ints sort fastest
+        self._entry_order = torch.sort(flat.to(narrow), stable=True)[1].to(index_dtype)
+        counts = torch.bincount(flat, minlength=self.num_vertices + 1)
+        self._vertex_start = (torch.cumsum(counts, 0) - counts).to(index_dtype)
 
     @property
     def d(self) -> int:
@@ -313,14 +325,14 @@ class PermutohedralLattice:
     # ---- operators on channel-first values (c, N) in lattice order / (c, V+1) on vertices
     def splat(self, values: torch.Tensor) -> torch.Tensor:
         """(c, N) ordered point values -> (c, V+1) vertex values (last column 0)."""
-        out = values.new_zeros(values.shape[0], self.num_vertices + 1)
+        rows = []
         for i in range(values.shape[0]):
-            # per simplex: sum over its points of weights * value, then onto the vertices
+            # per simplex: sum over its points of weights * value (S, d+1), then per vertex over its entries
             per_simplex = F.embedding_bag(
                 self._points, self.weights, self.simplex_start, per_sample_weights=values[i].contiguous(), mode="sum"
             )
-            out[i].index_add_(0, self._flat_vertex, per_simplex.view(-1))
-        return out
+            rows.append(F.embedding_bag(self._entry_order, per_simplex.view(-1, 1), self._vertex_start, mode="sum"))
+        return torch.cat(rows, 1).t()
 
     def slice(self, vertex_values: torch.Tensor) -> torch.Tensor:
         """(c, V+1) vertex values -> (c, N) ordered point values."""
@@ -368,49 +380,43 @@ def build_lattice(features: torch.Tensor) -> PermutohedralLattice:
     elevated = _elevation_matrix(d, dev, dtype).t() @ features.t()
     # Closest remainder-0 point (rem0 = rounded * (d+1)) and the rank of the differential (descending, ties
     # broken by coordinate index as in Kraehenbuehl's code): d(d+1)/2 contiguous comparisons, int8 counts.
-    rounded = torch.round(elevated * (1.0 / d1))
-    diff = elevated - rounded * d1
+    rounded = elevated.mul(1.0 / d1).round_()
+    diff = elevated.add_(rounded, alpha=-d1)  # in place: the elevated values are not needed again
     rank = torch.zeros(d1, n_pts, device=dev, dtype=torch.int8)
     for a in range(d):
         less = diff[a : a + 1] < diff[a + 1 :]  # coordinate a is below coordinate b > a
         rank[a] += less.sum(0, dtype=torch.int8)
         rank[a + 1 :] += ~less
-    off_plane = rounded[0].clone()
-    for k in range(1, d1):
-        off_plane += rounded[k]
-    rank += off_plane.to(torch.int8)  # the rounded point is off the plane by sum(rounded) (exact ints)
-    wrap = (rank < 0).to(torch.int8) - (rank > d).to(torch.int8)  # bring it back: +-(d+1) on wrapped coords
-    rank += wrap * d1
-    rounded += wrap.to(dtype)
+    rank += rounded.sum(0).to(torch.int8)  # the rounded point is off the plane by sum(rounded) (exact ints)
+    wrap = (rank < 0).to(torch.int8)  # bring it back: +-(d+1) on wrapped coordinates
+    wrap -= (rank > d).to(torch.int8)
+    rank.add_(wrap, alpha=d1)
+    rounded.add_(wrap)
     # Barycentric weights: with y = the d+1 values v = (elevated - rem0) / (d+1) sorted ascending (y_j is the
     # coordinate of rank d - j), weight[0] = 1 + y_0 - y_d and weight[r] = y_r - y_{r-1} (Adams et al. p.10).
-    v = (elevated - rounded * d1) * (1.0 / d1)
+    v = diff.mul_(1.0 / d1).sub_(wrap)  # (elevated - rounded_before * d1 - wrap * d1) / d1, in place
     y = _sort_rows_ascending(list(v.unbind(0)))
     weights = torch.stack([1.0 + y[0] - y[d]] + [y[r] - y[r - 1] for r in range(1, d1)], 1)  # (N, d+1)
 
     # Hash the simplices: (rounded, rank) of the first d coordinates determine all d+1 vertex keys.
     keys = _point_keys(rounded[:d], rank[:d], d1)
-    if keys is not None:
-        _, simplex_sorted, first_point, order = _sort_unique(keys, sorted_ids=True)
-    else:  # feature ranges too wide for an int64 key: row-wise unique (slower, same lattice)
+    if keys is None:  # feature ranges too wide for an int64 key: row-wise unique ids (slower, same lattice)
         cols = torch.cat([rounded[:d].to(torch.int64), rank[:d].to(torch.int64)], 0).t()
-        _, inverse = torch.unique(cols, dim=0, return_inverse=True)
-        order = torch.argsort(inverse)
-        simplex_sorted = inverse[order]
-        first_point = torch.empty(int(inverse.max()) + 1, dtype=torch.int64, device=dev)
-        first_point[inverse] = torch.arange(n_pts, device=dev)
-    # Points are taken in simplex order, so a simplex's points are contiguous (simplex_start).
-    weights = weights.index_select(0, order)
-    n_simplex = first_point.numel()
+        keys = torch.unique(cols, dim=0, return_inverse=True)[1]
+    # Points are taken in key order, so a simplex's points are a contiguous range starting at simplex_start.
+    sorted_keys, order = torch.sort(keys)
     is_start = torch.ones(n_pts, dtype=torch.bool, device=dev)
-    is_start[1:] = simplex_sorted[1:] != simplex_sorted[:-1]
+    torch.ne(sorted_keys[1:], sorted_keys[:-1], out=is_start[1:])
     index_dtype = torch.int32 if n_pts < 2**31 - 1 else torch.int64
-    simplex_start = torch.nonzero(is_start).squeeze(1).to(index_dtype)
+    simplex_sorted = torch.cumsum(is_start, 0, dtype=index_dtype).sub_(1)  # simplex id of each ordered point
+    starts = torch.nonzero(is_start).squeeze(1)
+    first_point = order.index_select(0, starts)
+    weights = weights.index_select(0, order)
     s_rounded = rounded[:d].index_select(1, first_point).to(torch.int64)  # (d, S)
     s_rank = rank[:d].index_select(1, first_point).to(torch.int64)  # (d, S)
     simplex_vertex, neighbours, coords = _vertex_table(s_rounded, s_rank)
     point_vertex = simplex_vertex.to(index_dtype).index_select(0, simplex_sorted)
-    assert simplex_start.numel() == n_simplex
+    simplex_start = starts.to(index_dtype)
     return PermutohedralLattice(order, simplex_start, weights, point_vertex, simplex_vertex, neighbours, coords)
 
 
@@ -430,10 +436,11 @@ def bistochastic_scaling(
     tiny = torch.finfo(n.dtype).tiny
     done = 0
     for done in range(1, iterations + 1):
-        exponent = -0.5 if done == 1 else -0.5 * relaxation
-        factor = (n * lattice.filter(n)).clamp_min_(tiny).pow_(exponent)  # n_new / n
-        n = n * factor
-        if float((factor - 1.0).abs().max()) < tolerance:
+        factor = lattice.filter(n).mul_(n).clamp_min_(tiny)  # n A n
+        factor = factor.rsqrt_() if done == 1 else factor.pow_(-0.5 * relaxation)  # n_new / n
+        n.mul_(factor)
+        low, high = torch.aminmax(factor)
+        if max(float(high) - 1.0, 1.0 - float(low)) < tolerance:
             break
     return n[0], done
 
@@ -475,6 +482,22 @@ class _Apply(torch.autograd.Function):
     def backward(ctx, grad_out):
         (n,) = ctx.saved_tensors
         return n * ctx.lattice.filter(grad_out * n), None, None
+
+
+class _GatherDistinct(torch.autograd.Function):
+    """flat.index_select(0, index) for DISTINCT indices: the backward writes (index_copy) instead of adding."""
+
+    @staticmethod
+    def forward(ctx, flat, index):
+        ctx.save_for_backward(index)
+        ctx.size = flat.numel()
+        return flat.index_select(0, index)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (index,) = ctx.saved_tensors
+        return grad.new_zeros(ctx.size).index_copy_(0, index, grad), None
 
 
 class BilateralSmoothness:
@@ -521,12 +544,20 @@ class BilateralSmoothness:
         sigma_chroma: float = 0.025,
         iterations: int = 10,
         tolerance: float = 1e-3,
+        linear: Optional[torch.Tensor] = None,
     ) -> "BilateralSmoothness":
-        """Lattice + bistochastic scaling from srgb (m,3,H,W) in [0,1]; valid (m,1,H,W) or None (all pixels)."""
+        """Lattice + bistochastic scaling from srgb (m,3,H,W) in [0,1]; valid (m,1,H,W) or None (all pixels).
+
+        `linear`: the caller's srgb_to_linear(srgb.clamp(0, 1)), to skip the conversion (optional).
+        """
         m, _, h, w = srgb.shape
         with torch.no_grad(), torch.autocast(device_type=srgb.device.type, enabled=False):
             feats = bilateral_features(
-                srgb.detach(), sigma_xy=sigma_xy, sigma_intensity=sigma_intensity, sigma_chroma=sigma_chroma
+                srgb.detach(),
+                sigma_xy=sigma_xy,
+                sigma_intensity=sigma_intensity,
+                sigma_chroma=sigma_chroma,
+                linear=None if linear is None else linear.detach(),
             )
             if valid is not None:
                 if tuple(valid.shape) != (m, 1, h, w):
@@ -555,7 +586,7 @@ class BilateralSmoothness:
             base = torch.div(q, hw, rounding_mode="floor") * (c * hw) + q % hw
             index = (base.unsqueeze(0) + hw * torch.arange(c, device=q.device).unsqueeze(1)).reshape(-1)
             self._gather_index[c] = index
-        return x.to(self.n.dtype).reshape(-1).index_select(0, index).view(c, -1)
+        return _GatherDistinct.apply(x.to(self.n.dtype).reshape(-1), index).view(c, -1)
 
     def energy(self, log_r: torch.Tensor) -> torch.Tensor:
         """L_rsmooth = sum_c r_c^T (I - N A N) r_c / (C * N) for log_r (m, C, H, W); differentiable in log_r."""

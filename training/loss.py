@@ -56,7 +56,7 @@ import torch.nn.functional as F
 
 from pipeline.color import luminance, srgb_to_linear
 from pipeline.shading_weights import NEIGHBOUR_OFFSETS, _pair_slices
-from training.apwls import apwls
+from training.apwls import apwls, apwls_with_self_pairs
 
 
 @dataclass(frozen=True)
@@ -94,34 +94,87 @@ def log_linear_image(srgb: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.log(srgb_to_linear(srgb.clamp(0.0, 1.0)).clamp_min(eps))
 
 
-def reconstruction_loss(srgb, mask, log_r, log_s, log_c, config: LossConfig) -> torch.Tensor:
-    """L_reconstruct (see module docstring); all inputs float32."""
-    linear = srgb_to_linear(srgb.clamp(0.0, 1.0)).clamp_min(config.log_eps)
+def _reconstruction_sides(linear, mask, log_s, log_c, config: LossConfig):
+    """(P, X) of L_reconstruct from linear rgb (m,3,H,W) (unclamped): P = lum^exponent M, X = log I - log S - c."""
+    linear = linear.clamp_min(config.log_eps)
     if config.lum_definition == "rec709":
         lum = luminance(linear, channel_axis=1).unsqueeze(1)
     elif config.lum_definition == "mean_rgb":
         lum = linear.mean(1, keepdim=True)
     else:
         raise ValueError(f"lum_definition must be rec709|mean_rgb, got {config.lum_definition!r}")
-    lum = lum.clamp_min(config.log_eps)
-    P = lum.pow(config.lum_exponent) * mask
+    P = lum.clamp_min(config.log_eps).pow(config.lum_exponent) * mask
     X = torch.log(linear) - log_s - log_c[:, :, None, None]
-    num = apwls(P, X, mask, log_r)
+    return P, X
+
+
+def _pair_counts(mask: torch.Tensor, channels: int):
+    """(ordered valid frame pairs incl. i = j, ordered valid pairs i != j), each x pixels x channels."""
     msum = mask.sum(0)
-    den = (msum * msum).sum() * log_r.shape[1]
-    return num / den.clamp_min(1.0)
+    all_pairs = (msum * msum).sum() * channels
+    return all_pairs.clamp_min(1.0), (all_pairs - (mask * mask).sum() * channels).clamp_min(1.0)
+
+
+def reconstruction_loss(srgb, mask, log_r, log_s, log_c, config: LossConfig) -> torch.Tensor:
+    """L_reconstruct (see module docstring); all inputs float32."""
+    P, X = _reconstruction_sides(srgb_to_linear(srgb.clamp(0.0, 1.0)), mask, log_s, log_c, config)
+    return apwls(P, X, mask, log_r) / _pair_counts(mask, log_r.shape[1])[0]
 
 
 def consistency_loss(mask, log_r) -> torch.Tensor:
     """L_consistency (see module docstring)."""
-    num = 0.5 * apwls(mask, log_r, mask, log_r)
-    msum = mask.sum(0)
-    den = (msum * msum - (mask * mask).sum(0)).sum() * log_r.shape[1]
-    return num / den.clamp_min(1.0)
+    return 0.5 * apwls(mask, log_r, mask, log_r) / _pair_counts(mask, log_r.shape[1])[1]
+
+
+def data_terms(linear, mask, log_r, log_s, log_c, config: LossConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L_reconstruct, L_consistency) from linear rgb (m,3,H,W), sharing the log R moments (one APWLS pass).
+
+    Equal to (reconstruction_loss, consistency_loss) of the same frames; the mask must need no gradient.
+    """
+    P, X = _reconstruction_sides(linear, mask, log_s, log_c, config)
+    pair, self_pairs = apwls_with_self_pairs(P, X, mask, log_r)
+    all_pairs, distinct_pairs = _pair_counts(mask, log_r.shape[1])
+    return pair / all_pairs, 0.5 * self_pairs / distinct_pairs
 
 
 def _reduce_mask(mask: torch.Tensor) -> torch.Tensor:
     return -F.max_pool2d(-mask, 2)  # valid only if all 2x2 children are valid
+
+
+class _NeighbourEnergy(torch.autograd.Function):
+    """sum_k sum_{i,p} coeff_k[i,p] (s_i(p) - s_i(p + offset_k))^2 over NEIGHBOUR_OFFSETS; s (m, h, w).
+
+    coeff_k (1 or m, h_k, w_k) constants on the pair grid of offset k (see _pair_slices). The gradient is
+    accumulated in place into one buffer (autograd through the 8 slices would allocate one per slice).
+    """
+
+    @staticmethod
+    def forward(ctx, s, *coeffs):
+        h, w = s.shape[-2:]
+        total = s.new_zeros(())
+        scaled = []
+        for coeff, (dy, dx) in zip(coeffs, NEIGHBOUR_OFFSETS):
+            (py, px), (qy, qx) = _pair_slices(h, w, dy, dx)
+            diff = s[:, py, px] - s[:, qy, qx]
+            weighted = coeff * diff
+            total += (weighted * diff).sum()
+            scaled.append(weighted)
+        ctx.save_for_backward(*scaled)
+        ctx.size = (h, w)
+        return total
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        h, w = ctx.size
+        scaled = ctx.saved_tensors
+        out = scaled[0].new_zeros(scaled[0].shape[0], h, w)
+        for weighted, (dy, dx) in zip(scaled, NEIGHBOUR_OFFSETS):
+            (py, px), (qy, qx) = _pair_slices(h, w, dy, dx)
+            g = (2.0 * grad) * weighted
+            out[:, py, px] += g
+            out[:, qy, qx] -= g
+        return (out,) + (None,) * len(scaled)
 
 
 def shading_smoothness_loss(log_s, mask, shading_weights: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -137,20 +190,23 @@ def shading_smoothness_loss(log_s, mask, shading_weights: Sequence[torch.Tensor]
             raise ValueError(f"shading_weights[{level}] has shape {tuple(w.shape)}, expected (..., 4, {h}, {wd})")
         w = w.to(device=s.device, dtype=s.dtype)
         w = w.unsqueeze(0) if w.dim() == 3 else w  # (1 or m, 4, h, w)
-        level_sum = s.new_zeros(())
-        for k, (dy, dx) in enumerate(NEIGHBOUR_OFFSETS):
-            (py, px), (qy, qx) = _pair_slices(h, wd, dy, dx)
-            with torch.no_grad():
+        coeffs = []
+        with torch.no_grad():
+            for k, (dy, dx) in enumerate(NEIGHBOUR_OFFSETS):
+                (py, px), (qy, qx) = _pair_slices(h, wd, dy, dx)
                 pair_mask = msk[:, 0, py, px] * msk[:, 0, qy, qx]  # (m, hp, wp)
-                coeff = w[:, k, py, px] * pair_mask / pair_mask.sum().clamp_min(1.0)
-            diff = s[:, 0, py, px] - s[:, 0, qy, qx]
-            level_sum = level_sum + (coeff * diff.square()).sum()
-        total = total + level_sum / (4.0 * (level + 1))
+                coeffs.append(w[:, k, py, px] * (pair_mask / pair_mask.sum().clamp_min(1.0)))
+        total = total + _NeighbourEnergy.apply(s[:, 0], *coeffs) / (4.0 * (level + 1))
     return total
 
 
-def build_lattice(srgb: torch.Tensor, mask: Optional[torch.Tensor], config: LossConfig):
-    """The bilateral reflectance-smoothness operator of training/lattice.py for this sequence (float32)."""
+def build_lattice(
+    srgb: torch.Tensor, mask: Optional[torch.Tensor], config: LossConfig, *, linear: Optional[torch.Tensor] = None
+):
+    """The bilateral reflectance-smoothness operator of training/lattice.py for this sequence (float32).
+
+    `linear`: srgb_to_linear of the clamped srgb when the caller already has it (saves the conversion).
+    """
     from training.lattice import BilateralSmoothness
 
     with torch.autocast(device_type=srgb.device.type, enabled=False):
@@ -158,6 +214,7 @@ def build_lattice(srgb: torch.Tensor, mask: Optional[torch.Tensor], config: Loss
         return BilateralSmoothness.build(
             srgb.float(),
             valid,
+            linear=None if linear is None else linear.float(),
             sigma_xy=config.sigma_xy,
             sigma_intensity=config.sigma_intensity,
             sigma_chroma=config.sigma_chroma,
@@ -197,10 +254,10 @@ def intrinsic_loss(
         mask32 = mask.detach().float()
         log_r, log_s, log_c = log_r.float(), log_s.float(), log_c.float()
         terms: dict[str, torch.Tensor] = {}
-        terms["reconstruct"] = reconstruction_loss(srgb32, mask32, log_r, log_s, log_c, config)
-        terms["consistency"] = consistency_loss(mask32, log_r)
-        if lattice is None and config.w_rsmooth != 0:
-            lattice = build_lattice(srgb32, mask32, config)
+        linear = srgb_to_linear(srgb32.clamp(0.0, 1.0))
+        if lattice is None and config.w_rsmooth != 0:  # first: its temporaries are freed before the terms'
+            lattice = build_lattice(srgb32, mask32, config, linear=linear)
+        terms["reconstruct"], terms["consistency"] = data_terms(linear, mask32, log_r, log_s, log_c, config)
         terms["rsmooth"] = lattice.energy(log_r).float() if lattice is not None else log_r.new_zeros(())
         terms["ssmooth"] = shading_smoothness_loss(log_s, mask32, shading_weights)
         terms["shading_l1"] = log_s.abs().mean()

@@ -12,10 +12,11 @@ import torch
 from pipeline.color import linear_to_srgb, srgb_to_linear
 from pipeline.params import LossParams
 from pipeline.shading_weights import shading_smoothness_weights
-from training.apwls import apwls, apwls_naive
+from training.apwls import apwls, apwls_naive, apwls_with_self_pairs
 from training.loss import (
     LossConfig,
     consistency_loss,
+    data_terms,
     intrinsic_loss,
     reconstruction_loss,
     shading_smoothness_loss,
@@ -72,6 +73,25 @@ def test_apwls_gradient_matches_naive():
     torch.testing.assert_close(g_same, n_same, rtol=1e-10, atol=1e-12)
 
 
+def test_apwls_with_self_pairs_equals_two_naive_sums():
+    """The fused (pair, self-pair) APWLS equals the naive double sums, values and gradients (float64)."""
+    rng = np.random.default_rng(3)
+    P = torch.from_numpy(rng.random((5, 1, 6, 7)))
+    Q = torch.from_numpy((rng.random((5, 1, 6, 7)) > 0.3) * 1.0)
+    X = torch.from_numpy(rng.normal(size=(5, 3, 6, 7)) - 4.0).requires_grad_()
+    Y = torch.from_numpy(rng.normal(size=(5, 3, 6, 7)) + 2.0).requires_grad_()
+    pair, self_pairs = apwls_with_self_pairs(P, X, Q, Y)
+    want_pair, want_self = apwls_naive(P, X, Q, Y), apwls_naive(Q, Y, Q, Y)
+    assert pair.item() == pytest.approx(want_pair.item(), rel=1e-10)
+    assert self_pairs.item() == pytest.approx(want_self.item(), rel=1e-10)
+    got = torch.autograd.grad(0.7 * pair + 1.3 * self_pairs, (X, Y))
+    want = torch.autograd.grad(0.7 * want_pair + 1.3 * want_self, (X, Y))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="constants"):
+        apwls_with_self_pairs(P.clone().requires_grad_(), X, Q, Y)
+
+
 def test_apwls_float32_centering_survives_large_offsets():
     """log values near -9 (dark pixels) with small differences: the centred expansion stays accurate in fp32."""
     rng = np.random.default_rng(1)
@@ -123,6 +143,23 @@ def test_consistency_normalisation():
     # identical reflectance in every frame -> 0
     same = log_r[:1].expand(5, -1, -1, -1)
     assert consistency_loss(mask, same).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_data_terms_equal_the_separate_terms():
+    """The fused data terms (used by intrinsic_loss) equal reconstruction_loss and consistency_loss, with grads."""
+    srgb, mask, log_r, log_s, log_c = _random_inputs(seed=5)
+    cfg = LossConfig(log_eps=1e-3)
+    leaves = [t.clone().requires_grad_() for t in (log_r, log_s, log_c)]
+    rec, con = data_terms(srgb_to_linear(srgb), mask, *leaves, cfg)
+    got = torch.autograd.grad(2.0 * rec + 3.0 * con, leaves)
+    ref_leaves = [t.clone().requires_grad_() for t in (log_r, log_s, log_c)]
+    ref_rec = reconstruction_loss(srgb, mask, *ref_leaves, cfg)
+    ref_con = consistency_loss(mask, ref_leaves[0])
+    want = torch.autograd.grad(2.0 * ref_rec + 3.0 * ref_con, ref_leaves)
+    assert rec.item() == pytest.approx(ref_rec.item(), rel=1e-10)
+    assert con.item() == pytest.approx(ref_con.item(), rel=1e-10)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-12)
 
 
 # ------------------------------------------------------------------------------------ shading smoothness
@@ -177,6 +214,19 @@ def test_ssmooth_matches_loop_with_random_weights_and_per_frame_weights():
     )
     with pytest.raises(ValueError):
         shading_smoothness_loss(log_s, mask, [torch.ones(4, H, W + 1)])
+
+
+def test_ssmooth_gradient_matches_finite_differences():
+    """The hand-written backward of the neighbour energy (per-frame and per-sequence weights) vs gradcheck."""
+    g = torch.Generator().manual_seed(6)
+    m, H, W = 2, 6, 8
+    log_s = torch.randn(m, 1, H, W, generator=g, dtype=torch.float64, requires_grad=True)
+    mask = (torch.rand(m, 1, H, W, generator=g) > 0.2).double()
+    for weights in (
+        [torch.rand(m, 4, H >> l, W >> l, generator=g, dtype=torch.float64) for l in range(3)],
+        [torch.rand(4, H >> l, W >> l, generator=g, dtype=torch.float64) for l in range(3)],
+    ):
+        assert torch.autograd.gradcheck(lambda s: shading_smoothness_loss(s, mask, weights), (log_s,))
 
 
 # ------------------------------------------------------------------------------------------- config
