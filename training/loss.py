@@ -103,7 +103,7 @@ def _reconstruction_sides(linear, mask, log_s, log_c, config: LossConfig):
         lum = linear.mean(1, keepdim=True)
     else:
         raise ValueError(f"lum_definition must be rec709|mean_rgb, got {config.lum_definition!r}")
-    P = lum.clamp_min(config.log_eps).pow(config.lum_exponent) * mask
+    P = lum.clamp_min(config.log_eps).log_().mul_(config.lum_exponent).exp_() * mask  # lum^exponent
     X = torch.log(linear) - log_s - log_c[:, :, None, None]
     return P, X
 

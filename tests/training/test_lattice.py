@@ -124,8 +124,8 @@ def test_bistochastic_rows_sum_to_one(small_op):
     srgb = smooth_sequence(4, 24, 32, amplitude=0.6, noise=0.02, seed=4, dtype=torch.float32)
     op32 = BilateralSmoothness.build(srgb)
     ones = torch.ones(op32.num_pixels, 1)
-    assert op32.iterations_run <= 10
-    assert float((op32.apply(ones) - 1).abs().max()) < 5e-3
+    assert op32.iterations_run < 10  # converged: the row sums are then within the tolerance
+    assert float((op32.apply(ones) - 1).abs().max()) < 1e-3
 
 
 def test_gradient_is_twice_residual(small_op):
@@ -272,3 +272,17 @@ def test_float32_matches_float64_and_autocast_is_disabled():
     assert abs(float(e_ac.detach()) - e32) < 1e-5 * e32
     e_ac.backward()
     assert torch.isfinite(x.grad).all()
+
+
+def test_sorting_network_sorts_every_permutation_with_ties():
+    """The row-wise compare-exchange networks (optimal for 6 rows, odd-even otherwise) against torch.sort."""
+    import itertools
+
+    from training.lattice import _sort_rows_ascending
+
+    for n in (3, 4, 6, 7):
+        values = [0.0, 1.0, 1.0, 2.0, 3.0, 5.0, 8.0][:n]  # one tie
+        perms = list(itertools.permutations(range(n)))
+        cols = torch.tensor([[values[p[i]] for p in perms] for i in range(n)])
+        got = torch.stack(_sort_rows_ascending(list(cols.unbind(0))))
+        assert torch.equal(got, cols.sort(0).values), n
