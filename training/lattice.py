@@ -352,6 +352,10 @@ class PermutohedralLattice:
         table = vertex_values.reshape(-1, 1) if c == 1 else vertex_values.t().contiguous()
         return F.embedding_bag(self.point_vertex, table, per_sample_weights=self.weights, mode="sum").t()
 
+    def __getstate__(self):
+        """Pickled (e.g. from a DataLoader worker) without the cached CSR view, rebuilt on first use."""
+        return {**self.__dict__, "_csr": None}
+
     def _slice_matrix(self) -> torch.Tensor:
         """S^T as a sparse CSR (N, V+1) matrix: row p holds the weights of point p at its d+1 vertices (views)."""
         if self._csr is None:

@@ -286,3 +286,19 @@ def test_sorting_network_sorts_every_permutation_with_ties():
         cols = torch.tensor([[values[p[i]] for p in perms] for i in range(n)])
         got = torch.stack(_sort_rows_ascending(list(cols.unbind(0))))
         assert torch.equal(got, cols.sort(0).values), n
+
+
+def test_pickled_operator_is_the_same_and_sends_no_sparse_tensor():
+    """Loader workers send built operators to the trainer: a pickle round trip keeps N A N (the cached CSR
+    slice matrix stays behind and is rebuilt on first use)."""
+    import pickle
+
+    srgb = torch.rand(2, 3, 12, 16, generator=torch.Generator().manual_seed(0))
+    op = BilateralSmoothness.build(srgb)
+    assert op.lattice._csr is not None  # built by the bistochastic iterations
+    copy = pickle.loads(pickle.dumps(op))
+    assert copy.lattice._csr is None
+    values = torch.rand(op.num_pixels, 2, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(copy.apply(values), op.apply(values), rtol=0, atol=0)
+    torch.testing.assert_close(copy.apply(values[:, :1]), op.apply(values[:, :1]), rtol=0, atol=0)  # CSR path
+    torch.testing.assert_close(copy.scaling(), op.scaling(), rtol=0, atol=0)
