@@ -28,83 +28,41 @@ def _check(weights: torch.Tensor, values: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name}: weight channels {weights.shape[1]} must be 1 or {values.shape[1]}")
 
 
+def _check_sides(P: torch.Tensor, X: torch.Tensor, Q: torch.Tensor, Y: torch.Tensor) -> None:
+    _check(P, X, "P/X")
+    _check(Q, Y, "Q/Y")
+    if X.shape[1:] != Y.shape[1:]:
+        raise ValueError(f"X {tuple(X.shape)} and Y {tuple(Y.shape)} must agree in (C, H, W)")
+
+
 def _moments(w2: torch.Tensor, v: torch.Tensor):
     """Frame sums sum w2, sum w2 v, sum w2 v^2 (each (C, H, W) or (C_w, H, W))."""
     w2v = w2 * v
     return w2.sum(0), w2v.sum(0), (w2v * v).sum(0)
 
 
-class _APWLS(torch.autograd.Function):
-    """APWLS with analytic gradients for X and Y (P, Q constant): less memory and time than autograd.
+def _centring_shift(q2: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """The Q^2-weighted frame mean of Y, (C, H, W): subtracting it from X and Y leaves APWLS unchanged."""
+    b0 = q2.sum(0)
+    return (q2 * Y).sum(0) / b0.clamp_min(torch.finfo(b0.dtype).tiny)
 
-    dL/dX_i = 2 P_i^2 (B_0 X_i - B_1),  dL/dY_j = 2 Q_j^2 (A_0 Y_j - A_1)   (X, Y centred; the centring shift
-    drops out because the value does not depend on it).
+
+class _APWLS(torch.autograd.Function):
+    """(APWLS(P, X, Q, Y), APWLS(Q, Y, Q, Y)) with analytic gradients for X and Y (P, Q constant).
+
+    The self term reuses the Y-side moments: APWLS(Q, Y, Q, Y) = sum 2 (B_0 B_2 - B_1^2). Gradients
+    (X, Y centred; the shift drops out because the values do not depend on it):
+    dL/dX_i = 2 g P_i^2 (B_0 X_i - B_1),
+    dL/dY_j = 2 Q_j^2 [(g A_0 + 2 g_self B_0) Y_j - (g A_1 + 2 g_self B_1)]   (g, g_self: output grads).
     """
 
     @staticmethod
     def forward(ctx, p2, X, q2, Y, center: bool):
         if center:
-            b0 = q2.sum(0)
-            shift = (q2 * Y).sum(0) / b0.clamp_min(torch.finfo(b0.dtype).tiny)
+            shift = _centring_shift(q2, Y)
             X, Y = X - shift, Y - shift
         a0, a1, a2 = _moments(p2, X)
         b0, b1, b2 = _moments(q2, Y)
-        ctx.save_for_backward(p2, X, q2, Y, a0, a1, b0, b1)
-        return (b0 * a2 - 2.0 * a1 * b1 + a0 * b2).sum()
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        p2, X, q2, Y, a0, a1, b0, b1 = ctx.saved_tensors
-        gx = gy = None
-        if ctx.needs_input_grad[1]:
-            gx = (2.0 * grad) * p2 * (b0 * X - b1)
-            gx = gx.expand_as(X) if gx.shape != X.shape else gx
-        if ctx.needs_input_grad[3]:
-            gy = (2.0 * grad) * q2 * (a0 * Y - a1)
-            gy = gy.expand_as(Y) if gy.shape != Y.shape else gy
-        return None, gx, None, gy, None
-
-
-def apwls(P: torch.Tensor, X: torch.Tensor, Q: torch.Tensor, Y: torch.Tensor, *, center: bool = True) -> torch.Tensor:
-    """sum_i sum_j ||P_i * Q_j * (X_i - Y_j)||^2 (elementwise products, squared Frobenius norm) as a scalar.
-
-    Differentiable in all four arguments; when P and Q need no gradient (the loss's case) a custom autograd
-    function with the closed-form gradients for X and Y is used.
-    """
-    _check(P, X, "P/X")
-    _check(Q, Y, "Q/Y")
-    if X.shape[1:] != Y.shape[1:]:
-        raise ValueError(f"X {tuple(X.shape)} and Y {tuple(Y.shape)} must agree in (C, H, W)")
-    p2 = P * P
-    q2 = Q * Q
-    if not (P.requires_grad or Q.requires_grad):
-        return _APWLS.apply(p2, X, q2, Y, center)
-    if center:
-        with torch.no_grad():
-            b0 = q2.sum(0)
-            shift = (q2 * Y).sum(0) / b0.clamp_min(torch.finfo(b0.dtype).tiny)  # (C, H, W)
-        X = X - shift
-        Y = Y - shift
-    a0, a1, a2 = _moments(p2, X)
-    b0, b1, b2 = _moments(q2, Y)
-    return (b0 * a2 - 2.0 * a1 * b1 + a0 * b2).sum()
-
-
-class _APWLSWithSelf(torch.autograd.Function):
-    """(APWLS(P, X, Q, Y), APWLS(Q, Y, Q, Y)) sharing the Y-side moments (P, Q constant).
-
-    Both are centred by the same shift (the Q^2-weighted mean of Y), so the self term needs no extra pass:
-    APWLS(Q, Y, Q, Y) = sum 2 (B_0 B_2 - B_1^2) and its gradient is 4 Q_j^2 (B_0 Y_j - B_1).
-    """
-
-    @staticmethod
-    def forward(ctx, p2, X, q2, Y):
-        b0 = q2.sum(0)
-        shift = (q2 * Y).sum(0) / b0.clamp_min(torch.finfo(b0.dtype).tiny)
-        X, Y = X - shift, Y - shift
-        a0, a1, a2 = _moments(p2, X)
-        _, b1, b2 = _moments(q2, Y)
         ctx.save_for_backward(p2, X, q2, Y, a0, a1, b0, b1)
         pair = (b0 * a2 - 2.0 * a1 * b1 + a0 * b2).sum()
         self_pairs = 2.0 * (b0 * b2 - b1 * b1).sum()
@@ -119,12 +77,32 @@ class _APWLSWithSelf(torch.autograd.Function):
             gx = (2.0 * grad_pair) * p2 * (b0 * X - b1)
             gx = gx.expand_as(X) if gx.shape != X.shape else gx
         if ctx.needs_input_grad[3]:
-            # 2 Q^2 [(g_pair A_0 + 2 g_self B_0) Y - (g_pair A_1 + 2 g_self B_1)], per-pixel factors first
-            slope = grad_pair * a0 + (2.0 * grad_self) * b0
+            slope = grad_pair * a0 + (2.0 * grad_self) * b0  # per-pixel factors first
             offset = grad_pair * a1 + (2.0 * grad_self) * b1
             gy = (2.0 * q2) * (slope * Y - offset)
             gy = gy.expand_as(Y) if gy.shape != Y.shape else gy
-        return None, gx, None, gy
+        return None, gx, None, gy, None
+
+
+def apwls(P: torch.Tensor, X: torch.Tensor, Q: torch.Tensor, Y: torch.Tensor, *, center: bool = True) -> torch.Tensor:
+    """sum_i sum_j ||P_i * Q_j * (X_i - Y_j)||^2 (elementwise products, squared Frobenius norm) as a scalar.
+
+    Differentiable in all four arguments; when P and Q need no gradient (the loss's case) a custom autograd
+    function with the closed-form gradients for X and Y is used.
+    """
+    _check_sides(P, X, Q, Y)
+    p2 = P * P
+    q2 = Q * Q
+    if not (P.requires_grad or Q.requires_grad):
+        return _APWLS.apply(p2, X, q2, Y, center)[0]
+    if center:
+        with torch.no_grad():
+            shift = _centring_shift(q2, Y)
+        X = X - shift
+        Y = Y - shift
+    a0, a1, a2 = _moments(p2, X)
+    b0, b1, b2 = _moments(q2, Y)
+    return (b0 * a2 - 2.0 * a1 * b1 + a0 * b2).sum()
 
 
 def apwls_with_self_pairs(P: torch.Tensor, X: torch.Tensor, Q: torch.Tensor, Y: torch.Tensor):
@@ -133,13 +111,10 @@ def apwls_with_self_pairs(P: torch.Tensor, X: torch.Tensor, Q: torch.Tensor, Y: 
     The loss's reconstruction (P = L M, X = log I - log S - c, Q = M, Y = log R) and consistency (P = Q = M,
     X = Y = log R) terms share Q and Y, so the consistency numerator costs nothing extra.
     """
-    _check(P, X, "P/X")
-    _check(Q, Y, "Q/Y")
-    if X.shape[1:] != Y.shape[1:]:
-        raise ValueError(f"X {tuple(X.shape)} and Y {tuple(Y.shape)} must agree in (C, H, W)")
+    _check_sides(P, X, Q, Y)
     if P.requires_grad or Q.requires_grad:
         raise ValueError("apwls_with_self_pairs: P and Q are constants (use apwls for gradients in them)")
-    return _APWLSWithSelf.apply(P * P, X, Q * Q, Y)
+    return _APWLS.apply(P * P, X, Q * Q, Y, True)
 
 
 def apwls_naive(P: torch.Tensor, X: torch.Tensor, Q: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
