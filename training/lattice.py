@@ -132,34 +132,32 @@ def _narrow(keys: torch.Tensor, total: float) -> torch.Tensor:
     return keys.to(torch.int32) if total <= 2.0**31 else keys
 
 
-def _point_keys(rounded: torch.Tensor, rank: torch.Tensor, d1: int) -> Optional[torch.Tensor]:
-    """One exact integer key per point from its simplex: (d, N) rounded coordinates and (d, N) int8 ranks.
+def _point_keys(digits: torch.Tensor, radices: list[int]) -> Optional[torch.Tensor]:
+    """One exact integer key per point: mixed radix of its (k, N) digits (exact non-negative integers in a
+    float dtype, digit i < radices[i]). None when the key would need more than 62 bits (or one digit more
+    than the float dtype holds exactly).
 
-    Mixed radix: ranks are base-(d+1) digits, rounded coordinate k has radix span_k. The digits are summed
-    in the features' float dtype in chunks that stay exact (< 2^24 for float32, 2^53 for float64), then the
-    chunks are combined in int64. None when the key would need more than 62 bits.
+    The digits are combined by one small matrix product into chunks that stay exact in the float dtype
+    (< 2^24 for float32, 2^53 for float64: every partial sum is a non-negative integer below the chunk's
+    radix product), then the chunks are combined in int64 (int32 when the key space fits).
     """
-    exact = 2.0**24 if rounded.dtype == torch.float32 else 2.0**53
-    lo = rounded.amin(1)
-    span = (rounded.amax(1) - lo + 1).tolist()
-    lo = lo.tolist()
-    fields = [(rank[k], 0.0, float(d1)) for k in range(rank.shape[0])]
-    fields += [(rounded[k], lo[k], span[k]) for k in range(rounded.shape[0])]
-    if math.prod(f[2] for f in fields) > MAX_PACKED_KEY:
+    exact = 2**24 if digits.dtype == torch.float32 else 2**53
+    if math.prod(radices) > MAX_PACKED_KEY or max(radices) > exact:
         return None
-    key, key_mult = None, 1  # int64 accumulation of the chunks
-    chunk, chunk_mult = None, 1.0
-    for row, low, radix in fields + [(None, 0.0, math.inf)]:
-        if row is None or chunk_mult * radix > exact:  # close the chunk
-            part = chunk.to(torch.int64)
-            key = part if key is None else key + part * key_mult
-            key_mult *= int(chunk_mult)
-            chunk, chunk_mult = None, 1.0
-        if row is None:
-            break
-        digit = row.to(rounded.dtype) - low if low else row.to(rounded.dtype)
-        chunk = digit * chunk_mult if chunk is None else chunk.add_(digit, alpha=chunk_mult)
-        chunk_mult *= radix
+    coef: list[list[float]] = []  # (chunks, k): the place value of each digit within its chunk (0 outside)
+    chunk_radix: list[int] = []  # the radix product of each chunk
+    for i, radix in enumerate(radices):
+        if not coef or chunk_radix[-1] * radix > exact:
+            coef.append([0.0] * len(radices))
+            chunk_radix.append(1)
+        coef[-1][i] = float(chunk_radix[-1])
+        chunk_radix[-1] *= radix
+    chunks = torch.tensor(coef, dtype=digits.dtype, device=digits.device) @ digits  # (chunks, N)
+    key, key_mult = None, 1
+    for row, radix in zip(chunks, chunk_radix):
+        part = row.to(torch.int64)
+        key = part if key is None else key.add_(part, alpha=key_mult)
+        key_mult *= radix
     return _narrow(key, float(key_mult))
 
 
@@ -168,13 +166,29 @@ def _direction_offsets(d: int) -> list[list[int]]:
     return [[d if k == j else -1 for k in range(d)] for j in range(d + 1)]
 
 
+def _present_keys(flat: torch.Tensor, total: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distinct values of integer keys in [0, total) by a direct-address table, without a sort.
+
+    Returns (distinct keys ascending, int64; present (>= total,) bool table). The table is scanned by one
+    nonzero over its 8-byte words, then over the bytes of the occupied words only (~8x less work than a
+    nonzero over the bytes when, as here, the keys occupy a small fraction of the table).
+    """
+    words = -(-total // 8)
+    present = torch.zeros(words * 8, dtype=torch.bool, device=flat.device)
+    present[flat] = True
+    occupied = torch.nonzero(present.view(torch.int64)).squeeze(1)
+    hits = torch.nonzero(present.view(words, 8).index_select(0, occupied))
+    return occupied.index_select(0, hits[:, 0]).mul_(8).add_(hits[:, 1]), present
+
+
 def _vertex_table(s_rounded: torch.Tensor, s_rank: torch.Tensor):
     """Vertices of S simplices from their (d, S) rounded remainder-0 points (rem0 / (d+1)) and (d, S) ranks.
 
     Vertex r of a simplex (Adams et al.'s canonical simplex): key_k = (d+1) q_k + r with
     q_k = rounded_k - [rank_k > d - r] (k < d): all coordinates of a lattice point share their remainder
-    r mod (d+1), so a key packs r and the quotients q_k (mixed radix, a margin of 1 per field so that a
-    lattice step never carries between fields) into one int (int32 when it fits). A direct-address table
+    r mod (d+1), so a key packs r and the quotients q_k into one int (int32 when it fits), mixed radix with
+    field k spanning [min_k - 2, max_k + 1]: vertices have q_k in [min_k - 1, max_k] and a lattice step
+    moves each q_k by at most 1, so a stepped key never carries between fields. A direct-address table
     (small key spaces) or one sort de-duplicates them; neighbours are looked up there / by searchsorted of
     the stepped keys. Returns (simplex_vertex (S, d+1) vertex ids (int32 for int32 keys), neighbours
     (d+1, 2, V+1) int64, coords (V, d) int64). Falls back to row-wise unique for key spaces beyond 62 bits.
@@ -182,9 +196,9 @@ def _vertex_table(s_rounded: torch.Tensor, s_rank: torch.Tensor):
     d, n_simplex = s_rounded.shape
     d1 = d + 1
     dev = s_rounded.device
-    lo = [int(v) for v in (s_rounded.amin(1) - 2).tolist()]  # q in [min - 1, max]; margin 1 on each side
-    span = [int(hi - low + 1) for hi, low in zip((s_rounded.amax(1) + 2).tolist(), lo)]
-    total = float(d1 * math.prod(span))
+    lo = [int(v) for v in (s_rounded.amin(1) - 2).tolist()]
+    span = [int(hi - low + 1) for hi, low in zip((s_rounded.amax(1) + 1).tolist(), lo)]
+    total = d1 * math.prod(span)
     if total > MAX_PACKED_KEY:
         return _vertex_table_rows(s_rounded.to(torch.int64), s_rank.to(torch.int64))
     key_dtype = torch.int32 if total < 2**31 else torch.int64
@@ -197,18 +211,16 @@ def _vertex_table(s_rounded: torch.Tensor, s_rank: torch.Tensor):
     at_rank = torch.zeros(d1, n_simplex, dtype=key_dtype, device=dev)
     mult_rows = torch.tensor(mult, dtype=key_dtype, device=dev).view(d, 1).expand(d, n_simplex)
     at_rank.scatter_(0, s_rank.to(torch.int64), mult_rows)
-    keys = torch.empty(d1, n_simplex, dtype=key_dtype, device=dev)
-    keys[0] = base
+    keys = torch.empty(n_simplex, d1, dtype=key_dtype, device=dev)  # (simplex, vertex)
+    keys[:, 0] = base
     for r in range(1, d1):
-        torch.sub(keys[r - 1], at_rank[d1 - r], out=keys[r]).add_(1)
-    flat = keys.t().reshape(-1)  # (S * (d+1),) in (simplex, vertex) order
+        torch.sub(keys[:, r - 1], at_rank[d1 - r], out=keys[:, r]).add_(1)
+    flat = keys.view(-1)
     dense = total <= max(8.0 * flat.numel(), DENSE_TABLE_KEYS) and DENSE_TABLE_KEYS > 0
     if dense:  # small key space: direct-address table instead of a sort (ids in key order, as a sort gives)
-        present = torch.zeros(int(total), dtype=torch.bool, device=dev)
-        present[flat] = True
-        packed = torch.nonzero(present).squeeze(1)
-        # only entries at present keys are ever read, so the table needs no initialisation (no cumsum pass)
-        table = torch.empty(int(total), dtype=key_dtype, device=dev)
+        packed, present = _present_keys(flat, total)
+        # only entries at present keys are ever read, so the table needs no initialisation
+        table = torch.empty(present.numel(), dtype=key_dtype, device=dev)
         table[packed] = torch.arange(packed.numel(), dtype=key_dtype, device=dev)
         vinv = table.index_select(0, flat)
     else:
@@ -219,24 +231,20 @@ def _vertex_table(s_rounded: torch.Tensor, s_rank: torch.Tensor):
     coords = torch.stack([d1 * ((packed // mult[k]) % span[k] + lo[k]) + rem for k in range(d)], 1)
     # A step by +-off_j (off_j = -1 on every coordinate but +d on j; j = d: -1 everywhere) changes the
     # remainder by -+1; the quotients change only when the remainder wraps (0 <-> d) and on coordinate j.
-    # The margins keep every stepped key inside [0, total) and unambiguous.
-    neighbours = torch.full((d1, 2, n_vert + 1), n_vert, dtype=torch.int64, device=dev)
-    all_mult = sum(mult)
-    for j in range(d1):
-        mj = mult[j] if j < d else 0
-        # minus side (key - off_j): r -> r + 1; no wrap: q_j - 1; wrap (r = d): q_k + 1 for k != j
-        minus = torch.where(rem == d, -d + (all_mult - mj), 1 - mj)
-        # plus side (key + off_j): r -> r - 1; no wrap: q_j + 1; wrap (r = 0): q_k - 1 for k != j
-        plus = torch.where(rem == 0, d - (all_mult - mj), -1 + mj)
-        for side, delta in ((0, minus), (1, plus)):
-            query = packed + delta
-            if dense:
-                found = torch.where(present[query], table[query].to(torch.int64), n_vert)
-            else:
-                query = query.to(sorted_keys.dtype)
-                pos = torch.searchsorted(sorted_keys, query).clamp_max(n_vert - 1)
-                found = torch.where(sorted_keys[pos] == query, pos, n_vert)
-            neighbours[j, side, :n_vert] = found
+    # All 2 (d+1) stepped keys of all vertices at once, (d+1, 2, V):
+    mult_j = torch.tensor(mult + [0], dtype=torch.int64, device=dev).view(d1, 1)
+    # minus side (key - off_j): r -> r + 1; no wrap: q_j - 1; wrap (r = d): q_k + 1 for k != j
+    minus = torch.where((rem == d).view(1, -1), (sum(mult) - d) - mult_j, 1 - mult_j)
+    # plus side (key + off_j): r -> r - 1; no wrap: q_j + 1; wrap (r = 0): q_k - 1 for k != j
+    plus = torch.where((rem == 0).view(1, -1), (d - sum(mult)) + mult_j, mult_j - 1)
+    query = torch.stack([minus, plus], 1).add_(packed)
+    if dense:
+        found = torch.where(present[query], table[query].to(torch.int64), n_vert)
+    else:
+        query = query.to(sorted_keys.dtype)
+        pos = torch.searchsorted(sorted_keys, query.reshape(-1)).clamp_max_(n_vert - 1).view(query.shape)
+        found = torch.where(sorted_keys[pos] == query, pos, n_vert)
+    neighbours = torch.cat([found, found.new_full((d1, 2, 1), n_vert)], 2)  # column V: the padding vertex
     return vinv.view(n_simplex, d1), neighbours, coords
 
 
@@ -406,15 +414,16 @@ def build_lattice(features: torch.Tensor) -> PermutohedralLattice:
     # Elevate onto the hyperplane sum = 0 of R^{d+1}, kept as (d+1, N) so all row ops are contiguous.
     elevated = _elevation_matrix(d, dev, dtype).t() @ features.t()
     # Closest remainder-0 point (rem0 = rounded * (d+1)) and the rank of the differential (descending, ties
-    # broken by coordinate index as in Kraehenbuehl's code): d(d+1)/2 contiguous comparisons, int8 counts.
+    # broken by coordinate index as in Kraehenbuehl's code): of each pair a < b exactly one outranks the
+    # other, so rank_a = a + #{b > a: diff_a < diff_b} - #{b < a: diff_b < diff_a} (int8 counts).
     rounded = elevated.mul(1.0 / d1).round_()
     diff = elevated.add_(rounded, alpha=-d1)  # in place: the elevated values are not needed again
-    rank = torch.zeros(d1, n_pts, device=dev, dtype=torch.int8)
+    # the rounded point is off the plane by sum(rounded) (exact small integers): shift the ranks by it
+    rank = torch.arange(d1, device=dev, dtype=torch.int8).view(d1, 1) + rounded.sum(0).to(torch.int8)
     for a in range(d):
-        less = diff[a : a + 1] < diff[a + 1 :]  # coordinate a is below coordinate b > a
+        less = (diff[a : a + 1] < diff[a + 1 :]).view(torch.int8)  # coordinate a is below coordinate b > a
         rank[a] += less.sum(0, dtype=torch.int8)
-        rank[a + 1 :] += ~less
-    rank += rounded.sum(0).to(torch.int8)  # the rounded point is off the plane by sum(rounded) (exact ints)
+        rank[a + 1 :] -= less
     wrap = (rank < 0).to(torch.int8)  # bring it back: +-(d+1) on wrapped coordinates
     wrap -= (rank > d).to(torch.int8)
     rank.add_(wrap, alpha=d1)
@@ -425,11 +434,14 @@ def build_lattice(features: torch.Tensor) -> PermutohedralLattice:
     y = _sort_rows_ascending(list(v.unbind(0)))
     weights = torch.stack([1.0 + y[0] - y[d]] + [y[r] - y[r - 1] for r in range(1, d1)], 1)  # (N, d+1)
 
-    # Hash the simplices: (rounded, rank) of the first d coordinates determine all d+1 vertex keys.
-    keys = _point_keys(rounded[:d], rank[:d], d1)
+    # Hash the simplices: (rounded, rank) of the first d coordinates determine all d+1 vertex keys. One digit
+    # per coordinate, (d+1) (rounded - min) + rank (exact integers, in place in `rounded`), then one key.
+    low = rounded[:d].amin(1)
+    radices = [d1 * int(span) for span in (rounded[:d].amax(1) - low + 1).tolist()]
+    digits = rounded[:d].sub_(low.view(d, 1)).mul_(d1).add_(rank[:d])
+    keys = _point_keys(digits, radices)
     if keys is None:  # feature ranges too wide for an int64 key: row-wise unique ids (slower, same lattice)
-        cols = torch.cat([rounded[:d].to(torch.int64), rank[:d].to(torch.int64)], 0).t()
-        keys = torch.unique(cols, dim=0, return_inverse=True)[1]
+        keys = torch.unique(digits.t(), dim=0, return_inverse=True)[1]
     # Points are taken in key order, so a simplex's points are a contiguous range starting at simplex_start.
     sorted_keys, order = torch.sort(keys)
     is_start = torch.ones(n_pts, dtype=torch.bool, device=dev)
@@ -439,8 +451,9 @@ def build_lattice(features: torch.Tensor) -> PermutohedralLattice:
     starts = torch.nonzero(is_start).squeeze(1)
     first_point = order.index_select(0, starts)
     weights = weights.index_select(0, order)
-    s_rounded = rounded[:d].index_select(1, first_point)  # (d, S) exact integers in the float dtype
-    s_rank = rank[:d].index_select(1, first_point)  # (d, S) int8
+    s_digits = digits.index_select(1, first_point)  # (d, S)
+    s_rank = s_digits.remainder(d1)
+    s_rounded = s_digits.sub_(s_rank).mul_(1.0 / d1).round_().add_(low.view(d, 1))  # exact integers
     simplex_vertex, neighbours, coords = _vertex_table(s_rounded, s_rank)
     simplex_vertex = simplex_vertex.to(index_dtype)
     point_vertex = simplex_vertex.index_select(0, simplex_sorted)

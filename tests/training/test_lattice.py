@@ -233,6 +233,24 @@ def test_hashing_paths_give_the_same_lattice(monkeypatch):
     torch.testing.assert_close(materialise(slow), materialise(fast))
 
 
+
+def test_neighbour_table_steps_by_the_lattice_directions():
+    """Every neighbour entry is the vertex at coords -/+ off_j, and every missing one is absent from the
+    lattice (checked against a dictionary of coordinates), with vertices at the edges of the feature range."""
+    feats = 3.0 * torch.randn(400, 5, generator=torch.Generator().manual_seed(12), dtype=F64)
+    lat = build_lattice(feats)
+    coords = [tuple(c) for c in lat.vertex_coords.tolist()]
+    index = {c: i for i, c in enumerate(coords)}
+    assert len(index) == lat.num_vertices
+    d = lat.d
+    offsets = [[d if k == j else -1 for k in range(d)] for j in range(d + 1)]
+    for j, off in enumerate(offsets):
+        for side, sign in ((0, -1), (1, 1)):
+            expected = [index.get(tuple(c + sign * o for c, o in zip(v, off)), lat.num_vertices) for v in coords]
+            assert lat.neighbours[j, side, :-1].tolist() == expected
+    assert int(lat.neighbours[:, :, -1].min()) == lat.num_vertices  # the padding vertex has no neighbours
+    assert (lat.neighbours[:, :, :-1] < lat.num_vertices).float().mean() > 0.1  # the test sees real neighbours
+
 # --------------------------------------------------------------------------------------------- masks, dtypes
 def test_valid_mask_drops_pixels():
     srgb = smooth_sequence(3, 6, 8, seed=11)
