@@ -16,6 +16,8 @@ The sum is returned unnormalised; callers (training/loss.py) divide by their pai
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 
@@ -47,6 +49,14 @@ def _centring_shift(q2: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
     return (q2 * Y).sum(0) / b0.clamp_min(torch.finfo(b0.dtype).tiny)
 
 
+def _centred_moments(w2: torch.Tensor, v: torch.Tensor, shift: Optional[torch.Tensor]):
+    """(c = v - shift, sum_i w2_i, sum_i w2_i c_i, sum_i w2_i c_i^2) with one full-size temporary (shift None: c = v)."""
+    centred = v if shift is None else v - shift
+    w2v = w2 * centred
+    first = w2v.sum(0)
+    return centred, w2.sum(0), first, w2v.mul_(centred).sum(0)
+
+
 class _APWLS(torch.autograd.Function):
     """(APWLS(P, X, Q, Y), APWLS(Q, Y, Q, Y)) with analytic gradients for X and Y (P, Q constant).
 
@@ -54,15 +64,14 @@ class _APWLS(torch.autograd.Function):
     (X, Y centred; the shift drops out because the values do not depend on it):
     dL/dX_i = 2 g P_i^2 (B_0 X_i - B_1),
     dL/dY_j = 2 Q_j^2 [(g A_0 + 2 g_self B_0) Y_j - (g A_1 + 2 g_self B_1)]   (g, g_self: output grads).
+    Full-size temporaries are reused in place (this runs once per training step on m x 3 x H x W values).
     """
 
     @staticmethod
     def forward(ctx, p2, X, q2, Y, center: bool):
-        if center:
-            shift = _centring_shift(q2, Y)
-            X, Y = X - shift, Y - shift
-        a0, a1, a2 = _moments(p2, X)
-        b0, b1, b2 = _moments(q2, Y)
+        shift = _centring_shift(q2, Y) if center else None
+        X, a0, a1, a2 = _centred_moments(p2, X, shift)
+        Y, b0, b1, b2 = _centred_moments(q2, Y, shift)
         ctx.save_for_backward(p2, X, q2, Y, a0, a1, b0, b1)
         pair = (b0 * a2 - 2.0 * a1 * b1 + a0 * b2).sum()
         self_pairs = 2.0 * (b0 * b2 - b1 * b1).sum()
@@ -74,13 +83,11 @@ class _APWLS(torch.autograd.Function):
         p2, X, q2, Y, a0, a1, b0, b1 = ctx.saved_tensors
         gx = gy = None
         if ctx.needs_input_grad[1]:
-            gx = (2.0 * grad_pair) * p2 * (b0 * X - b1)
-            gx = gx.expand_as(X) if gx.shape != X.shape else gx
+            gx = torch.mul(X, b0).sub_(b1).mul_(p2).mul_(2.0 * grad_pair)
         if ctx.needs_input_grad[3]:
             slope = grad_pair * a0 + (2.0 * grad_self) * b0  # per-pixel factors first
             offset = grad_pair * a1 + (2.0 * grad_self) * b1
-            gy = (2.0 * q2) * (slope * Y - offset)
-            gy = gy.expand_as(Y) if gy.shape != Y.shape else gy
+            gy = torch.mul(Y, slope).sub_(offset).mul_(q2).mul_(2.0)
         return None, gx, None, gy, None
 
 

@@ -349,7 +349,7 @@ class PermutohedralLattice:
                 self._points, self.weights, self.simplex_start, per_sample_weights=values[i].contiguous(), mode="sum"
             )
             rows.append(F.embedding_bag(self._entry_order, per_simplex.view(-1, 1), self._vertex_start, mode="sum"))
-        return torch.cat(rows, 1).t()
+        return torch.cat(rows, 1).t().contiguous()  # (a transposed view would make every blur gather slow)
 
     def slice(self, vertex_values: torch.Tensor) -> torch.Tensor:
         """(c, V+1) vertex values -> (c, N) ordered point values."""
@@ -510,9 +510,9 @@ class _Energy(torch.autograd.Function):
         r, n, u, bu = ctx.saved_tensors
         lattice = ctx.lattice
         bbar_u = 0.5 * (bu + lattice.blur(u, reverse=True))
-        nan_r = n * lattice.slice(bbar_u)
-        grad = (2.0 / r.numel()) * grad_out * (r - nan_r)
-        return grad, None, None
+        # N A N r - r in one contiguous (C, N) buffer (the slice of C > 1 channels is a transposed view)
+        grad = torch.mul(lattice.slice(bbar_u), n, out=torch.empty_like(r)).sub_(r)
+        return grad.mul_(-2.0 / r.numel() * grad_out), None, None
 
 
 class _Apply(torch.autograd.Function):

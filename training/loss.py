@@ -104,8 +104,26 @@ def _reconstruction_sides(linear, mask, log_s, log_c, config: LossConfig):
     else:
         raise ValueError(f"lum_definition must be rec709|mean_rgb, got {config.lum_definition!r}")
     P = lum.clamp_min(config.log_eps).log_().mul_(config.lum_exponent).exp_() * mask  # lum^exponent
-    X = torch.log(linear) - log_s - log_c[:, :, None, None]
-    return P, X
+    return P, _LogResidual.apply(linear.log_(), log_s, log_c)  # (log_ in place on the clamped copy)
+
+
+class _LogResidual(torch.autograd.Function):
+    """X = log I - log S - log c: (m,3,H,W) from constant log I (m,3,H,W), log S (m,1,H,W), log c (m,3).
+
+    Gradients: -sum over channels (log S), -sum over pixels (log c); autograd's broadcasting subtractions
+    would negate the full (m,3,H,W) gradient twice before reducing it.
+    """
+
+    @staticmethod
+    def forward(ctx, log_i, log_s, log_c):
+        return torch.sub(log_i, log_s).sub_(log_c[:, :, None, None])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        grad_s = grad.sum(1, keepdim=True).neg_() if ctx.needs_input_grad[1] else None
+        grad_c = grad.sum((2, 3)).neg_() if ctx.needs_input_grad[2] else None
+        return None, grad_s, grad_c
 
 
 def _pair_counts(mask: torch.Tensor, channels: int):

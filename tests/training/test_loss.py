@@ -134,6 +134,15 @@ def test_reconstruction_normalisation(lum_definition, exponent):
     assert got == pytest.approx(num / den, rel=1e-10)
 
 
+def test_reconstruction_gradients_match_finite_differences():
+    """The hand-written gradients (APWLS for X and log R, the log residual for log S and log c) vs gradcheck."""
+    srgb, mask, log_r, log_s, log_c = _random_inputs(m=3, H=4, W=5, seed=3)
+    cfg = LossConfig(log_eps=1e-3)
+    leaves = tuple(t.clone().requires_grad_() for t in (log_r, log_s, log_c))
+    assert torch.autograd.gradcheck(lambda r, s, c: reconstruction_loss(srgb, mask, r, s, c, cfg), leaves)
+    assert torch.autograd.gradcheck(lambda r, s, c: sum(data_terms(srgb_to_linear(srgb), mask, r, s, c, cfg)), leaves)
+
+
 def test_consistency_normalisation():
     _, mask, log_r, _, _ = _random_inputs(seed=2)
     M, R = mask.numpy(), log_r.numpy()
