@@ -49,8 +49,9 @@ no Python loop over pixels, no C++ extension; runs on CPU and CUDA.
  - The (d+1) vertex keys of the S << N simplices are packed as (remainder mod d+1, quotients) with a margin,
    de-duplicated by a direct-address table (or a sort), and neighbour tables come from looking up the
    stepped keys (vectorised over vertices, d+1 directions x 2 sides).
- - Splat = embedding_bag over each simplex's pixel range (weights rows x values), then embedding_bag over
-   each vertex's (simplex, slot) entries (grouped once per lattice by a stable sort of small ints);
+ - Splat = embedding_bag over each simplex's pixel range (weights rows x values), then a sum of the
+   (simplex, slot) entries per vertex (weighted bincount on CPU; on CUDA an embedding_bag over the entries
+   grouped by vertex, which keeps the float additions in a fixed order);
    slice = embedding_bag of the d+1 vertex values per pixel with the barycentric weights (fused gathers).
  - energy(): E = (r.r - u^T B_0..B_d u) / (C N) with u = S N r (u^T Bbar u = u^T B_0..B_d u since the B_j are
    symmetric), a custom autograd Function whose backward is 2 (r - N S^T Bbar u) / (C N) (one slice).
@@ -306,16 +307,32 @@ class PermutohedralLattice:
     vertex_coords: torch.Tensor
 
     def __post_init__(self):
-        index_dtype = self.simplex_start.dtype
-        self._points = torch.arange(self.num_points, device=self.weights.device, dtype=index_dtype)
-        # The (simplex, slot) entries grouped by vertex, so the second half of the splat is one parallel
-        # embedding_bag (one bag per vertex, the padding vertex's bag empty) instead of a serial index_add.
-        flat = self.simplex_vertex.reshape(-1)
-        narrow = torch.int16 if self.num_vertices < 2**15 - 1 else torch.int32  # small ints sort fastest
-        self._entry_order = torch.sort(flat.to(narrow), stable=True)[1].to(index_dtype)
-        counts = torch.bincount(flat, minlength=self.num_vertices + 1)
-        self._vertex_start = (torch.cumsum(counts, 0) - counts).to(index_dtype)
+        self._points = torch.arange(self.num_points, device=self.weights.device, dtype=self.simplex_start.dtype)
         self._csr: Optional[torch.Tensor] = None
+        self._vertex_bags: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+
+    def _sum_entries_per_vertex(self, entry_values: torch.Tensor) -> torch.Tensor:
+        """(S*(d+1),) values of the (simplex, slot) entries -> (V+1,) sums per vertex (padding vertex 0).
+
+        CPU: a weighted bincount (serial, deterministic, as fast as the parallel alternative at this size).
+        Elsewhere `_sum_entries_grouped`, because a weighted bincount there uses atomics (non-deterministic
+        order of the float additions; refused under torch.use_deterministic_algorithms).
+        """
+        if entry_values.device.type != "cpu":
+            return self._sum_entries_grouped(entry_values)
+        return torch.bincount(self.simplex_vertex.reshape(-1), weights=entry_values, minlength=self.num_vertices + 1)
+
+    def _sum_entries_grouped(self, entry_values: torch.Tensor) -> torch.Tensor:
+        """`_sum_entries_per_vertex` as one embedding_bag over the entries grouped by vertex (grouped on first
+        use by a stable sort of small ints, then cached)."""
+        if self._vertex_bags is None:
+            flat = self.simplex_vertex.reshape(-1)
+            narrow = torch.int16 if self.num_vertices < 2**15 - 1 else torch.int32  # small ints sort fastest
+            order = torch.sort(flat.to(narrow), stable=True)[1].to(flat.dtype)
+            counts = torch.bincount(flat, minlength=self.num_vertices + 1)
+            self._vertex_bags = (order, (torch.cumsum(counts, 0) - counts).to(flat.dtype))
+        order, starts = self._vertex_bags
+        return F.embedding_bag(order, entry_values.view(-1, 1), starts, mode="sum").view(-1)
 
     @property
     def d(self) -> int:
@@ -348,8 +365,8 @@ class PermutohedralLattice:
             per_simplex = F.embedding_bag(
                 self._points, self.weights, self.simplex_start, per_sample_weights=values[i].contiguous(), mode="sum"
             )
-            rows.append(F.embedding_bag(self._entry_order, per_simplex.view(-1, 1), self._vertex_start, mode="sum"))
-        return torch.cat(rows, 1).t().contiguous()  # (a transposed view would make every blur gather slow)
+            rows.append(self._sum_entries_per_vertex(per_simplex.view(-1)))
+        return torch.stack(rows)
 
     def slice(self, vertex_values: torch.Tensor) -> torch.Tensor:
         """(c, V+1) vertex values -> (c, N) ordered point values."""
@@ -362,7 +379,7 @@ class PermutohedralLattice:
 
     def __getstate__(self):
         """Pickled (e.g. from a DataLoader worker) without the cached CSR view, rebuilt on first use."""
-        return {**self.__dict__, "_csr": None}
+        return {**self.__dict__, "_csr": None, "_vertex_bags": None}
 
     def _slice_matrix(self) -> torch.Tensor:
         """S^T as a sparse CSR (N, V+1) matrix: row p holds the weights of point p at its d+1 vertices (views)."""

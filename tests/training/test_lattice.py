@@ -320,3 +320,13 @@ def test_pickled_operator_is_the_same_and_sends_no_sparse_tensor():
     torch.testing.assert_close(copy.apply(values), op.apply(values), rtol=0, atol=0)
     torch.testing.assert_close(copy.apply(values[:, :1]), op.apply(values[:, :1]), rtol=0, atol=0)  # CSR path
     torch.testing.assert_close(copy.scaling(), op.scaling(), rtol=0, atol=0)
+
+
+def test_both_vertex_sums_agree():
+    """The splat's per-vertex sum: weighted bincount (CPU) and the grouped embedding_bag (CUDA) agree."""
+    lat = build_lattice(2.0 * torch.randn(300, 5, generator=torch.Generator().manual_seed(13), dtype=F64))
+    values = torch.randn(lat.simplex_vertex.numel(), dtype=F64, generator=torch.Generator().manual_seed(14))
+    want = torch.zeros(lat.num_vertices + 1, dtype=F64).index_add_(0, lat.simplex_vertex.reshape(-1).long(), values)
+    torch.testing.assert_close(lat._sum_entries_per_vertex(values), want)
+    torch.testing.assert_close(lat._sum_entries_grouped(values), want)
+    assert float(want[-1]) == 0.0  # nothing lands on the padding vertex
