@@ -3,7 +3,7 @@
 Consumes the shared webcam folders (../shared/data/webcams/<camera>/*.jpg, beside the repository). Produces
 frames as (m, h, w, 3) float32 sRGB in [0, 1] (`webcam_frames`, None when fewer than m frames exist, so each
 benchmark picks its own synthetic fallback) and timings in seconds (`timed`: median of `runs` calls after one
-warm-up call). `torch_bench_args` is the common `--threads 2 --runs 5` command line of the torch benchmarks.
+warm-up call; `timings`: all of them). `torch_bench_args` is the common `--threads 2 --runs 5` command line of the torch benchmarks.
 """
 from __future__ import annotations
 
@@ -33,15 +33,20 @@ def webcam_frames(m: int, h: int, w: int, folder: Path = CHAMONIX) -> Optional[n
     return np.stack(imgs)
 
 
-def timed(fn: Callable[[], object], runs: int) -> float:
-    """Median wall time in seconds of `runs` calls of fn() after one warm-up call."""
+def timings(fn: Callable[[], object], runs: int) -> list[float]:
+    """Wall times in seconds of `runs` calls of fn() after one warm-up call."""
     fn()  # warm-up
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
+
+
+def timed(fn: Callable[[], object], runs: int) -> float:
+    """Median wall time in seconds of `runs` calls of fn() after one warm-up call."""
+    return statistics.median(timings(fn, runs))
 
 
 def torch_bench_args(description: str) -> argparse.Namespace:
