@@ -229,7 +229,8 @@ def _vertex_table(s_rounded: torch.Tensor, s_rank: torch.Tensor):
         packed = sorted_keys.to(torch.int64)
     n_vert = packed.numel()
     rem = packed % d1
-    coords = torch.stack([d1 * ((packed // mult[k]) % span[k] + lo[k]) + rem for k in range(d)], 1)
+    mult_t, span_t, lo_t = (torch.tensor(v, dtype=torch.int64, device=dev).view(d, 1) for v in (mult, span, lo))
+    coords = ((packed // mult_t) % span_t + lo_t).mul_(d1).add_(rem).t().contiguous()
     # A step by +-off_j (off_j = -1 on every coordinate but +d on j; j = d: -1 everywhere) changes the
     # remainder by -+1; the quotients change only when the remainder wraps (0 <-> d) and on coordinate j.
     # All 2 (d+1) stepped keys of all vertices at once, (d+1, 2, V):
@@ -443,8 +444,8 @@ def build_lattice(features: torch.Tensor) -> PermutohedralLattice:
         rank[a + 1 :] -= less
     wrap = (rank < 0).to(torch.int8)  # bring it back: +-(d+1) on wrapped coordinates
     wrap -= (rank > d).to(torch.int8)
-    rank.add_(wrap, alpha=d1)
-    rounded.add_(wrap)
+    rank[:d].add_(wrap[:d], alpha=d1)  # (only the first d coordinates are read below)
+    rounded[:d].add_(wrap[:d])
     # Barycentric weights: with y = the d+1 values v = (elevated - rem0) / (d+1) sorted ascending (y_j is the
     # coordinate of rank d - j), weight[0] = 1 + y_0 - y_d and weight[r] = y_r - y_{r-1} (Adams et al. p.10).
     v = diff.mul_(1.0 / d1).sub_(wrap)  # (elevated - rounded_before * d1 - wrap * d1) / d1, in place
