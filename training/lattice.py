@@ -87,6 +87,8 @@ def bilateral_features(
 ) -> torch.Tensor:
     """(m,3,H,W) sRGB in [0,1] -> (m*H*W, 5) features [x, y, I, r/s, g/s] / sigmas (float32, or float64 input).
 
+    The result is the transposed view of a contiguous (5, m*H*W) tensor (build_lattice works on feature rows).
+
     Row order is (frame, row, column). x, y in pixels divided by sigma_xy * sqrt(H^2+W^2); I = mean of linear
     rgb; chromaticity r/(r+g+b), g/(r+g+b) of linear rgb (linear clamped at 1e-4, as the authors).
     `linear`: srgb_to_linear(srgb.clamp(0, 1)) if the caller already has it (then srgb is not converted).
@@ -104,13 +106,13 @@ def bilateral_features(
     scale_xy = 1.0 / (sigma_xy * math.hypot(h, w))
     ys = torch.arange(h, device=srgb.device, dtype=dtype) * scale_xy
     xs = torch.arange(w, device=srgb.device, dtype=dtype) * scale_xy
-    feats = torch.empty(m, h, w, FEATURE_DIM, device=srgb.device, dtype=dtype)
-    feats[..., 0] = xs.view(1, 1, w)
-    feats[..., 1] = ys.view(1, h, 1)
-    feats[..., 2] = total / (3.0 * sigma_intensity)
-    feats[..., 3] = lin[:, 0] / total / sigma_chroma
-    feats[..., 4] = lin[:, 1] / total / sigma_chroma
-    return feats.reshape(m * h * w, FEATURE_DIM)
+    rows = torch.empty(FEATURE_DIM, m, h, w, device=srgb.device, dtype=dtype)  # one contiguous row per feature
+    rows[0] = xs.view(1, 1, w)
+    rows[1] = ys.view(1, h, 1)
+    torch.div(total, 3.0 * sigma_intensity, out=rows[2])
+    torch.div(lin[:, 0], total, out=rows[3]).div_(sigma_chroma)
+    torch.div(lin[:, 1], total, out=rows[4]).div_(sigma_chroma)
+    return rows.view(FEATURE_DIM, m * h * w).t()
 
 
 # --------------------------------------------------------------------------------------------- hashing
@@ -138,25 +140,30 @@ def _point_keys(digits: torch.Tensor, radices: list[int]) -> Optional[torch.Tens
     float dtype, digit i < radices[i]). None when the key would need more than 62 bits (or one digit more
     than the float dtype holds exactly).
 
-    The digits are combined by one small matrix product into chunks that stay exact in the float dtype
+    The digits are combined into chunks that stay exact in the float dtype
     (< 2^24 for float32, 2^53 for float64: every partial sum is a non-negative integer below the chunk's
     radix product), then the chunks are combined in int64 (int32 when the key space fits).
     """
     exact = 2**24 if digits.dtype == torch.float32 else 2**53
     if math.prod(radices) > MAX_PACKED_KEY or max(radices) > exact:
         return None
-    coef: list[list[float]] = []  # (chunks, k): the place value of each digit within its chunk (0 outside)
+    # Chunks of consecutive digits, each summed elementwise in the float dtype (not by a matmul: TF32 / bf16
+    # matmul modes such as allow_tf32 or set_float32_matmul_precision must not touch these exact integers).
+    chunks: list[list[tuple[int, float]]] = []  # per chunk: (digit index, place value within the chunk)
     chunk_radix: list[int] = []  # the radix product of each chunk
     for i, radix in enumerate(radices):
-        if not coef or chunk_radix[-1] * radix > exact:
-            coef.append([0.0] * len(radices))
+        if not chunks or chunk_radix[-1] * radix > exact:
+            chunks.append([])
             chunk_radix.append(1)
-        coef[-1][i] = float(chunk_radix[-1])
+        chunks[-1].append((i, float(chunk_radix[-1])))
         chunk_radix[-1] *= radix
-    chunks = torch.tensor(coef, dtype=digits.dtype, device=digits.device) @ digits  # (chunks, N)
     key, key_mult = None, 1
-    for row, radix in zip(chunks, chunk_radix):
-        part = row.to(torch.int64)
+    for members, radix in zip(chunks, chunk_radix):
+        (first, place), *rest = members
+        chunk = digits[first] * place
+        for i, place in rest:
+            chunk.add_(digits[i], alpha=place)
+        part = chunk.to(torch.int64)
         key = part if key is None else key.add_(part, alpha=key_mult)
         key_mult *= radix
     return _narrow(key, float(key_mult))
@@ -411,14 +418,26 @@ class PermutohedralLattice:
         return self.slice(self.blur_symmetric(self.splat(values)))
 
 
-def _elevation_matrix(d: int, device, dtype) -> torch.Tensor:
-    """(d, d+1) E with elevated = f @ E: Kraehenbuehl's scaled embedding onto sum(x) = 0 in R^{d+1}."""
-    i = torch.arange(1, d + 1, device=device, dtype=torch.float64)
-    scale = math.sqrt(2.0 / 3.0) * (d + 1) / torch.sqrt(i * (i + 1))
-    rows = torch.arange(d, device=device).view(-1, 1)
-    cols = torch.arange(d + 1, device=device).view(1, -1)
-    mat = (rows >= cols).double() - cols.double() * (rows == cols - 1).double()
-    return (scale.view(-1, 1) * mat).to(dtype)
+def _elevate(features: torch.Tensor) -> torch.Tensor:
+    """(N, d) features -> (d+1, N) points on the hyperplane sum = 0 of R^{d+1}, Kraehenbuehl's scaled embedding:
+    elevated_j = sum_{i >= j} s_i f_i - j s_{j-1} f_{j-1},  s_i = sqrt(2/3) (d+1) / sqrt((i+1)(i+2)).
+
+    Elementwise on feature rows, not a matmul: TF32 / bf16 matmul modes (allow_tf32,
+    set_float32_matmul_precision, mkldnn fp32_precision) would move the points off the hyperplane.
+    """
+    rows = features.t()  # (d, N); contiguous for bilateral_features' output
+    rows = rows if rows.is_contiguous() else rows.contiguous()
+    d, n_pts = rows.shape
+    scale = [math.sqrt(2.0 / 3.0) * (d + 1) / math.sqrt((i + 1) * (i + 2)) for i in range(d)]
+    elevated = torch.empty(d + 1, n_pts, device=rows.device, dtype=rows.dtype)
+    suffix = rows[d - 1] * scale[d - 1]  # sum_{i >= j} s_i f_i, for j = d - 1 down to 0
+    torch.mul(suffix, -float(d), out=elevated[d])
+    for j in range(d - 1, 0, -1):
+        scaled = rows[j - 1] * scale[j - 1]
+        torch.add(suffix, scaled, alpha=-j, out=elevated[j])
+        suffix.add_(scaled)
+    elevated[0] = suffix
+    return elevated
 
 
 def build_lattice(features: torch.Tensor) -> PermutohedralLattice:
@@ -430,7 +449,7 @@ def build_lattice(features: torch.Tensor) -> PermutohedralLattice:
     d1 = d + 1
 
     # Elevate onto the hyperplane sum = 0 of R^{d+1}, kept as (d+1, N) so all row ops are contiguous.
-    elevated = _elevation_matrix(d, dev, dtype).t() @ features.t()
+    elevated = _elevate(features)
     # Closest remainder-0 point (rem0 = rounded * (d+1)) and the rank of the differential (descending, ties
     # broken by coordinate index as in Kraehenbuehl's code): of each pair a < b exactly one outranks the
     # other, so rank_a = a + #{b > a: diff_a < diff_b} - #{b < a: diff_b < diff_a} (int8 counts).
@@ -630,7 +649,7 @@ class BilateralSmoothness:
                 pixel_index = torch.nonzero(keep).squeeze(1)
                 if pixel_index.numel() == 0:
                     raise ValueError("valid selects no pixel")
-                feats = feats.index_select(0, pixel_index)
+                feats = feats.t().index_select(1, pixel_index).t()  # (keeps the feature rows contiguous)
             else:
                 pixel_index = torch.arange(m * h * w, device=srgb.device)
             lattice = build_lattice(feats)

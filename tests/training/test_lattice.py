@@ -64,6 +64,22 @@ def test_features_follow_the_definition():
     assert bilateral_features(srgb.float()).dtype == torch.float32
 
 
+def test_elevation_is_kraehenbuehls_embedding():
+    """_elevate equals the explicit (d, d+1) embedding matrix of Kraehenbuehl's permutohedral.cpp (float64),
+    lands on the hyperplane sum = 0, and does not depend on the memory layout of the features."""
+    d = 5
+    feats = torch.randn(50, d, dtype=F64, generator=torch.Generator().manual_seed(15))
+    scale = [math.sqrt(2.0 / 3.0) * (d + 1) / math.sqrt((i + 1) * (i + 2)) for i in range(d)]
+    embed = torch.zeros(d, d + 1, dtype=F64)
+    for i in range(d):
+        for j in range(d + 1):
+            embed[i, j] = scale[i] * ((1.0 if i >= j else 0.0) - (j if i == j - 1 else 0.0))
+    want = (feats @ embed).t()
+    torch.testing.assert_close(lattice_mod._elevate(feats), want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(lattice_mod._elevate(feats.t().contiguous().t()), want, rtol=1e-12, atol=1e-12)
+    assert float(want.sum(0).abs().max()) < 1e-12
+
+
 # --------------------------------------------------------------------------------------------- vs dense
 def test_matches_dense_gaussian_affinity():
     """Bistochastic lattice operator vs the bistochastic dense Gaussian exp(-|f_p - f_q|^2 / 2).
