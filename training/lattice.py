@@ -56,7 +56,8 @@ no Python loop over pixels, no C++ extension; runs on CPU and CUDA.
  - energy(): E = (r.r - u^T B_0..B_d u) / (C N) with u = S N r (u^T Bbar u = u^T B_0..B_d u since the B_j are
    symmetric), a custom autograd Function whose backward is 2 (r - N S^T Bbar u) / (C N) (one slice).
 Everything runs in float32 (float64 if srgb is float64) with autocast disabled, so bf16/fp16 autocast cannot
-reach it; the lattice is built under no_grad. Cost at m = 8, 256x384 (N = 786k): see bench/lattice.py.
+reach it, and the build uses no matmul, so TF32 / bf16 matmul modes (allow_tf32, set_float32_matmul_precision)
+cannot either; the lattice is built under no_grad. Cost at m = 8, 256x384 (N = 786k): see bench/lattice.py.
 """
 from __future__ import annotations
 
