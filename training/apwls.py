@@ -37,12 +37,6 @@ def _check_sides(P: torch.Tensor, X: torch.Tensor, Q: torch.Tensor, Y: torch.Ten
         raise ValueError(f"X {tuple(X.shape)} and Y {tuple(Y.shape)} must agree in (C, H, W)")
 
 
-def _moments(w2: torch.Tensor, v: torch.Tensor):
-    """Frame sums sum w2, sum w2 v, sum w2 v^2 (each (C, H, W) or (C_w, H, W))."""
-    w2v = w2 * v
-    return w2.sum(0), w2v.sum(0), (w2v * v).sum(0)
-
-
 def _centring_shift(q2: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
     """The Q^2-weighted frame mean of Y, (C, H, W): subtracting it from X and Y leaves APWLS unchanged."""
     b0 = q2.sum(0)
@@ -50,7 +44,8 @@ def _centring_shift(q2: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
 
 
 def _centred_moments(w2: torch.Tensor, v: torch.Tensor, shift: Optional[torch.Tensor]):
-    """(c = v - shift, sum_i w2_i, sum_i w2_i c_i, sum_i w2_i c_i^2) with one full-size temporary (shift None: c = v)."""
+    """(c = v - shift, sum_i w2_i, sum_i w2_i c_i, sum_i w2_i c_i^2), each sum (C, H, W) or (C_w, H, W), with one
+    full-size temporary (shift None: c = v). Autograd-safe: the in-place step is on w2 c, which no backward reads."""
     centred = v if shift is None else v - shift
     w2v = w2 * centred
     first = w2v.sum(0)
@@ -102,13 +97,10 @@ def apwls(P: torch.Tensor, X: torch.Tensor, Q: torch.Tensor, Y: torch.Tensor, *,
     q2 = Q * Q
     if not (P.requires_grad or Q.requires_grad):
         return _APWLS.apply(p2, X, q2, Y, center)[0]
-    if center:
-        with torch.no_grad():
-            shift = _centring_shift(q2, Y)
-        X = X - shift
-        Y = Y - shift
-    a0, a1, a2 = _moments(p2, X)
-    b0, b1, b2 = _moments(q2, Y)
+    with torch.no_grad():
+        shift = _centring_shift(q2, Y) if center else None
+    _, a0, a1, a2 = _centred_moments(p2, X, shift)
+    _, b0, b1, b2 = _centred_moments(q2, Y, shift)
     return (b0 * a2 - 2.0 * a1 * b1 + a0 * b2).sum()
 
 

@@ -237,12 +237,12 @@ def _vertex_table(s_rounded: torch.Tensor, s_rank: torch.Tensor):
         packed = sorted_keys.to(torch.int64)
     n_vert = packed.numel()
     rem = packed % d1
-    mult_t, span_t, lo_t = (torch.tensor(v, dtype=torch.int64, device=dev).view(d, 1) for v in (mult, span, lo))
-    coords = ((packed // mult_t) % span_t + lo_t).mul_(d1).add_(rem).t().contiguous()
+    mult_j = torch.tensor(mult + [0], dtype=torch.int64, device=dev).view(d1, 1)  # direction j's multiplier
+    span_t, lo_t = (torch.tensor(v, dtype=torch.int64, device=dev).view(d, 1) for v in (span, lo))
+    coords = ((packed // mult_j[:d]) % span_t + lo_t).mul_(d1).add_(rem).t().contiguous()
     # A step by +-off_j (off_j = -1 on every coordinate but +d on j; j = d: -1 everywhere) changes the
     # remainder by -+1; the quotients change only when the remainder wraps (0 <-> d) and on coordinate j.
     # All 2 (d+1) stepped keys of all vertices at once, (d+1, 2, V):
-    mult_j = torch.tensor(mult + [0], dtype=torch.int64, device=dev).view(d1, 1)
     # minus side (key - off_j): r -> r + 1; no wrap: q_j - 1; wrap (r = d): q_k + 1 for k != j
     minus = torch.where((rem == d).view(1, -1), (sum(mult) - d) - mult_j, 1 - mult_j)
     # plus side (key + off_j): r -> r - 1; no wrap: q_j + 1; wrap (r = 0): q_k - 1 for k != j
@@ -426,8 +426,7 @@ def _elevate(features: torch.Tensor) -> torch.Tensor:
     Elementwise on feature rows, not a matmul: TF32 / bf16 matmul modes (allow_tf32,
     set_float32_matmul_precision, mkldnn fp32_precision) would move the points off the hyperplane.
     """
-    rows = features.t()  # (d, N); contiguous for bilateral_features' output
-    rows = rows if rows.is_contiguous() else rows.contiguous()
+    rows = features.t().contiguous()  # (d, N); already contiguous (no copy) for bilateral_features' output
     d, n_pts = rows.shape
     scale = [math.sqrt(2.0 / 3.0) * (d + 1) / math.sqrt((i + 1) * (i + 2)) for i in range(d)]
     elevated = torch.empty(d + 1, n_pts, device=rows.device, dtype=rows.dtype)
@@ -446,7 +445,7 @@ def build_lattice(features: torch.Tensor) -> PermutohedralLattice:
     if features.dim() != 2 or features.shape[0] == 0:
         raise ValueError(f"features must be (N, d) with N > 0, got {tuple(features.shape)}")
     n_pts, d = features.shape
-    dev, dtype = features.device, features.dtype
+    dev = features.device
     d1 = d + 1
 
     # Elevate onto the hyperplane sum = 0 of R^{d+1}, kept as (d+1, N) so all row ops are contiguous.
