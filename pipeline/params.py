@@ -136,11 +136,19 @@ class ShadingWeightsParams(_Section):
     intensity: Literal["mean_rgb", "rec709"] = "mean_rgb"
     downsample: Literal["average", "nearest"] = "average"  # authors: nearest
     eps: Annotated[float, Field(gt=0)] = 1e-4  # linear clamp before log
+    # Ablations (the paper's Table 2 "shading weights" rows): drop one factor of v_pq. derivative_term: the
+    # per-frame Weiss term exp(-k (d_i - med d)^2) (off = 1); edge_term: the reflectance-edge factor
+    # edge_offset + edge_scale (1 - median W) (off = 1).
+    derivative_term: bool = True
+    edge_term: bool = True
 
 
 class ShardsParams(_Section):
     sequences_per_shard: Annotated[int, Field(ge=1)] = 8
     val_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    # Explicit held-out sequences (source names), e.g. a cross-object fold; when non-empty these and only
+    # these are "val" and val_fraction is ignored.
+    val_sequences: list[Annotated[str, Field(pattern=SOURCE_NAME)]] = []
     seed: int = 0
     shading_scales: Annotated[int, Field(ge=1, le=8)] = 4
     shading_weights: ShadingWeightsParams = ShadingWeightsParams()
@@ -148,6 +156,9 @@ class ShardsParams(_Section):
 
 class ModelParams(_Section):
     preset: Literal["small", "paper"] = "small"
+    # true: grey shading times a per-image illumination colour (the paper's model); false: grey shading and
+    # no colour head, log c = 0 (the paper's "grey shading" ablation).
+    color_head: bool = True
 
 
 class LossParams(_Section):
@@ -167,6 +178,13 @@ class LossParams(_Section):
     bistochastic_iterations: Annotated[int, Field(ge=1)] = 10
     bistochastic_tolerance: Annotated[float, Field(gt=0)] = 1e-3
     rsmooth_masked_pixels: bool = False
+    # L_rsmooth divided by the lattice pixels ("valid": the valid pixels, unless rsmooth_masked_pixels) or by
+    # all m*H*W pixels ("all", the authors' Z, who put every pixel in the lattice).
+    rsmooth_normaliser: Literal["valid", "all"] = "valid"
+    # Ablations (the paper's Table 2): "dense" spatio-temporal bilateral smoothness vs "local" 8-neighbour
+    # bilateral weights within each frame; reconstruction over "all" frame pairs (i, j) vs "same_frame" (i = j).
+    rsmooth_kind: Literal["dense", "local"] = "dense"
+    reconstruct_pairs: Literal["all", "same_frame"] = "all"
 
 
 class TrainParams(_Section):
@@ -179,6 +197,10 @@ class TrainParams(_Section):
     sync_batchnorm: bool = False
     checkpoint_every: Annotated[int, Field(ge=1)] = 100
     log_every: Annotated[int, Field(ge=1)] = 10
+    # Loader output size: "paper" = the aspect bucket 256x384 / 384x256 / 256x256 whatever the stored size;
+    # "fit" = that bucket scaled by the largest of 1, 3/4, 1/2, 1/4 that fits in the smallest crop, so
+    # training frames are downsampled, never upsampled (training/data.py `fit_bucket`).
+    bucket: Literal["paper", "fit"] = "paper"
 
 
 class EvaluateParams(_Section):

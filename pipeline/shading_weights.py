@@ -17,6 +17,7 @@ Definition, per scale l (the image is first reduced by 2x2 box averaging in line
   W_i(p,q)  = exp(-|chroma_i(p) - chroma_i(q)|^2 / sigma_chroma^2 - (I_i(p) - I_i(q))^2 / sigma_intensity^2)
               (chroma = rg chromaticity of lin_i; W is the reflectance-style affinity)
   v(p,q)    = reduce_i( v_i ) * (edge_offset + edge_scale * (1 - median_i W_i))
+Ablations: derivative_term=False sets v_i = 1, edge_term=False sets the factor to 1.
 `d_i - med` is the shading part of frame i's derivative (Weiss 2001): where it is ~0 the shading of frame i is
 smooth across (p,q) and gets a high weight; where a shadow edge crosses (p,q) in frame i, the weight drops.
 The factor (1 - median W) is large across persistent colour/intensity (reflectance) edges, where the image
@@ -94,6 +95,8 @@ def shading_smoothness_weights(
     intensity: str = "mean_rgb",
     downsample: str = "average",
     eps: float = 1e-4,
+    derivative_term: bool = True,
+    edge_term: bool = True,
 ) -> list[np.ndarray]:
     """Pair weights per scale (see module docstring). srgb (m, H, W, 3) in [0, 1] -> list of float32 arrays."""
     srgb = np.asarray(srgb, dtype=np.float64)
@@ -115,11 +118,17 @@ def shading_smoothness_weights(
             d = log_i[:, py, px] - log_i[:, qy, qx]  # (m, hp, wp)
             med = np.median(d, axis=0)
             dev = d - med
-            v = np.maximum(np.exp(-k_abs * dev**2), np.exp(-k_rel * (dev / (np.abs(med) + REL_EPS)) ** 2))
-            dchroma = ((chroma[:, py, px] - chroma[:, qy, qx]) ** 2).sum(axis=-1)
-            dint = (inten[:, py, px] - inten[:, qy, qx]) ** 2
-            affinity = np.exp(-dchroma / sigma_chroma**2 - dint / sigma_intensity**2)
-            factor = edge_offset + edge_scale * (1.0 - np.median(affinity, axis=0))
+            if derivative_term:
+                v = np.maximum(np.exp(-k_abs * dev**2), np.exp(-k_rel * (dev / (np.abs(med) + REL_EPS)) ** 2))
+            else:
+                v = np.ones_like(dev)
+            if edge_term:
+                dchroma = ((chroma[:, py, px] - chroma[:, qy, qx]) ** 2).sum(axis=-1)
+                dint = (inten[:, py, px] - inten[:, qy, qx]) ** 2
+                affinity = np.exp(-dchroma / sigma_chroma**2 - dint / sigma_intensity**2)
+                factor = edge_offset + edge_scale * (1.0 - np.median(affinity, axis=0))
+            else:
+                factor = 1.0
             if reduce == "none":
                 weights[:, k, py, px] = v * factor
             else:
@@ -145,4 +154,6 @@ def weights_from_params(srgb, params) -> list[np.ndarray]:
         intensity=sw.intensity,
         downsample=sw.downsample,
         eps=sw.eps,
+        derivative_term=sw.derivative_term,
+        edge_term=sw.edge_term,
     )

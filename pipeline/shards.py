@@ -21,8 +21,9 @@ killed run leaves the previous output or nothing and a rerun writes the same byt
   scale) and the skipped sources. No timestamps or absolute paths: equal inputs give an equal manifest.
 The stats JSON (`--stats`, a DVC metric) lists every source's status row and the counts.
 
-Split: a sequence is "val" iff sha256(f"{seed}:{name}")[:8] / 2**64 < val_fraction (stable when sources are
-added; not a shuffle). Exit status 1 (with the reasons on stderr) when no sequence succeeded.
+Split: a sequence is "val" iff it is listed in `shards.val_sequences` (when that is non-empty: a cross-object
+fold), else iff sha256(f"{seed}:{name}")[:8] / 2**64 < val_fraction (stable when sources are added; not a
+shuffle). Exit status 1 (with the reasons on stderr) when no sequence succeeded.
 """
 from __future__ import annotations
 
@@ -60,8 +61,11 @@ class ShardsError(RuntimeError):
 
 
 # --------------------------------------------------------------------------------------------- pure parts
-def split_of(name: str, seed: int, val_fraction: float) -> str:
-    """"val" iff the seeded hash of the name falls below val_fraction (independent of the other names)."""
+def split_of(name: str, seed: int, val_fraction: float, val_sequences=()) -> str:
+    """"val" iff the name is in val_sequences (when that is non-empty) or else iff the seeded hash of the name
+    falls below val_fraction (independent of the other names)."""
+    if val_sequences:
+        return "val" if name in val_sequences else "train"
     u = int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "big") / 2**64
     return "val" if u < val_fraction else "train"
 
@@ -254,7 +258,7 @@ def build_shards(names: list[str], frames_root: Path, masks_root: Path, out_dir:
     from tqdm import tqdm
 
     names = sorted(set(names))
-    split = {name: split_of(name, params.seed, params.val_fraction) for name in names}
+    split = {name: split_of(name, params.seed, params.val_fraction, params.val_sequences) for name in names}
     records: dict[str, dict] = {}
     infos: list[dict] = []
     out_dir = Path(out_dir)
@@ -286,7 +290,8 @@ def build_shards(names: list[str], frames_root: Path, masks_root: Path, out_dir:
                 "format": FORMAT_VERSION,
                 "layout": "pipeline/shard_format.py: one sample per sequence; entries frameNNNN.png, maskNNNN.png, "
                           f"weights.npz, {META_EXT}, groundtruth.npz (synthetic)",
-                "split_rule": "val iff int(sha256(f'{seed}:{name}')[:8 bytes]) / 2**64 < val_fraction",
+                "split_rule": ("val iff name in val_sequences" if params.val_sequences else
+                               "val iff int(sha256(f'{seed}:{name}')[:8 bytes]) / 2**64 < val_fraction"),
                 "params": params.model_dump(),
                 "splits": {s: {**splits[s], "n_frames": sum(i["n_frames"] for i in infos if i["split"] == s),
                                "statistics": statistics([i for i in infos if i["split"] == s])} for s in SPLITS},

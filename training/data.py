@@ -15,7 +15,8 @@ Item (CONTRACTS.md "Loader output"): dict
   gt_reflectance   (m, 3, H, W) float32 linear (synthetic sequences only)
   gt_shading       (m, 1, H, W) float32 linear grey (synthetic sequences only)
 (H, W) is the aspect bucket closest (in log aspect) to the stored frames: 256x384, 384x256 or 256x256 as in
-the paper (`LoaderConfig.buckets`), or the stored size with `size="native"`. m = `LoaderConfig.frames`
+the paper (`LoaderConfig.buckets`); with `size="fit"` that bucket scaled by 1, 3/4, 1/2 or 1/4 so that it fits
+in the smallest crop (frames downsampled, never upsampled; `fit_bucket`); the stored size with `size="native"`. m = `LoaderConfig.frames`
 frames drawn without replacement (all frames when the sequence has fewer; `frames=None` keeps all).
 
 Augmentation, one draw per sequence applied to every frame, mask, weight map and ground-truth map:
@@ -77,7 +78,8 @@ class ShardError(RuntimeError):
 class LoaderConfig:
     frames: int | None = 8  # m frames sampled per sequence; None = all frames in time order
     augment: bool = True
-    size: str = "bucket"  # "bucket" (nearest paper aspect bucket) | "native" (stored size)
+    size: str = "bucket"  # "bucket" (nearest paper aspect bucket) | "fit" (that bucket scaled down to fit) | "native"
+    size_multiple: int = 32  # "fit": output sides stay multiples of this (the model's 2**depth)
     buckets: tuple[tuple[int, int], ...] = PAPER_BUCKETS  # (H, W)
     flip_prob: float = 0.5
     max_rotation_deg: float = 5.0
@@ -88,8 +90,8 @@ class LoaderConfig:
     verify_checksums: bool = True
 
     def __post_init__(self):
-        if self.size not in ("bucket", "native"):
-            raise ValueError(f"size must be 'bucket' or 'native', got {self.size!r}")
+        if self.size not in ("bucket", "fit", "native"):
+            raise ValueError(f"size must be 'bucket', 'fit' or 'native', got {self.size!r}")
         if self.frames is not None and self.frames < 1:
             raise ValueError("frames must be >= 1 or None")
         if not 0 < self.min_crop <= 1:
@@ -101,6 +103,29 @@ def choose_bucket(height: int, width: int, buckets=PAPER_BUCKETS) -> tuple[int, 
     """The (H, W) bucket whose aspect is closest to width/height in log terms."""
     aspect = math.log(width / height)
     return min(buckets, key=lambda hw: abs(math.log(hw[1] / hw[0]) - aspect))
+
+
+FIT_SCALES = (1.0, 0.75, 0.5, 0.25)
+
+
+def fit_bucket(height: int, width: int, config: "LoaderConfig") -> tuple[int, int]:
+    """The aspect bucket of (height, width) scaled by the largest of FIT_SCALES whose sides are multiples of
+    `config.size_multiple` and fit inside the smallest crop `sample_augmentation` can draw (min_crop x the
+    largest crop at the maximum rotation), so frames are only ever downsampled; the smallest such scale
+    when none fits. (H, W)."""
+    hb, wb = choose_bucket(height, width, config.buckets)
+    aspect = wb / hb
+    if config.augment:
+        theta = math.radians(config.max_rotation_deg)
+        c, s = math.cos(theta), math.sin(theta)
+        smallest = config.min_crop * min(width / (aspect * c + s), height / (aspect * s + c))
+    else:
+        smallest = min(height, width / aspect)
+    options = [(round(hb * k), round(wb * k)) for k in FIT_SCALES]
+    options = [(h, w) for h, w in options if h % config.size_multiple == 0 and w % config.size_multiple == 0]
+    if not options:
+        raise ValueError(f"no scale of the bucket {hb}x{wb} has sides that are multiples of {config.size_multiple}")
+    return next(((h, w) for h, w in options if h <= smallest), options[-1])
 
 
 @dataclass
@@ -233,7 +258,12 @@ def make_item(sample: Mapping, config: LoaderConfig, epoch: int = 0) -> dict:
     indices = choose_frames(rng, frame_count(sample), config.frames)
     seq: DecodedSequence = decode_sample(sample, indices)
     h, w = seq.frames.shape[1:3]
-    out_hw = choose_bucket(h, w, config.buckets) if config.size == "bucket" else (h, w)
+    if config.size == "bucket":
+        out_hw = choose_bucket(h, w, config.buckets)
+    elif config.size == "fit":
+        out_hw = fit_bucket(h, w, config)
+    else:
+        out_hw = (h, w)
     aug = sample_augmentation(rng, (h, w), out_hw, config)
     frames = transform_images(seq.frames.astype(np.float32) / np.float32(255), aug)
     masks = transform_images(seq.masks.astype(np.uint8), aug, nearest=True)

@@ -45,6 +45,7 @@ from training.decompose import decompose, display, png_bytes, read_linear_png, r
 MIT_METRICS = ("mse_r", "mse_s", "mse_avg", "lmse_r", "lmse_s", "lmse_avg", "dssim_r", "dssim_s", "dssim_avg")
 HIGHER_IS_BETTER = {"ap"}
 BASELINES = ("constant_shading", "retinex", "weiss")
+MIT_SOURCE_PREFIX = "mit_"  # the MIT recipes name the source of object <object> "mit_<object>"
 WILD_LONG_SIDE = 384  # IIW / SAW images are decomposed at this long side (the training resolution)
 PAPER_TABLE3 = {"mse_r": 0.0147, "mse_s": 0.0135, "mse_avg": 0.0141, "lmse_r": 0.0341, "lmse_s": 0.0253,
                 "lmse_avg": 0.0297, "dssim_r": 0.1398, "dssim_s": 0.1266, "dssim_avg": 0.1332}
@@ -335,13 +336,15 @@ def run_evaluation(predict: Predictor, *, mit_dir: Optional[Path], frames_dir: O
         results[name] = add_model_beats(summary)
         per_image[name] = rows
 
-    attempt("mit", mit_dir, evaluate_mit, grids / "mit")
     splits = splits_from_manifest(shards_dir)
+    attempt("mit", mit_dir, evaluate_mit, grids / "mit")
     attempt("synthetic", frames_dir, evaluate_synthetic, splits, grids / "synthetic")
-    if "synthetic" in per_image:
-        val_rows = [r for r in per_image["synthetic"] if r["split"] == "val"]
-        if val_rows:
-            results["synthetic_val"] = add_model_beats(_mean_rows(val_rows, ["model", *BASELINES], MIT_METRICS))
+    for row in per_image.get("mit", []):  # MIT object <object> trained as source mit_<object> (params-mit*.yaml)
+        row["split"] = splits.get(f"{MIT_SOURCE_PREFIX}{row['image']}", "unknown")
+    for name, held_out in (("synthetic", "synthetic_val"), ("mit", "mit_heldout")):
+        val_rows = [r for r in per_image.get(name, []) if r["split"] == "val"]
+        if val_rows:  # sequences the model never trained on (shards.val_sequences / val_fraction)
+            results[held_out] = add_model_beats(_mean_rows(val_rows, ["model", *BASELINES], MIT_METRICS))
     attempt("iiw", iiw_dir, evaluate_iiw, grids / "iiw")
     attempt("saw", saw_dir, evaluate_saw, grids / "saw")
     for name, reason in skipped.items():

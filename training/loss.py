@@ -38,6 +38,9 @@ Terms (i, j frames; p pixels; c colour channels; M masks; log I = log(clamp(srgb
   The authors summed all 8 neighbours (every pair twice, the weights being symmetric) and divided by 8, which
   equals our (1/4) over the 4 forward offsets; each offset is normalised by its own valid-pair count, as
   theirs. (Their border handling dropped the outermost pixel ring; we keep every pair inside the image.)
+  `rsmooth_normaliser="all"` divides by all m*H*W pixels instead of the lattice's N (the authors' Z).
+  `rsmooth_kind="local"`: 8-neighbour bilateral weights within each frame (`LocalBilateralSmoothness`).
+- `reconstruct_pairs="same_frame"`: L_reconstruct over the i = j pairs only (`same_frame_terms`).
 - shading_l1: mean over all pixels of |log S| (a prior toward unit shading, from the authors' code).
 
 Paper vs the authors' code: the paper text does not give the term weights; the defaults 2, 2, 4, 1 and the
@@ -77,6 +80,9 @@ class LossConfig:
     bistochastic_iterations: int = 10
     bistochastic_tolerance: float = 1e-3
     rsmooth_masked_pixels: bool = False
+    rsmooth_normaliser: str = "valid"
+    rsmooth_kind: str = "dense"
+    reconstruct_pairs: str = "all"
 
     @classmethod
     def from_params(cls, params) -> "LossConfig":
@@ -155,6 +161,64 @@ def data_terms(linear, mask, log_r, log_s, log_c, config: LossConfig) -> tuple[t
     return pair / all_pairs, 0.5 * self_pairs / distinct_pairs
 
 
+def same_frame_terms(linear, mask, log_r, log_s, log_c, config: LossConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L_reconstruct over i = j pairs only, L_consistency): the paper's "per-image reconstruction" ablation.
+
+    L_reconstruct = sum_{i,p,c} P_i^2 M_i (X_i - log R_i)^2 / sum_{i,p,c} M_i^2 (the i = j terms of the
+    all-pairs sum, normalised by their count); L_consistency as `consistency_loss`.
+    """
+    P, X = _reconstruction_sides(linear, mask, log_s, log_c, config)
+    channels = log_r.shape[1]
+    recon = (P * P * (X - log_r) ** 2).sum() / ((mask * mask).sum() * channels).clamp_min(1.0)
+    return recon, consistency_loss(mask, log_r)
+
+
+class LocalBilateralSmoothness:
+    """8-neighbour bilateral reflectance smoothness within each frame (the paper's "local" ablation of L_rsmooth).
+
+    Pair weights w_pq = exp(-|f_p - f_q|^2 / 2) with the dense term's features (training/lattice.py
+    `bilateral_features`: x, y, intensity, chromaticity over their sigmas) for the 4 forward neighbour offsets
+    (each unordered 8-neighbour pair once), 0 unless both pixels are valid. Energy of log_r (m, C, H, W):
+        sum_pairs w_pq |r_p - r_q|^2 / (C * 2 * sum_pairs w_pq)
+    which matches the scale of the dense energy r^T (I - N A N) r / (C N) = sum_{p<q} (NAN)_pq |r_p - r_q|^2 / (C N)
+    (rows of N A N sum to 1, so its pair weights sum to N / 2). `num_pixels`: valid pixels (for the "all"
+    normaliser).
+    """
+
+    def __init__(self, weights: list[torch.Tensor], num_pixels: int, shape):
+        self.weights, self.num_pixels, self.shape = weights, num_pixels, tuple(shape)
+
+    @classmethod
+    def build(cls, srgb, valid, *, sigma_xy, sigma_intensity, sigma_chroma, linear=None) -> "LocalBilateralSmoothness":
+        from training.lattice import bilateral_features
+
+        m, _, h, w = srgb.shape
+        with torch.no_grad():
+            feats = bilateral_features(srgb, sigma_xy=sigma_xy, sigma_intensity=sigma_intensity,
+                                       sigma_chroma=sigma_chroma, linear=linear)
+            feats = feats.t().reshape(-1, m, h, w)  # (5, m, H, W)
+            valid = torch.ones(m, h, w, dtype=feats.dtype, device=feats.device) if valid is None else valid.reshape(m, h, w).to(feats.dtype)
+            weights, total = [], 0.0
+            for dy, dx in NEIGHBOUR_OFFSETS:
+                (py, px), (qy, qx) = _pair_slices(h, w, dy, dx)
+                dist2 = ((feats[:, :, py, px] - feats[:, :, qy, qx]) ** 2).sum(0)
+                wk = torch.exp(-0.5 * dist2) * valid[:, py, px] * valid[:, qy, qx]
+                weights.append(wk)
+                total = total + wk.sum()
+            weights = [wk / (2.0 * total).clamp_min(1e-12) for wk in weights]
+        return cls(weights, int(valid.sum().item()), (m, h, w))
+
+    def energy(self, log_r: torch.Tensor) -> torch.Tensor:
+        m, h, w = self.shape
+        channels = log_r.shape[1]
+        total = log_r.new_zeros(())
+        for wk, (dy, dx) in zip(self.weights, NEIGHBOUR_OFFSETS):
+            (py, px), (qy, qx) = _pair_slices(h, w, dy, dx)
+            diff = log_r[:, :, py, px] - log_r[:, :, qy, qx]
+            total = total + (wk.unsqueeze(1) * diff * diff).sum()
+        return total / channels
+
+
 def _reduce_mask(mask: torch.Tensor) -> torch.Tensor:
     return -F.max_pool2d(-mask, 2)  # valid only if all 2x2 children are valid
 
@@ -221,7 +285,8 @@ def shading_smoothness_loss(log_s, mask, shading_weights: Sequence[torch.Tensor]
 def build_lattice(
     srgb: torch.Tensor, mask: Optional[torch.Tensor], config: LossConfig, *, linear: Optional[torch.Tensor] = None
 ):
-    """The bilateral reflectance-smoothness operator of training/lattice.py for this sequence (float32).
+    """The reflectance-smoothness operator for this sequence (float32): the dense bilateral one of
+    training/lattice.py, or `LocalBilateralSmoothness` with `rsmooth_kind="local"`.
 
     `linear`: srgb_to_linear of the clamped srgb when the caller already has it (saves the conversion).
     """
@@ -229,6 +294,12 @@ def build_lattice(
 
     with torch.autocast(device_type=srgb.device.type, enabled=False):
         valid = None if (config.rsmooth_masked_pixels or mask is None) else mask.float() > 0.5
+        if config.rsmooth_kind == "local":
+            return LocalBilateralSmoothness.build(
+                srgb.float(), valid, sigma_xy=config.sigma_xy, sigma_intensity=config.sigma_intensity,
+                sigma_chroma=config.sigma_chroma, linear=None if linear is None else linear.float())
+        if config.rsmooth_kind != "dense":
+            raise ValueError(f"rsmooth_kind must be dense|local, got {config.rsmooth_kind!r}")
         return BilateralSmoothness.build(
             srgb.float(),
             valid,
@@ -275,8 +346,14 @@ def intrinsic_loss(
         linear = srgb_to_linear(srgb32.clamp(0.0, 1.0))
         if lattice is None and config.w_rsmooth != 0:  # first: its temporaries are freed before the terms'
             lattice = build_lattice(srgb32, mask32, config, linear=linear)
-        terms["reconstruct"], terms["consistency"] = data_terms(linear, mask32, log_r, log_s, log_c, config)
-        terms["rsmooth"] = lattice.energy(log_r).float() if lattice is not None else log_r.new_zeros(())
+        pairs = same_frame_terms if config.reconstruct_pairs == "same_frame" else data_terms
+        terms["reconstruct"], terms["consistency"] = pairs(linear, mask32, log_r, log_s, log_c, config)
+        if lattice is not None:
+            terms["rsmooth"] = lattice.energy(log_r).float()
+            if config.rsmooth_normaliser == "all":  # the authors' Z: all m*H*W pixels, not the lattice's N
+                terms["rsmooth"] = terms["rsmooth"] * (lattice.num_pixels / mask32[:, 0].numel())
+        else:
+            terms["rsmooth"] = log_r.new_zeros(())
         terms["ssmooth"] = shading_smoothness_loss(log_s, mask32, shading_weights)
         terms["shading_l1"] = log_s.abs().mean()
         total = (

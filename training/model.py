@@ -13,7 +13,8 @@ Architecture (as the authors' pix2pix-style "multi U-Net", Li & Snavely CVPR 201
 - each decoder level k = depth..1: ReLU, ConvTranspose 4x4 stride 2 (input: the innermost features at k = depth,
   else the previous decoder output concatenated with the encoder skip e_k), BatchNorm unless k = 1; level 1
   outputs the log image (3 channels for reflectance, 1 for shading) with no activation.
-- colour head: global average pool of the innermost features -> Linear -> ReLU -> Linear -> 3.
+- colour head: global average pool of the innermost features -> Linear -> ReLU -> Linear -> 3 (absent with
+  `color_head=False`: log_c = 0, grey shading only, the paper's ablation).
 Presets: "paper" = 7 downsamplings, 64 base channels, 512 max (68.4M parameters, like the authors' ~69M; the
 test prints the count); "small" = 5 downsamplings, 16 base channels, 128 max (trains on a CPU).
 Weights are initialised N(0, 0.02) (BatchNorm: N(1, 0.02), bias 0) as pix2pix, so a seed fixes the model.
@@ -34,6 +35,7 @@ class ModelConfig:
     base_channels: int = 16  # channels of the first encoder level
     max_channels: int = 128  # channel cap of the deeper levels
     color_hidden: int = 64  # hidden units of the illumination-colour head
+    color_head: bool = True  # False: no colour head, log_c = 0 (grey shading only; the paper's ablation)
 
     PRESETS = {  # type: ignore[misc]  (class constant, not a field: no annotation)
         "small": dict(depth=5, base_channels=16, max_channels=128, color_hidden=64),
@@ -56,7 +58,7 @@ class ModelConfig:
     @classmethod
     def from_params(cls, params) -> "ModelConfig":
         """From `pipeline.params.ModelParams` (the `model` section of params.yaml)."""
-        return cls.preset(params.preset)
+        return dataclasses.replace(cls.preset(params.preset), color_head=params.color_head)
 
     @property
     def multiple(self) -> int:
@@ -102,7 +104,7 @@ class IntrinsicUNet(nn.Module):
         self.shading = _decoder(config, 1)
         self.color = nn.Sequential(
             nn.Linear(ch[-1], config.color_hidden), nn.ReLU(inplace=False), nn.Linear(config.color_hidden, 3)
-        )
+        ) if config.color_head else None
         self.apply(_init_weights)
 
     @staticmethod
@@ -125,7 +127,10 @@ class IntrinsicUNet(nn.Module):
             skips.append(x)
         log_r = self._decode(self.reflectance, skips)
         log_s = self._decode(self.shading, skips)
-        log_c = self.color(F.adaptive_avg_pool2d(F.leaky_relu(skips[-1], 0.2), 1).flatten(1))
+        if self.color is None:
+            log_c = log_r.new_zeros(log_r.shape[0], 3)
+        else:
+            log_c = self.color(F.adaptive_avg_pool2d(F.leaky_relu(skips[-1], 0.2), 1).flatten(1))
         return log_r, log_s, log_c
 
 

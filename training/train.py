@@ -118,7 +118,10 @@ def make_step_loader(shards: str | Path, params: Params, *, start: int, stop: in
     """DataLoader yielding the items of steps start..stop-1 in order (workers prefetch; batch_size=None).
 
     With `lattice_config`, each item also carries its prebuilt reflectance-smoothness lattice ("lattice")."""
-    config = loader_config or LoaderConfig(frames=params.train.frames_per_step, seed=params.train.seed)
+    config = loader_config or LoaderConfig(
+        frames=params.train.frames_per_step, seed=params.train.seed,
+        size="fit" if params.train.bucket == "fit" else "bucket",
+        size_multiple=ModelConfig.from_params(params.model).multiple)
     sequences = ParquetSequences(shards, "train", config)
     if len(sequences) == 0:
         raise ValueError(f"{shards}: the train split has no sequences")
