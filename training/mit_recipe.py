@@ -8,7 +8,7 @@
 Consumes `--mit-dir` (Barron's layout, 16-bit linear PNGs) and `params-mit.yaml` (the recipe's settings; its
 `sources` are rewritten here). Produces `--lights` (default data/mit-lights: 8-bit sRGB light sequences, one
 folder per object, via training/prepare_mit.py, only when missing) and `--out` (a params.yaml: one `images`
-source `mit_<object>` per object, the fold's `shards.val_sequences`, `evaluate.mit_dir` made absolute so the
+source `mit_<object>` per object, the fold's `shards.val_sequences`, every other key with its default filled in, `evaluate.mit_dir` made absolute so the
 file also works in `dvc exp run --queue`, whose runs happen in a temporary copy of the repository).
 The folds are fixed here (FOLDS): objects in sorted order, alternately assigned.
 """
@@ -48,8 +48,9 @@ def recipe_params(base: dict, *, fold: str, mit_dir: Path, lights: Path, objects
     out["shards"] = {**base.get("shards", {}), "val_fraction": 0.0,
                      "val_sequences": [f"{MIT_SOURCE_PREFIX}{obj}" for obj in held_out(fold)]}
     out["evaluate"] = {**base.get("evaluate", {}), "mit_dir": str(mit_dir.resolve())}
-    validate_params(out)  # fail here, naming the key, rather than in a stage
-    return out
+    resolved = validate_params(out).model_dump(mode="json")  # fail here, naming the key, not in a stage
+    # every key explicit (defaults filled in), so `dvc exp run -S section.key=...` finds each one
+    return {"sources": out["sources"], **{k: v for k, v in resolved.items() if k != "sources"}}
 
 
 def main(argv: list[str] | None = None) -> int:

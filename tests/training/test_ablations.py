@@ -1,0 +1,139 @@
+"""The energy-balance and ablation params (issue 13) against explicit references: same-frame reconstruction,
+local bilateral smoothness, the all-pixel rsmooth normaliser, the colour-head switch, the shading-weight terms,
+the 'fit' bucket and the explicit held-out split."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.color import luminance, srgb_to_linear
+from pipeline.params import ModelParams
+from pipeline.shading_weights import shading_smoothness_weights
+from pipeline.shards import split_of
+from training.data import LoaderConfig, fit_bucket
+from training.lattice import bilateral_features
+from training.loss import LocalBilateralSmoothness, LossConfig, build_lattice, intrinsic_loss, same_frame_terms
+from training.model import IntrinsicUNet, ModelConfig
+
+
+def _sequence(seed=0, m=3, h=6, w=7):
+    g = torch.Generator().manual_seed(seed)
+    srgb = torch.rand(m, 3, h, w, generator=g, dtype=torch.float64) * 0.9 + 0.05
+    mask = (torch.rand(m, 1, h, w, generator=g) > 0.25).double()
+    log_r = torch.randn(m, 3, h, w, generator=g, dtype=torch.float64)
+    log_s = torch.randn(m, 1, h, w, generator=g, dtype=torch.float64)
+    log_c = torch.randn(m, 3, generator=g, dtype=torch.float64)
+    return srgb, mask, log_r, log_s, log_c
+
+
+def test_same_frame_reconstruction_equals_a_per_pixel_loop():
+    srgb, mask, log_r, log_s, log_c = _sequence()
+    config = LossConfig(reconstruct_pairs="same_frame")
+    recon, _ = same_frame_terms(srgb_to_linear(srgb), mask, log_r, log_s, log_c, config)
+    lin = srgb_to_linear(srgb).clamp_min(config.log_eps).numpy()
+    num = den = 0.0
+    m, _, h, w = srgb.shape
+    for i in range(m):
+        for y in range(h):
+            for x in range(w):
+                if mask[i, 0, y, x] == 0:
+                    continue
+                lum = max(float(luminance(lin[i, :, y, x], channel_axis=0)), config.log_eps)
+                for c in range(3):
+                    resid = math.log(lin[i, c, y, x]) - log_s[i, 0, y, x] - log_c[i, c] - log_r[i, c, y, x]
+                    num += lum ** (2 * config.lum_exponent) * float(resid) ** 2
+                    den += 1
+    assert recon.item() == pytest.approx(num / den, rel=1e-9)
+
+
+def test_local_smoothness_equals_an_explicit_pair_sum():
+    srgb, mask, log_r, *_ = _sequence(1)
+    config = LossConfig(rsmooth_kind="local")
+    op = build_lattice(srgb, mask, config)
+    assert isinstance(op, LocalBilateralSmoothness)
+    feats = bilateral_features(srgb).numpy().reshape(srgb.shape[0], srgb.shape[2], srgb.shape[3], 5)
+    m, _, h, w = srgb.shape
+    valid = mask[:, 0].numpy() > 0.5
+    num = weight_sum = 0.0
+    for i in range(m):
+        for y in range(h):
+            for x in range(w):
+                for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+                    yy, xx = y + dy, x + dx
+                    if not (0 <= yy < h and 0 <= xx < w) or not (valid[i, y, x] and valid[i, yy, xx]):
+                        continue
+                    wpq = math.exp(-0.5 * float(((feats[i, y, x] - feats[i, yy, xx]) ** 2).sum()))
+                    num += wpq * float(((log_r[i, :, y, x] - log_r[i, :, yy, xx]) ** 2).sum())
+                    weight_sum += wpq
+    assert op.energy(log_r).item() == pytest.approx(num / (3 * 2 * weight_sum), rel=1e-6)
+    assert op.num_pixels == int(valid.sum())
+    # constant reflectance has zero energy; the operator is differentiable in log_r
+    assert op.energy(torch.ones_like(log_r)).item() == pytest.approx(0.0, abs=1e-12)
+    log_r.requires_grad_(True)
+    op.energy(log_r).backward()
+    assert torch.isfinite(log_r.grad).all()
+
+
+@pytest.mark.parametrize("kind", ["dense", "local"])
+def test_all_pixel_normaliser_scales_rsmooth_by_the_valid_fraction(kind):
+    srgb, mask, log_r, log_s, log_c = (t.float() for t in _sequence(2, m=3, h=16, w=16))
+    weights = [torch.ones(4, 16 >> l, 16 >> l) for l in range(2)]
+    valid = LossConfig(rsmooth_kind=kind)
+    all_pixels = dataclasses.replace(valid, rsmooth_normaliser="all")
+    _, t_valid = intrinsic_loss(srgb, mask, log_r, log_s, log_c, weights, valid)
+    _, t_all = intrinsic_loss(srgb, mask, log_r, log_s, log_c, weights, all_pixels)
+    fraction = mask.sum().item() / mask.numel()
+    assert t_all["rsmooth"].item() == pytest.approx(t_valid["rsmooth"].item() * fraction, rel=1e-5)
+    assert t_all["reconstruct"].item() == t_valid["reconstruct"].item()
+
+
+def test_model_without_colour_head_outputs_zero_log_c():
+    config = dataclasses.replace(ModelConfig.from_params(ModelParams(color_head=False)))
+    assert config.color_head is False
+    model = IntrinsicUNet(config)
+    assert model.color is None
+    _, _, log_c = model(torch.rand(2, 3, 64, 64))
+    assert torch.equal(log_c, torch.zeros(2, 3))
+    with_head = IntrinsicUNet(ModelConfig.from_params(ModelParams()))
+    assert sum(p.numel() for p in with_head.parameters()) > sum(p.numel() for p in model.parameters())
+
+
+def test_shading_weight_terms_switch_off_to_one():
+    rng = np.random.default_rng(0)
+    srgb = rng.random((4, 8, 8, 3)) * 0.8 + 0.1
+    both = shading_smoothness_weights(srgb, scales=1, reduce="none", edge_offset=1.0, edge_scale=12.0)[0]
+    no_deriv = shading_smoothness_weights(srgb, scales=1, reduce="none", edge_offset=1.0, edge_scale=12.0,
+                                          derivative_term=False)[0]
+    no_edge = shading_smoothness_weights(srgb, scales=1, reduce="none", edge_offset=1.0, edge_scale=12.0,
+                                         edge_term=False)[0]
+    neither = shading_smoothness_weights(srgb, scales=1, reduce="none", derivative_term=False, edge_term=False)[0]
+    inside = neither > 0  # pairs with both pixels in the image
+    assert np.all(neither[inside] == 1.0)
+    # the product structure: both = derivative term x edge factor
+    assert np.allclose(both[inside], (no_edge * no_deriv)[inside], rtol=1e-5)
+    assert not np.allclose(no_edge[inside], 1.0) and not np.allclose(no_deriv[inside], 1.0)
+
+
+@pytest.mark.parametrize("hw,expect", [((256, 256), (128, 128)), ((138, 256), (64, 96)), ((384, 384), (256, 256)),
+                                       ((207, 384), (128, 192)), ((128, 192), (64, 96)), ((600, 900), (256, 384))])
+def test_fit_bucket_never_upsamples(hw, expect):
+    config = LoaderConfig(size="fit")
+    out = fit_bucket(*hw, config)
+    assert out == expect
+    h, w = hw
+    a = out[1] / out[0]
+    theta = math.radians(config.max_rotation_deg)
+    smallest = config.min_crop * min(w / (a * math.cos(theta) + math.sin(theta)),
+                                     h / (a * math.sin(theta) + math.cos(theta)))
+    assert out[0] <= smallest  # hand-computed: every case above has a scale that fits
+    assert out[0] % 32 == 0 and out[1] % 32 == 0
+
+
+def test_explicit_val_sequences_override_the_hash_split():
+    assert split_of("a", 0, 0.0, ["a"]) == "val"
+    assert split_of("b", 0, 0.99, ["a"]) == "train"
+    assert split_of("b", 0, 0.0, []) == "train"
