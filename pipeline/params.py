@@ -159,6 +159,9 @@ class ModelParams(_Section):
     # true: grey shading times a per-image illumination colour (the paper's model); false: grey shading and
     # no colour head, log c = 0 (the paper's "grey shading" ablation).
     color_head: bool = True
+    # decoder upsampling: "transposed" (ConvTranspose 4x4 stride 2, the authors') or "bilinear" (2x bilinear
+    # then Conv 3x3: no checkerboard artefacts)
+    upsample: Literal["transposed", "bilinear"] = "transposed"
 
 
 class LossParams(_Section):

@@ -10,7 +10,8 @@
 Architecture (as the authors' pix2pix-style "multi U-Net", Li & Snavely CVPR 2018):
 - encoder level k = 1..depth: [LeakyReLU 0.2 unless k = 1] Conv 4x4 stride 2 [BatchNorm unless k = 1 or k = depth];
   channels c_k = min(base_channels * 2**(k-1), max_channels); the input is srgb mapped to [-1, 1].
-- each decoder level k = depth..1: ReLU, ConvTranspose 4x4 stride 2 (input: the innermost features at k = depth,
+- each decoder level k = depth..1: ReLU, ConvTranspose 4x4 stride 2 (or, with `upsample="bilinear"`, a 2x
+  bilinear upsampling then Conv 3x3, which avoids the transposed convolution's checkerboard) (input: the innermost features at k = depth,
   else the previous decoder output concatenated with the encoder skip e_k), BatchNorm unless k = 1; level 1
   outputs the log image (3 channels for reflectance, 1 for shading) with no activation.
 - colour head: global average pool of the innermost features -> Linear -> ReLU -> Linear -> 3 (absent with
@@ -36,6 +37,7 @@ class ModelConfig:
     max_channels: int = 128  # channel cap of the deeper levels
     color_hidden: int = 64  # hidden units of the illumination-colour head
     color_head: bool = True  # False: no colour head, log_c = 0 (grey shading only; the paper's ablation)
+    upsample: str = "transposed"  # decoder upsampling: "transposed" (authors) | "bilinear" (+ 3x3 conv)
 
     PRESETS = {  # type: ignore[misc]  (class constant, not a field: no annotation)
         "small": dict(depth=5, base_channels=16, max_channels=128, color_hidden=64),
@@ -45,6 +47,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.depth < 2:
             raise ValueError(f"depth must be >= 2, got {self.depth}")
+        if self.upsample not in ("transposed", "bilinear"):
+            raise ValueError(f"upsample must be transposed|bilinear, got {self.upsample!r}")
         if self.base_channels < 1 or self.max_channels < self.base_channels:
             raise ValueError(f"need 1 <= base_channels <= max_channels, got {self.base_channels}, {self.max_channels}")
 
@@ -58,7 +62,7 @@ class ModelConfig:
     @classmethod
     def from_params(cls, params) -> "ModelConfig":
         """From `pipeline.params.ModelParams` (the `model` section of params.yaml)."""
-        return dataclasses.replace(cls.preset(params.preset), color_head=params.color_head)
+        return dataclasses.replace(cls.preset(params.preset), color_head=params.color_head, upsample=params.upsample)
 
     @property
     def multiple(self) -> int:
@@ -79,7 +83,12 @@ def _decoder(config: ModelConfig, out_channels: int) -> nn.ModuleList:
     for k in range(config.depth - 1, -1, -1):  # 0-based level index
         in_ch = ch[k] if k == config.depth - 1 else 2 * ch[k]
         out_ch = out_channels if k == 0 else ch[k - 1]
-        layers: list[nn.Module] = [nn.ReLU(inplace=False), nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=k == 0)]
+        if config.upsample == "bilinear":  # no transposed-convolution checkerboard
+            up: list[nn.Module] = [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                                   nn.Conv2d(in_ch, out_ch, 3, 1, 1, bias=k == 0)]
+        else:
+            up = [nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=k == 0)]
+        layers: list[nn.Module] = [nn.ReLU(inplace=False), *up]
         if k > 0:
             layers.append(nn.BatchNorm2d(out_ch))
         levels.append(nn.Sequential(*layers))

@@ -137,3 +137,19 @@ def test_explicit_val_sequences_override_the_hash_split():
     assert split_of("a", 0, 0.0, ["a"]) == "val"
     assert split_of("b", 0, 0.99, ["a"]) == "train"
     assert split_of("b", 0, 0.0, []) == "train"
+
+
+def test_bilinear_decoder_has_no_checkerboard_period():
+    """A constant feature map through one transposed decoder level comes out 2-periodic (the checkerboard); the
+    bilinear level keeps it constant away from the zero-padded border."""
+    torch.manual_seed(0)
+    for upsample in ("transposed", "bilinear"):
+        config = dataclasses.replace(ModelConfig.preset("small"), upsample=upsample)
+        level = IntrinsicUNet(config).eval().reflectance[0]
+        with torch.no_grad():
+            out = level(torch.ones(1, config.channels()[-1], 8, 8))[0, :, 3:-3, 3:-3]  # (C, 10, 10)
+        parity = (out[:, ::2, ::2] - out[:, 1::2, 1::2]).abs().max().item()
+        if upsample == "transposed":
+            assert parity > 1e-3
+        else:
+            assert parity < 1e-5 and out.std(dim=(1, 2)).max().item() < 1e-5
