@@ -16,7 +16,7 @@ Architecture (as the authors' pix2pix-style "multi U-Net", Li & Snavely CVPR 201
 - colour head: global average pool of the innermost features -> Linear -> ReLU -> Linear -> 3 (absent with
   `color_head=False`: log_c = 0, grey shading only, the paper's ablation).
 Mixed precision: the output layers (each decoder's level 1 and the colour head) run in float32 with autocast
-disabled, on their input features cast to float32, so log_r, log_s, log_c are float32 under bf16/fp16
+disabled (and cuDNN's TF32 off), on their input features cast to float32, so log_r, log_s, log_c are float32 under bf16/fp16
 autocast. bf16 keeps 8 significant bits: a log value near 2 is stored in steps of 2^-6 = 0.016, coarser than
 the ~1e-3 neighbour differences of smooth shading that the smoothness terms act on; the body of the network
 (everything before the output layers) still runs in the autocast dtype.
@@ -26,6 +26,7 @@ Weights are initialised N(0, 0.02) (BatchNorm: N(1, 0.02), bias 0) as pix2pix, s
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 
@@ -141,8 +142,23 @@ class IntrinsicUNet(nn.Module):
 
 def _float32(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """layer(x) in float32 with autocast off (x cast up: its values, computed in the autocast dtype, are kept)."""
-    with torch.autocast(device_type=x.device.type, enabled=False):
+    with torch.autocast(device_type=x.device.type, enabled=False), _ieee_float32(x.device):
         return layer(x.float())
+
+
+@contextlib.contextmanager
+def _ieee_float32(device: torch.device):
+    """cuDNN convolutions in IEEE float32 inside: CUDA's default for them is TF32, which keeps 10 mantissa bits of
+    the inputs (cuBLAS matmuls, the colour head's Linear layers, are IEEE unless a program asks otherwise)."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -102,16 +102,20 @@ def test_bf16_cannot_hold_the_neighbour_differences_of_a_smooth_log_image():
     assert (fp32 - true).abs().max() < 1e-3 * true.abs().mean()
 
 
-def test_output_layers_run_in_float32_under_bf16_autocast():
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available on this machine (CPU-only)")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_output_layers_run_in_float32_under_bf16_autocast(device):
     torch.manual_seed(0)
-    model = IntrinsicUNet(TINY)
+    model = IntrinsicUNet(TINY).to(device)
     seen = {}
     heads = {"reflectance": model.reflectance[-1], "shading": model.shading[-1], "color": model.color,
              "inner": model.reflectance[0]}
     for name, layer in heads.items():
         layer.register_forward_hook(lambda mod, args, out, name=name: seen.__setitem__(name, (args[0], out)))
-    x = torch.rand(2, 3, 32, 48)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    x = torch.rand(2, 3, 32, 48, device=device)
+    with torch.autocast(device, dtype=torch.bfloat16):
         log_r, log_s, log_c = model(x)
     assert log_r.dtype == log_s.dtype == log_c.dtype == torch.float32
     assert seen["inner"][1].dtype == torch.bfloat16  # the body still runs in bf16
@@ -126,7 +130,7 @@ def test_output_layers_run_in_float32_under_bf16_autocast():
         ref = F.conv_transpose2d(F.relu(features.double()), conv.weight.double(), conv.bias.double(), stride=2, padding=1)
         err = (output.double() - ref).abs().max() / ref.abs().max()
         assert err < 1e-5, (name, err)
-        with torch.autocast("cpu", dtype=torch.bfloat16):  # what the layer gave before: 100x further off
+        with torch.autocast(device, dtype=torch.bfloat16):  # what the layer gave before: 100x further off
             in_bf16 = heads[name](features)
         assert in_bf16.dtype == torch.bfloat16 and (in_bf16.double() - ref).abs().max() / ref.abs().max() > 100 * err
     features, _ = seen["color"]
