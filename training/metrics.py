@@ -44,8 +44,8 @@ SAW (Kovacs et al. CVPR 2017), the variant of Li & Snavely: `load_saw_labels(pat
 per-photo `<id>.npy` label map: 0 = normal/depth-discontinuity non-smooth shading (NS-ND), 1 = shadow-boundary
 non-smooth (NS-SB), 2 = smooth shading (S), 100 = no data (ignored). A pixel is predicted smooth when the
 Sobel gradient magnitude of log(max(shading ** gamma, 1e-4)) is below a threshold (`gamma=AUTHORS_GAMMA`:
-the authors' S^(1/2.2), which divides every log gradient by 2.2 against the same thresholds); for the non-smooth classes the
-gradient magnitude is first max-filtered (size 10) so a boundary nearby counts, smooth pixels use the
+the authors' S^(1/2.2), which divides every log gradient by 2.2 against the same thresholds); for the
+non-smooth classes the gradient magnitude is first max-filtered (size 10) so a boundary nearby counts, smooth pixels use the
 unfiltered one. `saw_confusion` -> (T, 3, 2) counts per threshold [gt class, predicted non-smooth/smooth];
 summed over photos, `saw_precision_recall` reweights rows by class_weights / row count (default 1, 1, 2 as
 the authors' code) and gives smooth-class precision and recall; `saw_ap` integrates the PR curve by the
