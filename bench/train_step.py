@@ -10,11 +10,15 @@ stage (`pipeline.shards.build_shards`) and reads them back through the train sta
 - the loss's share of the step ((loss forward + loss backward) / step; target < 25% on CPU);
 - data: the time the loop waited for the next item (target ~0: hidden by the workers) and the time one item
   takes to decode + augment in the main process (what a worker must hide; it needs < step time x workers).
-Run: `.venv/bin/python -m bench.train_step [--threads 2] [--runs 3] [--presets small paper] [--workers 1]`.
+Run: `.venv/bin/python -m bench.train_step [--threads 2] [--runs 3] [--presets small paper] [--workers 1]
+[--device cuda] [--precisions fp32 amp] [--json out.json]`. `--precisions`: `fp32`, and/or `amp` (`train.amp`:
+bf16 autocast on CUDA, fp16 where bf16 is unsupported; the CPU trains in float32 either way); `--json` also
+writes every figure (seconds, medians over the runs) to one JSON file.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -56,11 +60,12 @@ def write_shards(root: Path, n: int = 10, h: int = 256, w: int = 384) -> tuple[P
     return root / "shards", where
 
 
-def bench_preset(shards: Path, preset: str, *, runs: int, workers: int, device: str, lattice_in_loader: bool) -> dict:
+def bench_preset(shards: Path, preset: str, *, runs: int, workers: int, device: str, lattice_in_loader: bool,
+                 amp: bool = True) -> dict:
     params = validate_params({
         "sources": [{"name": n, "url": f"https://example.com/{n}.mp4"} for n in NAMES],
         "model": {"preset": preset},
-        "train": {"steps": 1000, "frames_per_step": 8, "num_workers": workers},
+        "train": {"steps": 1000, "frames_per_step": 8, "num_workers": workers, "amp": amp},
     })
     setup = setup_device(params, device)
     model, raw, optimizer, scheduler, scaler = build_training(params, setup)
@@ -86,7 +91,11 @@ def bench_preset(shards: Path, preset: str, *, runs: int, workers: int, device: 
         decode.append(time.perf_counter() - t0)
     out = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     out.update(decode=statistics.median(decode), shape=tuple(item["srgb"].shape), rows=rows,
-               n_params=sum(p.numel() for p in raw.parameters()))
+               n_params=sum(p.numel() for p in raw.parameters()), precision=str(setup.amp_dtype or torch.float32),
+               loss_share=(out["loss_forward"] + out["loss_backward"]) / out["step"])
+    if setup.device.type == "cuda":
+        out["max_memory_gib"] = torch.cuda.max_memory_allocated(setup.device) / 2**30
+        torch.cuda.reset_peak_memory_stats(setup.device)
     return out
 
 
@@ -99,6 +108,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--lattice-in-step", action="store_true",
                         help="build the lattice inside the loss (as on CUDA) instead of in the loader workers (CPU default)")
+    parser.add_argument("--precisions", nargs="+", choices=["fp32", "amp"], default=["amp"],
+                        help="fp32: train.amp false; amp: train.amp true (bf16 autocast on CUDA)")
+    parser.add_argument("--json", type=Path, default=None, help="also write all figures to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,11 +118,13 @@ def main() -> None:
         where += "; lattice built " + ("in the loss" if args.lattice_in_step or args.device != "cpu" else "in the loader workers")
         print(f"train_step: {args.device}, {args.threads} threads, {args.workers} loader worker(s), frames: {where}; "
               f"medians of {args.runs} steps after 1 warm-up")
-        for preset in args.presets:
+        results = []
+        for preset, precision in [(p, q) for p in args.presets for q in args.precisions]:
             r = bench_preset(shards, preset, runs=args.runs, workers=args.workers, device=args.device,
-                             lattice_in_loader=args.device == "cpu" and not args.lattice_in_step)
+                             lattice_in_loader=args.device == "cpu" and not args.lattice_in_step, amp=precision == "amp")
+            results.append({"preset": preset, "amp": precision == "amp", **r})
             loss = r["loss_forward"] + r["loss_backward"]
-            print(f"\n[{preset}] {r['n_params'] / 1e6:.1f}M parameters, input {r['shape']} (m, 3, H, W)")
+            print(f"\n[{preset}, {r['precision']}] {r['n_params'] / 1e6:.1f}M parameters, input {r['shape']} (m, 3, H, W)")
             each = ", ".join(f"{x['step']:.2f}" for x in r["rows"])
             sums = ", ".join(f"{sum(v for k, v in x.items() if k != 'step'):.2f}" for x in r["rows"])
             print(f"  step             {r['step']:8.3f} s   (each step: {each}; sum of its phases: {sums})")
@@ -122,6 +136,10 @@ def main() -> None:
                   f"one item decodes in {r['decode']:.3f} s in the main process "
                   f"({'hidden' if r['decode'] < r['step'] * max(args.workers, 1) else 'NOT hidden'} by "
                   f"{args.workers} worker(s))")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"device": args.device, "threads": args.threads, "workers": args.workers,
+                                         "runs": args.runs, "frames": where, "results": results}, indent=1))
 
 
 if __name__ == "__main__":

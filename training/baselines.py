@@ -5,6 +5,8 @@ positive, with reflectance * shading[..., None] ~= image (up to the illumination
 arbitrary (all metrics are scale-invariant).
 
 - `constant_shading(image)`: R = I, S = 1 (the trivial baseline of Grosse et al.).
+- `chromaticity(image)`: S = lum, R = I / lum, lum = Rec.709 luminance of the linear image (every intensity
+  change is shading, every colour change reflectance; the baseline issue 13 names).
 - `retinex(image, mask)`: colour Retinex (Land & McCann; Grosse et al.'s variant): a log-intensity derivative
   between neighbours belongs to reflectance when |d log intensity| > `threshold_intensity` or the rg-chromaticity
   changes by more than `threshold_chroma` (Euclidean); the kept derivatives are reintegrated by least squares
@@ -27,6 +29,8 @@ from typing import Optional
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+
+from pipeline.color import luminance
 
 EPS = 1e-4
 
@@ -67,6 +71,12 @@ def _pair_mask(mask: Optional[np.ndarray], shape: tuple[int, int]) -> tuple[np.n
 def constant_shading(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     image = np.asarray(image, np.float64)
     return np.maximum(image, EPS), np.ones(image.shape[:2])
+
+
+def chromaticity(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    image = np.maximum(np.asarray(image, np.float64), EPS)
+    lum = luminance(image)
+    return image / lum[..., None], lum
 
 
 def retinex(image: np.ndarray, mask: Optional[np.ndarray] = None, threshold_intensity: float = 0.1,

@@ -19,9 +19,17 @@ Consumes
   `fetch_iiw` / `fetch_saw` (dvc.yaml; off by default, no internet here).
 Produces
 - `--metrics` JSON (DVC metrics): {dataset: {"n_images": n, method: {metric: mean}, "model_beats": {metric:
-  {baseline: bool}}}}; MIT metrics per training/metrics.py (lower is better), IIW "whdr" (lower), SAW "ap"
-  (higher); methods "model", "constant_shading" (R = I), "retinex", "weiss" (sequences only).
-- `--out`: report.md (tables, which baselines the model beats, skipped datasets and why), per_image.json,
+  {baseline: bool}}}}; methods "model", "constant_shading" (R = I), "chromaticity" (R = I / lum, S = lum),
+  "retinex", "weiss" (sequences only: MIT and synthetic).
+  MIT and synthetic metrics: training/metrics.py `MIT_KEYS` (lower is better) in three reflectance scoring
+  conventions: per channel (one scale per colour channel; keys without suffix: mse_r, lmse_r, dssim_r, *_avg),
+  grey (Grosse et al.'s code: channels averaged first; mse_r_grey, ..., *_avg_grey) and one scale shared by
+  the three channels (penalises a colour cast; mse_r_shared, ..., *_avg_shared); shading (grey) is scored once
+  (mse_s, lmse_s, dssim_s) and enters every convention's *_avg.
+  IIW "whdr" / SAW "ap": the linear layers as decomposed; "whdr_gamma" / "ap_gamma": R^(1/2.2) / S^(1/2.2),
+  as the authors' test wrapper scores them (their published numbers). WHDR lower, AP higher is better.
+- `--out`: report.md (one table per convention, which baselines the model beats, skipped datasets and why),
+  per_image.json,
   config.json (resolved evaluate params + checkpoint info), grids/<dataset>/<image>.png: input | model
   reflectance | model shading (| ground-truth reflectance | ground-truth shading), linear layers shown as
   sRGB with their 99th percentile (inside the mask) as white.
@@ -39,16 +47,31 @@ import numpy as np
 from pipeline.atomic import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
 from pipeline.color import linear_to_srgb, srgb_to_linear
 from training import metrics as M
-from training.baselines import constant_shading, retinex, weiss
+from training.baselines import chromaticity, constant_shading, retinex, weiss
 from training.decompose import decompose, display, png_bytes, read_linear_png, read_srgb
 
-MIT_METRICS = ("mse_r", "mse_s", "mse_avg", "lmse_r", "lmse_s", "lmse_avg", "dssim_r", "dssim_s", "dssim_avg")
-HIGHER_IS_BETTER = {"ap"}
-BASELINES = ("constant_shading", "retinex", "weiss")
+MIT_METRICS = M.MIT_KEYS  # per channel (historical keys), then *_grey, then *_shared
+WILD_METRICS = ("whdr", "whdr_gamma", "ap", "ap_gamma")  # *_gamma: scored on R^(1/2.2), S^(1/2.2) (the authors')
+HIGHER_IS_BETTER = {"ap", "ap_gamma"}
+SINGLE_IMAGE_BASELINES = ("constant_shading", "chromaticity", "retinex")  # all datasets
+BASELINES = (*SINGLE_IMAGE_BASELINES, "weiss")  # weiss needs a sequence: MIT lights, synthetic frames
 MIT_SOURCE_PREFIX = "mit_"  # the MIT recipes name the source of object <object> "mit_<object>"
 WILD_LONG_SIDE = 384  # IIW / SAW images are decomposed at this long side (the training resolution)
 PAPER_TABLE3 = {"mse_r": 0.0147, "mse_s": 0.0135, "mse_avg": 0.0141, "lmse_r": 0.0341, "lmse_s": 0.0253,
                 "lmse_avg": 0.0297, "dssim_r": 0.1398, "dssim_s": 0.1266, "dssim_avg": 0.1332}
+# report.md: one table per group of metric keys, with the sentence that says how its columns are scored
+REPORT_TABLES = (
+    (M.mit_keys("channel"), "Reflectance scored PER CHANNEL: each colour channel rescaled by its own least-squares "
+                            "factor, then averaged (keys without suffix; a colour cast costs nothing)."),
+    (M.mit_keys("grey"), "Reflectance scored on GREY (Grosse et al.'s comparison code): ground truth and estimate "
+                         "averaged over the channels first, then one scale (keys `*_grey`)."),
+    (M.mit_keys("shared"), "Reflectance scored with ONE SCALE SHARED by the three channels (keys `*_shared`; "
+                           "penalises a colour cast)."),
+    (("whdr", "whdr_gamma"), "`whdr`: the linear reflectance as decomposed; `whdr_gamma`: R^(1/2.2), as the "
+                             "authors' test wrapper scores it (their published WHDR)."),
+    (("ap", "ap_gamma"), "`ap`: the linear shading as decomposed; `ap_gamma`: S^(1/2.2), as the authors' test "
+                         "wrapper scores it (their published AP)."),
+)
 
 Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # srgb (H,W,3) -> (R (H,W,3), S (H,W)) linear
 
@@ -66,6 +89,12 @@ def model_predictor(model, long_side: Optional[int] = None) -> Predictor:
         return d.reflectance, d.shading
 
     return predict
+
+
+def single_image_baselines(linear: np.ndarray, mask: Optional[np.ndarray] = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """SINGLE_IMAGE_BASELINES on one linear image (H, W, 3) -> {name: (R (H, W, 3), S (H, W))}."""
+    return {"constant_shading": constant_shading(linear), "chromaticity": chromaticity(linear),
+            "retinex": retinex(linear, mask)}
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -134,8 +163,7 @@ def evaluate_mit(predict: Predictor, mit_dir: Path, max_images: int, grid_dir: O
     for folder in mit_objects(mit_dir)[:max_images]:
         data = load_mit_object(folder)
         image, mask = data["diffuse"], data["mask"]
-        preds = {"model": predict(mit_srgb(image)), "constant_shading": constant_shading(image),
-                 "retinex": retinex(image, mask)}
+        preds = {"model": predict(mit_srgb(image)), **single_image_baselines(image, mask)}
         if data["lights"] is not None and len(data["lights"]) >= 2:
             refl, _ = weiss(data["lights"], np.broadcast_to(mask, data["lights"].shape[:3]))
             preds["weiss"] = (refl, np.maximum(image, 1e-4).mean(axis=2) / refl.mean(axis=2))
@@ -192,8 +220,8 @@ def evaluate_synthetic(predict: Predictor, frames_dir: Path, max_images: int, sp
             mask = seq["mask"][t]
             if len(rows) >= max_images or mask.sum() < min_valid:
                 continue
-            preds = {"model": predict(seq["srgb"][t]), "constant_shading": constant_shading(linear[t]),
-                     "retinex": retinex(linear[t], mask), "weiss": (weiss_r, weiss_s[t])}
+            preds = {"model": predict(seq["srgb"][t]), **single_image_baselines(linear[t], mask),
+                     "weiss": (weiss_r, weiss_s[t])}
             row = {"image": f"{folder.name}/{t:04d}", "split": splits.get(folder.name, "unknown")}
             for method, (r, s) in preds.items():
                 row[method] = M.mit_scores(seq["reflectance"][t], seq["shading"][t], r, s, mask)
@@ -239,7 +267,7 @@ def _wild_predictions(predict: Predictor, srgb: np.ndarray) -> dict[str, tuple[n
     scale = min(1.0, WILD_LONG_SIDE / max(h, w))
     small = _resize(srgb, (max(1, round(h * scale)), max(1, round(w * scale))))
     linear = srgb_to_linear(small)
-    out = {"model": predict(small), "constant_shading": constant_shading(linear), "retinex": retinex(linear)}
+    out = {"model": predict(small), **single_image_baselines(linear)}
     return {k: (_resize(r, (h, w)), _resize(s, (h, w))) for k, (r, s) in out.items()}
 
 
@@ -262,25 +290,27 @@ def evaluate_iiw(predict: Predictor, iiw_dir: Path, max_images: int, grid_dir: O
     for image_id, judgements, preds in _wild_images(predict, iiw_dir, "json", M.load_iiw_judgements, max_images, grid_dir):
         row = {"image": image_id}
         for method, (r, _) in preds.items():
-            row[method] = {"whdr": M.whdr(r, judgements)}
+            row[method] = {"whdr": M.whdr(r, judgements), "whdr_gamma": M.whdr(r, judgements, gamma=M.AUTHORS_GAMMA)}
         rows.append(row)
-    return _mean_rows(rows, ["model", *BASELINES[:2]], ("whdr",)), rows
+    return _mean_rows(rows, ["model", *SINGLE_IMAGE_BASELINES], ("whdr", "whdr_gamma")), rows
 
 
 def evaluate_saw(predict: Predictor, saw_dir: Path, max_images: int, grid_dir: Optional[Path] = None) -> tuple[dict, list[dict]]:
     thresholds = M.saw_thresholds()
-    totals: dict[str, np.ndarray] = {}
+    gammas = {"ap": 1.0, "ap_gamma": M.AUTHORS_GAMMA}
+    totals: dict[str, dict[str, np.ndarray]] = {}
     rows = []
     for image_id, labels, preds in _wild_images(predict, saw_dir, "npy", M.load_saw_labels, max_images, grid_dir):
         row = {"image": image_id}
         for method, (_, s) in preds.items():
-            conf = M.saw_confusion(_resize(s, labels.shape), labels, thresholds)
-            if conf is not None:
-                totals[method] = totals.get(method, 0) + conf
+            for key, gamma in gammas.items():
+                conf = M.saw_confusion(_resize(s, labels.shape), labels, thresholds, gamma=gamma)
+                if conf is not None:
+                    totals.setdefault(method, {})[key] = totals.get(method, {}).get(key, 0) + conf
         rows.append(row)
     summary: dict = {"n_images": len(rows)}
-    for method, conf in totals.items():
-        summary[method] = {"ap": M.saw_ap(*M.saw_precision_recall(conf))}
+    for method, confs in totals.items():
+        summary[method] = {key: M.saw_ap(*M.saw_precision_recall(conf)) for key, conf in confs.items()}
     return summary, rows
 
 
@@ -291,23 +321,32 @@ def report_markdown(results: dict, skipped: dict[str, str], checkpoint: str) -> 
     lines = ["# Evaluation report", "", f"Checkpoint: `{checkpoint}`", ""]
     for dataset, summary in results.items():
         methods = [m for m in ("model", *BASELINES) if m in summary]
-        metrics = sorted({k for m in methods for k in summary[m]}, key=lambda k: (MIT_METRICS + ("whdr", "ap")).index(k))
+        present = {k for m in methods for k in summary[m]}
+        listed: set[str] = set()  # verdicts already given (the shading keys sit in every MIT table)
         lines += [f"## {dataset} ({summary['n_images']} images)", ""]
-        lines += ["| method | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
-        for m in methods:
-            lines.append(f"| {m} | " + " | ".join(f"{summary[m][k]:.4f}" if k in summary[m] else "-" for k in metrics) + " |")
-        if dataset.startswith("mit"):
-            lines.append("| paper Table 3 (10 test objects) | " + " | ".join(f"{PAPER_TABLE3[k]:.4f}" for k in metrics) + " |")
-        lines += ["", "Model beats (" + ("higher" if "ap" in metrics else "lower") + " is better):", ""]
-        for metric, bases in summary.get("model_beats", {}).items():
-            verdict = ", ".join(f"{b}: {'yes' if v else 'NO'}" for b, v in bases.items())
-            lines.append(f"- {metric}: {verdict}")
-        lines.append("")
+        for keys, caption in REPORT_TABLES:
+            metrics = [k for k in keys if k in present]
+            if not metrics:
+                continue
+            lines += [caption, "", "| method | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+            for m in methods:
+                lines.append(f"| {m} | " + " | ".join(f"{summary[m][k]:.4f}" if k in summary[m] else "-" for k in metrics) + " |")
+            if dataset.startswith("mit"):  # Table 3 does not say which convention: its row is beside each one
+                paper = [PAPER_TABLE3.get(k.removesuffix("_grey").removesuffix("_shared")) for k in metrics]
+                lines.append("| paper Table 3 (10 test objects) | " + " | ".join(f"{v:.4f}" if v is not None else "-" for v in paper) + " |")
+            lines += ["", "Model beats (" + ("higher" if set(metrics) & HIGHER_IS_BETTER else "lower") + " is better):", ""]
+            for metric in [k for k in metrics if k not in listed]:
+                listed.add(metric)
+                bases = summary.get("model_beats", {}).get(metric, {})
+                verdict = ", ".join(f"{b}: {'yes' if v else 'NO'}" for b, v in bases.items())
+                lines.append(f"- {metric}: {verdict}")
+            lines.append("")
     if "mit" in results:
         lines += ["MIT note: `../shared/data/mit-intrinsic` holds Barron's 10 TRAINING objects, not the paper's 10 test",
                   "objects, so the numbers are not directly comparable with Table 3; if the model was trained with",
                   "params-mit.yaml it saw these objects' light sequences (never their ground truth). Weiss uses the",
-                  "object's 10 light images (a multi-image method), the others the single diffuse image.", ""]
+                  "object's 10 light images (a multi-image method), the others the single diffuse image. The paper",
+                  "does not say how its Table 3 scales colour reflectance: its row stands beside each convention.", ""]
     if skipped:
         lines += ["## Skipped", ""] + [f"- {k}: {v}" for k, v in skipped.items()] + [""]
     return "\n".join(lines)

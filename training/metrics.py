@@ -2,36 +2,50 @@
 
 All images are LINEAR (not sRGB, not log): reflectance (H, W, 3) or (H, W), shading (H, W) (or (H, W, 1/3)),
 mask (H, W) bool/{0,1} (1 = evaluated). Estimates are known only up to scale, so every MIT metric first
-rescales the estimate by the least-squares factor alpha = sum(m gt est) / sum(m est^2), separately for each
-colour channel (Grosse et al.'s `ssq_error`: "each color channel can be rescaled independently"); colour metrics
-are the mean over channels.
+rescales the estimate by the least-squares factor alpha = sum(m gt est) / sum(m est^2). Which sums, is the
+scoring CONVENTION (`convention=` of `si_mse`, `lmse`, `dssim`; CONVENTIONS, key suffixes in SUFFIX):
+- "channel" (keys without suffix, the historical default): one alpha per colour channel (Grosse et al.'s
+  `ssq_error` applied to each channel: "each color channel can be rescaled independently"); the score is the
+  mean over channels. A colour cast of the estimate (R' = R * (a, b, c)) costs nothing.
+- "grey" (suffix `_grey`): Grosse et al.'s comparison code, which scores grey images: ground truth and
+  estimate are first averaged over the channels, then scored as one channel (one alpha).
+- "shared" (suffix `_shared`): ONE alpha for all three channels (sums over pixels and channels); the
+  channels stay apart, so a colour cast is penalised. LMSE fits one alpha per window over the three channels
+  and divides the window errors summed over channels by the ground-truth energy summed over channels.
+One-channel inputs (shading) score the same in every convention.
 
 MIT intrinsic images (Grosse et al. ICCV 2009; Li & Snavely 2018 Table 3):
 - `si_mse(gt, est, mask)`: sum m (gt - alpha est)^2 / sum m, i.e. the mean squared error per masked pixel
-  and channel after the per-channel scale fit.
+  and channel after the scale fit.
 - `lmse(gt, est, mask, window=20, step=10)`: Grosse et al.'s local error: windows of `window` pixels every
   `step` pixels (those fully inside the image), each rescaled on its own; sum of window errors divided by the
   sum of m gt^2 over the same windows (the published code's later fix: the normaliser accumulates per window,
   so the score is <= 1).
 - `dssim(gt, est, mask)`: (1 - SSIM) / 2 of the scale-fitted estimate, SSIM of Wang et al. 2004 (Gaussian
-  window sigma 1.5, 11 x 11, K1 = 0.01, K2 = 0.03, data range 1), SSIM map averaged over masked pixels;
-  pixels outside the mask are zeroed in both images first.
-- `mit_scores(...)` -> {mse_r, mse_s, mse_avg, lmse_r, lmse_s, lmse_avg, dssim_r, dssim_s, dssim_avg}; the
-  paper's Table 3 reports each averaged over test images, "avg" = (reflectance + shading) / 2.
+  window sigma 1.5, 11 x 11, K1 = 0.01, K2 = 0.03, data range 1), SSIM map averaged over masked pixels (and
+  channels); pixels outside the mask are zeroed in both images first.
+- `mit_scores(...)` -> for each convention c with suffix x: {mse_r<x>, lmse_r<x>, dssim_r<x>, mse_avg<x>,
+  lmse_avg<x>, dssim_avg<x>}, plus mse_s, lmse_s, dssim_s (grey shading: one score for all conventions);
+  "avg" = (reflectance + shading) / 2, as the paper's Table 3, which reports each averaged over test images.
+  `mit_keys(convention)` lists one convention's nine keys (r, s, avg per metric), MIT_KEYS all of them.
 
 IIW (Bell, Bala, Snavely SIGGRAPH 2014): `load_iiw_judgements(path)` reads `<id>.json` with
 `intrinsic_points` [{id, x, y (normalised to [0,1], x along width), opaque}] and `intrinsic_comparisons`
-[{point1, point2, darker in {'1','2','E'}, darker_score >= 0}]. `whdr(reflectance, judgements, delta=0.10)`:
-each point samples reflectance[int(y * rows), int(x * cols)], intensity = max(mean over channels, 1e-10);
+[{point1, point2, darker in {'1','2','E'}, darker_score >= 0}]. `whdr(reflectance, judgements, delta=0.10,
+gamma=1.0)`: each point samples reflectance[int(y * rows), int(x * cols)] ** gamma, intensity = max(mean over
+channels, 1e-10);
 the algorithm says '1' (point 1 darker) when r2 / r1 > 1 + delta, '2' when r1 / r2 > 1 + delta, else 'E';
 WHDR = sum of darker_score over disagreeing comparisons / sum of darker_score (comparisons with a missing
 or non-positive score, an unknown label, or a non-opaque point are skipped). None if nothing is scored.
+`gamma=AUTHORS_GAMMA` (1/2.2) scores R^(1/2.2) as Li & Snavely's test wrapper does (it multiplies the log
+outputs by 0.4545): the power moves every ratio r2 / r1 toward 1, so more pairs fall inside 1 + delta ('E').
 
 SAW (Kovacs et al. CVPR 2017), the variant of Li & Snavely: `load_saw_labels(path)` reads the published
 per-photo `<id>.npy` label map: 0 = normal/depth-discontinuity non-smooth shading (NS-ND), 1 = shadow-boundary
 non-smooth (NS-SB), 2 = smooth shading (S), 100 = no data (ignored). A pixel is predicted smooth when the
-Sobel gradient magnitude of log(max(shading, 1e-4)) is below a threshold; for the non-smooth classes the
-gradient magnitude is first max-filtered (size 10) so a boundary nearby counts, smooth pixels use the
+Sobel gradient magnitude of log(max(shading ** gamma, 1e-4)) is below a threshold (`gamma=AUTHORS_GAMMA`:
+the authors' S^(1/2.2), which divides every log gradient by 2.2 against the same thresholds); for the
+non-smooth classes the gradient magnitude is first max-filtered (size 10) so a boundary nearby counts, smooth pixels use the
 unfiltered one. `saw_confusion` -> (T, 3, 2) counts per threshold [gt class, predicted non-smooth/smooth];
 summed over photos, `saw_precision_recall` reweights rows by class_weights / row count (default 1, 1, 2 as
 the authors' code) and gives smooth-class precision and recall; `saw_ap` integrates the PR curve by the
@@ -67,35 +81,58 @@ def _check(gt: np.ndarray, est: np.ndarray, mask: np.ndarray) -> tuple[np.ndarra
     return gt, est, mask
 
 
-def fit_scale(gt: np.ndarray, est: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Per-channel least-squares alpha minimising sum m (gt - alpha est)^2; 0 where sum m est^2 <= 1e-5 (Grosse)."""
+CONVENTIONS = ("channel", "grey", "shared")
+SUFFIX = {"channel": "", "grey": "_grey", "shared": "_shared"}  # metric-key suffix of each convention
+AUTHORS_GAMMA = 1 / 2.2  # Li & Snavely's test wrapper scores R^(1/2.2), S^(1/2.2) on IIW and SAW
+
+
+def _convention(gt, est, mask, convention: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checked (H, W, C) arrays; "grey" averages gt and est over the channels first -> (H, W, 1)."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
+    gt, est, mask = _check(gt, est, mask)
+    if convention == "grey":
+        return gt.mean(axis=2, keepdims=True), est.mean(axis=2, keepdims=True), mask
+    return gt, est, mask
+
+
+def _alpha(gt: np.ndarray, est: np.ndarray, m: np.ndarray, axis) -> np.ndarray:
+    """Least-squares alpha over `axis` with m broadcast to gt; 0 where sum m est^2 <= 1e-5 (Grosse)."""
+    den = np.sum(m * est**2, axis=axis)
+    num = np.sum(m * gt * est, axis=axis)
+    return np.where(den > 1e-5, num / np.maximum(den, 1e-300), 0.0)
+
+
+def fit_scale(gt: np.ndarray, est: np.ndarray, mask: np.ndarray, shared: bool = False) -> np.ndarray:
+    """(C,) least-squares alpha minimising sum m (gt - alpha est)^2: one per channel, or (shared) one for all."""
     gt, est, mask = _check(gt, est, mask)
     m = mask[..., None]
-    den = np.sum(m * est**2, axis=(0, 1))
-    num = np.sum(m * gt * est, axis=(0, 1))
-    return np.where(den > 1e-5, num / np.maximum(den, 1e-300), 0.0)
+    if shared:
+        return np.full(gt.shape[2], float(_alpha(gt, est, m, None)))
+    return _alpha(gt, est, m, (0, 1))
 
 
 # ------------------------------------------------------------------------------------------ MIT
 
 
-def si_mse(gt, est, mask) -> float:
-    gt, est, mask = _check(gt, est, mask)
-    alpha = fit_scale(gt, est, mask)
+def si_mse(gt, est, mask, convention: str = "channel") -> float:
+    gt, est, mask = _convention(gt, est, mask, convention)
+    alpha = fit_scale(gt, est, mask, shared=convention == "shared")
     n = mask.sum() * gt.shape[2]
     if n == 0:
         raise ValueError("empty mask")
     return float(np.sum(mask[..., None] * (gt - alpha * est) ** 2) / n)
 
 
-def _local_error_1ch(gt: np.ndarray, est: np.ndarray, mask: np.ndarray, window: int, step: int) -> float:
-    rows, cols = gt.shape
+def _local_error(gt: np.ndarray, est: np.ndarray, mask: np.ndarray, window: int, step: int) -> float:
+    """Grosse's local error of (H, W, C) images, one alpha per window over all C channels."""
+    rows, cols = gt.shape[:2]
     ssq = total = 0.0
     for i in range(0, rows - window + 1, step):
         for j in range(0, cols - window + 1, step):
-            g, e, m = gt[i:i + window, j:j + window], est[i:i + window, j:j + window], mask[i:i + window, j:j + window]
-            den = np.sum(m * e**2)
-            alpha = np.sum(m * g * e) / den if den > 1e-5 else 0.0
+            g, e = gt[i:i + window, j:j + window], est[i:i + window, j:j + window]
+            m = mask[i:i + window, j:j + window, None]
+            alpha = _alpha(g, e, m, None)
             ssq += np.sum(m * (g - alpha * e) ** 2)
             total += np.sum(m * g**2)
     if total == 0:
@@ -103,9 +140,12 @@ def _local_error_1ch(gt: np.ndarray, est: np.ndarray, mask: np.ndarray, window: 
     return float(ssq / total)
 
 
-def lmse(gt, est, mask, window: int = 20, step: int = 10) -> float:
-    gt, est, mask = _check(gt, est, mask)
-    return float(np.mean([_local_error_1ch(gt[..., c], est[..., c], mask, window, step) for c in range(gt.shape[2])]))
+def lmse(gt, est, mask, window: int = 20, step: int = 10, convention: str = "channel") -> float:
+    gt, est, mask = _convention(gt, est, mask, convention)
+    if convention == "shared":
+        return _local_error(gt, est, mask, window, step)
+    return float(np.mean([_local_error(gt[..., c:c + 1], est[..., c:c + 1], mask, window, step)
+                          for c in range(gt.shape[2])]))
 
 
 def ssim_map(a: np.ndarray, b: np.ndarray, data_range: float = 1.0, sigma: float = 1.5) -> np.ndarray:
@@ -132,22 +172,34 @@ def ssim(gt, est, mask=None, data_range: float = 1.0) -> float:
     return float(np.mean(values))
 
 
-def dssim(gt, est, mask) -> float:
-    gt, est, mask = _check(gt, est, mask)
-    alpha = fit_scale(gt, est, mask)
+def dssim(gt, est, mask, convention: str = "channel") -> float:
+    gt, est, mask = _convention(gt, est, mask, convention)
+    alpha = fit_scale(gt, est, mask, shared=convention == "shared")
     return (1.0 - ssim(gt, alpha * est, mask)) / 2.0
 
 
+MIT_FUNCTIONS = {"mse": si_mse, "lmse": lmse, "dssim": dssim}
+
+
+def mit_keys(convention: str = "channel") -> tuple[str, ...]:
+    """One convention's keys: mse_r<x>, mse_s, mse_avg<x>, lmse_..., dssim_... (x = SUFFIX[convention])."""
+    x = SUFFIX[convention]
+    return tuple(key for name in MIT_FUNCTIONS for key in (f"{name}_r{x}", f"{name}_s", f"{name}_avg{x}"))
+
+
+MIT_KEYS = tuple(dict.fromkeys(key for c in CONVENTIONS for key in mit_keys(c)))  # per channel first
+
+
 def mit_scores(gt_r, gt_s, est_r, est_s, mask, window: int = 20, step: int = 10) -> dict[str, float]:
-    """All MIT metrics for one image: reflectance (H,W,3), shading (H,W), both linear; mask (H,W)."""
-    out = {
-        "mse_r": si_mse(gt_r, est_r, mask), "mse_s": si_mse(gt_s, est_s, mask),
-        "lmse_r": lmse(gt_r, est_r, mask, window, step), "lmse_s": lmse(gt_s, est_s, mask, window, step),
-        "dssim_r": dssim(gt_r, est_r, mask), "dssim_s": dssim(gt_s, est_s, mask),
-    }
-    for name in ("mse", "lmse", "dssim"):
-        out[f"{name}_avg"] = (out[f"{name}_r"] + out[f"{name}_s"]) / 2
-    return out
+    """All MIT metrics (MIT_KEYS) for one image: reflectance (H,W,3), shading (H,W), both linear; mask (H,W)."""
+    kwargs = lambda name: {"window": window, "step": step} if name == "lmse" else {}  # noqa: E731
+    out = {}
+    for name, fn in MIT_FUNCTIONS.items():
+        out[f"{name}_s"] = fn(gt_s, est_s, mask, **kwargs(name))
+        for convention, x in SUFFIX.items():
+            out[f"{name}_r{x}"] = fn(gt_r, est_r, mask, convention=convention, **kwargs(name))
+            out[f"{name}_avg{x}"] = (out[f"{name}_r{x}"] + out[f"{name}_s"]) / 2
+    return {key: out[key] for key in MIT_KEYS}
 
 
 # ------------------------------------------------------------------------------------------ IIW
@@ -161,9 +213,10 @@ def load_iiw_judgements(path: str | Path) -> dict:
     return data
 
 
-def whdr(reflectance: np.ndarray, judgements: dict, delta: float = 0.10) -> Optional[float]:
-    """Weighted human disagreement rate of a LINEAR reflectance (H, W, 3) or (H, W); None if no comparison counts."""
-    refl = _channels(reflectance)
+def whdr(reflectance: np.ndarray, judgements: dict, delta: float = 0.10, gamma: float = 1.0) -> Optional[float]:
+    """Weighted human disagreement rate of a LINEAR reflectance (H, W, 3) or (H, W), scored as reflectance ** gamma
+    (AUTHORS_GAMMA: the authors' R^(1/2.2)); None if no comparison counts."""
+    refl = np.maximum(_channels(reflectance), 0.0) ** gamma
     rows, cols = refl.shape[:2]
     points = {p["id"]: p for p in judgements["intrinsic_points"]}
     error = weight_sum = 0.0
@@ -201,18 +254,20 @@ def saw_thresholds(count: int = 400) -> np.ndarray:
     return np.log(np.concatenate([np.linspace(1.001, 1.5, count // 2), np.linspace(1.501, 8.0, count // 2)]))
 
 
-def log_shading_gradmag(shading: np.ndarray) -> np.ndarray:
+def log_shading_gradmag(shading: np.ndarray, gamma: float = 1.0) -> np.ndarray:
     s = np.asarray(shading, np.float64)
     if s.ndim == 3:
         s = s.mean(axis=2)
-    s = np.log(np.maximum(s, 1e-4))
+    s = np.log(np.maximum(np.maximum(s, 0.0) ** gamma, 1e-4))
     return np.hypot(ndimage.sobel(s, axis=0), ndimage.sobel(s, axis=1))
 
 
-def saw_confusion(shading: np.ndarray, labels: np.ndarray, thresholds: Sequence[float], filter_size: int = 10) -> Optional[np.ndarray]:
-    """(T, 3, 2) confusion counts [threshold, gt class NS-ND/NS-SB/S, predicted non-smooth/smooth]; None if unlabelled."""
+def saw_confusion(shading: np.ndarray, labels: np.ndarray, thresholds: Sequence[float], filter_size: int = 10,
+                  gamma: float = 1.0) -> Optional[np.ndarray]:
+    """(T, 3, 2) confusion counts [threshold, gt class NS-ND/NS-SB/S, predicted non-smooth/smooth] of shading ** gamma
+    (AUTHORS_GAMMA: the authors' S^(1/2.2)); None if unlabelled."""
     labels = np.asarray(labels)
-    grad = log_shading_gradmag(shading)
+    grad = log_shading_gradmag(shading, gamma)
     if grad.shape != labels.shape:
         raise ValueError(f"shading {grad.shape} and labels {labels.shape} differ")
     grad_max = ndimage.maximum_filter(grad, size=filter_size) if filter_size else grad

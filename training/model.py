@@ -16,12 +16,18 @@ Architecture (as the authors' pix2pix-style "multi U-Net", Li & Snavely CVPR 201
   outputs the log image (3 channels for reflectance, 1 for shading) with no activation.
 - colour head: global average pool of the innermost features -> Linear -> ReLU -> Linear -> 3 (absent with
   `color_head=False`: log_c = 0, grey shading only, the paper's ablation).
+Mixed precision: the output layers (each decoder's level 1 and the colour head) run in float32 with autocast
+disabled (and cuDNN's TF32 off), on their input features cast to float32, so log_r, log_s, log_c are float32 under bf16/fp16
+autocast. bf16 keeps 8 significant bits: a log value near 2 is stored in steps of 2^-6 = 0.016, coarser than
+the ~1e-3 neighbour differences of smooth shading that the smoothness terms act on; the body of the network
+(everything before the output layers) still runs in the autocast dtype.
 Presets: "paper" = 7 downsamplings, 64 base channels, 512 max (68.4M parameters, like the authors' ~69M; the
 test prints the count); "small" = 5 downsamplings, 16 base channels, 128 max (trains on a CPU).
 Weights are initialised N(0, 0.02) (BatchNorm: N(1, 0.02), bias 0) as pix2pix, so a seed fixes the model.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 
@@ -122,7 +128,7 @@ class IntrinsicUNet(nn.Module):
         for i, level in enumerate(levels):
             if i > 0:
                 x = torch.cat([x, skips[-1 - i]], dim=1)
-            x = level(x)
+            x = level(x) if i < len(levels) - 1 else _float32(level, x)  # the output layer: float32
         return x
 
     def forward(self, srgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -139,8 +145,29 @@ class IntrinsicUNet(nn.Module):
         if self.color is None:
             log_c = log_r.new_zeros(log_r.shape[0], 3)
         else:
-            log_c = self.color(F.adaptive_avg_pool2d(F.leaky_relu(skips[-1], 0.2), 1).flatten(1))
+            log_c = _float32(self.color, F.adaptive_avg_pool2d(F.leaky_relu(skips[-1], 0.2), 1).flatten(1))
         return log_r, log_s, log_c
+
+
+def _float32(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """layer(x) in float32 with autocast off (x cast up: its values, computed in the autocast dtype, are kept)."""
+    with torch.autocast(device_type=x.device.type, enabled=False), _ieee_float32(x.device):
+        return layer(x.float())
+
+
+@contextlib.contextmanager
+def _ieee_float32(device: torch.device):
+    """cuDNN convolutions in IEEE float32 inside: CUDA's default for them is TF32, which keeps 10 mantissa bits of
+    the inputs (cuBLAS matmuls, the colour head's Linear layers, are IEEE unless a program asks otherwise)."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
 
 
 def _init_weights(module: nn.Module) -> None:

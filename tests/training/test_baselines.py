@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from training import metrics as M
-from training.baselines import constant_shading, integrate_gradients, retinex, weiss
+from training.baselines import chromaticity, constant_shading, integrate_gradients, retinex, weiss
 
 H, W, T = 48, 64, 10
 
@@ -107,3 +107,21 @@ def test_weiss_on_a_rendered_synthetic_sequence():
     weiss_err = np.mean([M.si_mse(seq.reflectance[t], refl, mask[t]) for t in range(len(linear))])
     naive_err = np.mean([M.si_mse(seq.reflectance[t], constant_shading(linear[t])[0], mask[t]) for t in range(len(linear))])
     assert weiss_err < 0.5 * naive_err
+
+
+def test_chromaticity_puts_intensity_in_shading_and_colour_in_reflectance():
+    image = np.array([[[0.2, 0.4, 0.1], [0.02, 0.04, 0.01]], [[0.5, 0.5, 0.5], [0.0, 0.3, 0.6]]])
+    refl, shading = chromaticity(image)
+    lum = 0.2126 * image[..., 0] + 0.7152 * image[..., 1] + 0.0722 * image[..., 2]  # Rec.709, computed by hand here
+    lum[1, 1] = 0.2126 * 1e-4 + 0.7152 * 0.3 + 0.0722 * 0.6  # the zero channel is clamped at 1e-4
+    np.testing.assert_allclose(shading, lum, rtol=1e-12)
+    np.testing.assert_allclose(refl * shading[..., None], np.maximum(image, 1e-4), rtol=1e-12)
+    np.testing.assert_allclose(refl[0, 0], refl[0, 1], rtol=1e-12)  # same colour, 10x darker: same reflectance
+    np.testing.assert_allclose(refl[1, 0], [1.0, 1.0, 1.0], rtol=1e-12)  # grey has luminance = its value
+    # on a scene whose shading and light are grey, lum(I) = lum(albedo) x shading, so R = I / lum is exactly
+    # albedo / lum(albedo): its error is the albedo's own luminance variation, whatever the shading
+    frames, albedo, _ = lambertian_sequence()
+    mask = np.ones((H, W))
+    chroma_err = M.si_mse(albedo, chromaticity(frames[0])[0], mask)
+    expected = M.si_mse(albedo, albedo / chromaticity(albedo)[1][..., None], mask)
+    assert chroma_err == pytest.approx(expected, rel=1e-3)

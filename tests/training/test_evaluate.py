@@ -93,15 +93,27 @@ def test_evaluate_main_end_to_end(tmp_path, checkpoint):
     assert set(metrics) == {"mit", "synthetic", "synthetic_val", "iiw", "saw"}
     assert metrics["mit"]["n_images"] == 1 and metrics["synthetic"]["n_images"] == 3
     for dataset in ("mit", "synthetic"):
-        assert set(metrics[dataset]) >= {"model", "constant_shading", "retinex", "weiss", "model_beats"}
-        assert set(metrics[dataset]["model"]) == set(E.MIT_METRICS)
+        assert set(metrics[dataset]) >= {"model", "constant_shading", "chromaticity", "retinex", "weiss", "model_beats"}
+        for method in ("model", "chromaticity", "weiss"):
+            assert set(metrics[dataset][method]) == set(E.MIT_METRICS)
+        assert {"mse_r", "mse_r_grey", "mse_r_shared", "lmse_avg_grey", "dssim_avg_shared"} <= set(E.MIT_METRICS)
         # the multi-image method sees the true structure of this Lambertian scene
         assert metrics[dataset]["weiss"]["mse_r"] < metrics[dataset]["constant_shading"]["mse_r"]
-    assert 0.0 <= metrics["iiw"]["model"]["whdr"] <= 1.0 and metrics["iiw"]["n_images"] == 1
-    assert 0.0 <= metrics["saw"]["model"]["ap"] <= 1.0 and "retinex" in metrics["saw"]
+        # one scale for all channels can only cost more than one per channel
+        for method in ("model", "chromaticity", "retinex"):
+            assert metrics[dataset][method]["mse_r_shared"] >= metrics[dataset][method]["mse_r"] - 1e-12
+        assert set(metrics[dataset]["model_beats"]["lmse_avg_shared"]) == set(E.BASELINES)
+    for dataset, keys in (("iiw", ("whdr", "whdr_gamma")), ("saw", ("ap", "ap_gamma"))):
+        assert metrics[dataset]["n_images"] == 1
+        for method in ("model", "constant_shading", "chromaticity", "retinex"):
+            assert all(0.0 <= metrics[dataset][method][k] <= 1.0 for k in keys), (dataset, method)
+        assert set(metrics[dataset]["model_beats"][keys[1]]) == set(E.SINGLE_IMAGE_BASELINES)
     assert isinstance(metrics["mit"]["model_beats"]["mse_avg"]["weiss"], bool)
     report = (out / "report.md").read_text()
-    assert "## mit (1 images)" in report and "Model beats" in report and "paper Table 3" in report
+    assert "## mit (1 images)" in report and "Model beats" in report and report.count("paper Table 3 (") == 3
+    for _, caption in E.REPORT_TABLES:  # every table says how its columns are scored
+        assert caption in report
+    assert "| chromaticity |" in report and "- whdr_gamma: constant_shading:" in report
     grid = np.asarray(Image.open(out / "grids" / "mit" / "blocks.png"))
     assert grid.shape[0] == 48 and grid.shape[1] == 5 * 64 + 4 * 4
     assert (out / "grids" / "synthetic" / "synth_a_0000.png").exists() and (out / "grids" / "iiw" / "7.png").exists()
@@ -153,3 +165,18 @@ def test_mit_loader_on_real_data():
         alpha = np.sum(product * data["diffuse"][..., c] * data["mask"]) / np.sum(product**2 * data["mask"])
         residual = np.abs(data["diffuse"][..., c] - alpha * product)[data["mask"]].mean()
         assert residual < 0.1 * data["diffuse"][..., c][data["mask"]].mean()
+
+
+def test_iiw_scores_both_the_linear_reflectance_and_the_authors_gamma(tmp_path):
+    """A predictor with a fixed reflectance whose WHDR verdicts the 1/2.2 gamma flips (values as test_metrics)."""
+    Image.fromarray(np.full((4, 4, 3), 128, np.uint8)).save(tmp_path / "5.png")
+    points = [{"id": i + 1, "x": (i + 0.5) / 4, "y": 0.5, "opaque": True} for i in range(4)]
+    (tmp_path / "5.json").write_text(json.dumps({"intrinsic_points": points, "intrinsic_comparisons": [
+        {"point1": 1, "point2": 2, "darker": "1", "darker_score": 0.9},  # ratio 2.5: '1' with and without gamma
+        {"point1": 2, "point2": 3, "darker": "E", "darker_score": 1.0},  # 1.2: '1' linear, 'E' with gamma
+        {"point1": 2, "point2": 4, "darker": "1", "darker_score": 0.4}]}))  # 1.15: '1' linear, 'E' with gamma
+    refl = np.repeat(np.tile([0.2, 0.5, 0.6, 0.575], (4, 1))[..., None], 3, axis=2)
+    summary, rows = E.evaluate_iiw(lambda srgb: (refl, np.ones((4, 4))), tmp_path, max_images=5)
+    assert summary["model"]["whdr"] == pytest.approx(1.0 / 2.3)
+    assert summary["model"]["whdr_gamma"] == pytest.approx(0.4 / 2.3)
+    assert set(summary) == {"n_images", "model", *E.SINGLE_IMAGE_BASELINES}

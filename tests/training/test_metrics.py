@@ -153,3 +153,113 @@ def test_saw_all_ignored_and_bad_labels(tmp_path):
         M.load_saw_labels(bad)
     thresholds = M.saw_thresholds(400)
     assert len(thresholds) == 400 and np.all(np.diff(thresholds) > 0)
+
+
+# ------------------------------------------------------------------ scoring conventions (per channel, grey, shared)
+
+
+def _grosse_local_error(correct, estimate, mask, window_size, window_shift):
+    """Naive transcription of Grosse et al.'s `ssq_error` / `local_error` (intrinsic.py), grey images only."""
+    def ssq_error(c, e, m):
+        alpha = np.sum(c * e * m) / np.sum(e**2 * m) if np.sum(e**2 * m) > 1e-5 else 0.0
+        return np.sum(m * (c - alpha * e) ** 2)
+
+    rows, cols = correct.shape
+    ssq = total = 0.0
+    for i in range(0, rows - window_size + 1, window_shift):
+        for j in range(0, cols - window_size + 1, window_shift):
+            sl = (slice(i, i + window_size), slice(j, j + window_size))
+            ssq += ssq_error(correct[sl], estimate[sl], mask[sl])
+            total += np.sum(mask[sl] * correct[sl] ** 2)
+    return ssq / total
+
+
+def test_colour_cast_is_free_per_channel_and_on_grey_but_costs_with_one_shared_scale():
+    gt = np.ones((2, 2, 3))
+    est = np.ones((2, 2, 3)) * np.array([2.0, 1.0, 1.0])  # a pure colour cast
+    full = np.ones((2, 2))
+    for fn in (M.si_mse, M.dssim):
+        assert fn(gt, est, full) == pytest.approx(0.0, abs=1e-12)
+        assert fn(gt, est, full, convention="grey") == pytest.approx(0.0, abs=1e-12)  # grey 1 vs 4/3: a scale
+    assert M.lmse(gt, est, full, window=2, step=1) == pytest.approx(0.0, abs=1e-12)
+    # shared: alpha = sum(gt est) / sum(est^2) = 16 / 24 = 2/3 -> residuals 1 - 4/3, 1 - 2/3, 1 - 2/3: each 1/9
+    assert M.fit_scale(gt, est, full, shared=True) == pytest.approx([2 / 3] * 3)
+    assert M.si_mse(gt, est, full, convention="shared") == pytest.approx(1 / 9)
+    # one 2x2 window over 3 channels: ssq 12 / 9, energy 12
+    assert M.lmse(gt, est, full, window=2, step=1, convention="shared") == pytest.approx(1 / 9)
+    assert M.dssim(gt, est, full, convention="shared") > 1e-4
+    with pytest.raises(ValueError, match="convention"):
+        M.si_mse(gt, est, full, convention="gray")
+
+
+def test_grey_convention_reproduces_grosse_on_grey_images():
+    rng = np.random.default_rng(4)
+    gt, est = rng.uniform(0.05, 1, (30, 45, 3)), rng.uniform(0.05, 1, (30, 45, 3))
+    mask = rng.uniform(size=(30, 45)) > 0.3
+    g, e, m = gt.mean(axis=2), est.mean(axis=2), mask.astype(float)
+    assert M.lmse(gt, est, mask, convention="grey") == pytest.approx(_grosse_local_error(g, e, m, 20, 10), rel=1e-12)
+    alpha = np.sum(m * g * e) / np.sum(m * e**2)
+    assert M.si_mse(gt, est, mask, convention="grey") == pytest.approx(np.sum(m * (g - alpha * e) ** 2) / m.sum())
+    # per channel = Grosse's local error of each channel, averaged
+    per_channel = np.mean([_grosse_local_error(gt[..., c], est[..., c], m, 20, 10) for c in range(3)])
+    assert M.lmse(gt, est, mask) == pytest.approx(per_channel, rel=1e-12)
+
+
+def test_shared_lmse_against_naive_windows():
+    rng = np.random.default_rng(5)
+    gt, est = rng.uniform(0.05, 1, (25, 33, 3)), rng.uniform(0.05, 1, (25, 33, 3))
+    mask = (rng.uniform(size=(25, 33)) > 0.2).astype(float)
+    ssq = total = 0.0
+    for i in range(0, 25 - 20 + 1, 10):
+        for j in range(0, 33 - 20 + 1, 10):
+            g, e, m = gt[i:i + 20, j:j + 20], est[i:i + 20, j:j + 20], mask[i:i + 20, j:j + 20, None]
+            alpha = np.sum(m * g * e) / np.sum(m * e * e)  # one scale for the three channels of the window
+            ssq += np.sum(m * (g - alpha * e) ** 2)
+            total += np.sum(m * g * g)
+    assert M.lmse(gt, est, mask, convention="shared") == pytest.approx(ssq / total, rel=1e-12)
+
+
+def test_mit_scores_names_every_convention():
+    rng = np.random.default_rng(6)
+    r, s = rng.uniform(0.1, 1, (25, 25, 3)), rng.uniform(0.1, 1, (25, 25))
+    cast = r * np.array([1.0, 0.6, 0.3])
+    scores = M.mit_scores(r, s, cast, s * 3, np.ones((25, 25)))
+    assert tuple(scores) == M.MIT_KEYS and len(M.MIT_KEYS) == 21
+    assert M.mit_keys("channel") == ("mse_r", "mse_s", "mse_avg", "lmse_r", "lmse_s", "lmse_avg",
+                                     "dssim_r", "dssim_s", "dssim_avg")
+    assert "lmse_r_grey" in M.mit_keys("grey") and "dssim_avg_shared" in M.mit_keys("shared")
+    assert scores["mse_r"] == pytest.approx(0.0, abs=1e-12) and scores["mse_s"] == pytest.approx(0.0, abs=1e-12)
+    assert scores["mse_r_shared"] > 1e-3 and scores["mse_r_grey"] > 1e-4
+    for name in ("mse", "lmse", "dssim"):
+        for x in ("", "_grey", "_shared"):
+            assert scores[f"{name}_avg{x}"] == pytest.approx((scores[f"{name}_r{x}"] + scores[f"{name}_s"]) / 2)
+        assert scores[f"{name}_r_shared"] == pytest.approx(M.MIT_FUNCTIONS[name](r, cast, np.ones((25, 25)),
+                                                                                 convention="shared"))
+
+
+# ------------------------------------------------------------------ the authors' 1/2.2 output gamma (IIW, SAW)
+
+
+def test_whdr_with_the_authors_gamma_hand_computed():
+    refl = np.array([[0.2, 0.5, 0.6, 0.575]])  # one row, 4 pixels; points at the pixel centres
+    points = [{"id": i + 1, "x": (i + 0.5) / 4, "y": 0.5, "opaque": True} for i in range(4)]
+    judgements = {"intrinsic_points": points, "intrinsic_comparisons": [
+        {"point1": 1, "point2": 2, "darker": "1", "darker_score": 0.9},  # 2.5; ^(1/2.2) 1.52: '1' both ways
+        {"point1": 2, "point2": 3, "darker": "E", "darker_score": 1.0},  # 1.2 -> '1'; 1.2^(1/2.2) = 1.086 -> 'E'
+        {"point1": 2, "point2": 4, "darker": "1", "darker_score": 0.4},  # 1.15 -> '1'; 1.066 -> 'E'
+    ]}
+    assert 1.2 ** M.AUTHORS_GAMMA < 1.1 < 1.15 and 1.15 ** M.AUTHORS_GAMMA < 1.1
+    assert M.whdr(refl, judgements) == pytest.approx(1.0 / 2.3)
+    assert M.whdr(refl, judgements, gamma=M.AUTHORS_GAMMA) == pytest.approx(0.4 / 2.3)
+
+
+def test_saw_with_the_authors_gamma_hand_computed(tmp_path):
+    shading, path = _saw_fixture(tmp_path)
+    labels = M.load_saw_labels(path)
+    # log(S^(1/2.2)) = log(S) / 2.2: the unit step's Sobel response 4 becomes 4 / 2.2 = 1.82
+    np.testing.assert_allclose(M.log_shading_gradmag(shading, M.AUTHORS_GAMMA),
+                               np.tile([0, 0, 4, 4, 0, 0], (5, 1)) / 2.2, atol=1e-12)
+    linear = M.saw_confusion(shading, labels, [2.0], filter_size=3)
+    authors = M.saw_confusion(shading, labels, [2.0], filter_size=3, gamma=M.AUTHORS_GAMMA)
+    np.testing.assert_array_equal(linear[0], [[0, 4], [4, 0], [2, 4]])  # 4 > 2: the step is non-smooth
+    np.testing.assert_array_equal(authors[0], [[0, 4], [0, 4], [0, 6]])  # 1.82 < 2: everything smooth

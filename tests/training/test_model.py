@@ -5,6 +5,7 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pipeline.params import ModelParams
 from training.model import IntrinsicUNet, ModelConfig, count_parameters, load_checkpoint
@@ -82,3 +83,60 @@ def test_config_presets_from_params_and_checkpoint_round_trip(tmp_path):
     torch.save({"model": model.state_dict()}, path)
     with pytest.raises(KeyError, match="model_config"):
         load_checkpoint(path)
+
+
+# ------------------------------------------------------------------ mixed precision: float32 output layers
+
+TINY = ModelConfig(depth=3, base_channels=8, max_channels=16, color_hidden=8)
+
+
+def test_bf16_cannot_hold_the_neighbour_differences_of_a_smooth_log_image():
+    """The problem the float32 output layers fix: a smooth log shading (steps of 1e-3, values 1.5..2.5) loses
+    its neighbour differences, what the smoothness terms act on, when stored in bf16 (8 significant bits)."""
+    log_s = torch.linspace(1.5, 2.5, 1001, dtype=torch.float64)
+    true = log_s.diff()
+    bf16 = log_s.bfloat16().double().diff()
+    fp32 = log_s.float().double().diff()
+    assert (bf16 == 0).float().mean() > 0.8  # most differences vanish; the others jump by 2^-7 or 2^-6
+    assert (bf16 - true).abs().mean() > 0.5 * true.abs().mean()
+    assert (fp32 - true).abs().max() < 1e-3 * true.abs().mean()
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available on this machine (CPU-only)")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_output_layers_run_in_float32_under_bf16_autocast(device):
+    torch.manual_seed(0)
+    model = IntrinsicUNet(TINY).to(device)
+    seen = {}
+    heads = {"reflectance": model.reflectance[-1], "shading": model.shading[-1], "color": model.color,
+             "inner": model.reflectance[0]}
+    for name, layer in heads.items():
+        layer.register_forward_hook(lambda mod, args, out, name=name: seen.__setitem__(name, (args[0], out)))
+    x = torch.rand(2, 3, 32, 48, device=device)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        log_r, log_s, log_c = model(x)
+    assert log_r.dtype == log_s.dtype == log_c.dtype == torch.float32
+    assert seen["inner"][1].dtype == torch.bfloat16  # the body still runs in bf16
+    for name in ("reflectance", "shading", "color"):
+        features, out = seen[name]
+        assert features.dtype == torch.float32 and out.dtype == torch.float32
+        assert torch.equal(features, features.bfloat16().float()), name  # the features were computed in bf16
+    # each output equals a float64 evaluation of its layer on the same features, to float32 precision
+    for name, output in (("reflectance", log_r), ("shading", log_s)):
+        features, _ = seen[name]
+        conv = heads[name][1]
+        ref = F.conv_transpose2d(F.relu(features.double()), conv.weight.double(), conv.bias.double(), stride=2, padding=1)
+        err = (output.double() - ref).abs().max() / ref.abs().max()
+        assert err < 1e-5, (name, err)
+        with torch.autocast(device, dtype=torch.bfloat16):  # what the layer gave before: 100x further off
+            in_bf16 = heads[name](features)
+        assert in_bf16.dtype == torch.bfloat16 and (in_bf16.double() - ref).abs().max() / ref.abs().max() > 100 * err
+    features, _ = seen["color"]
+    lin1, lin2 = model.color[0], model.color[2]
+    ref = F.linear(F.relu(F.linear(features.double(), lin1.weight.double(), lin1.bias.double())),
+                   lin2.weight.double(), lin2.bias.double())
+    torch.testing.assert_close(log_c.double(), ref, rtol=1e-5, atol=1e-7)
+    # the outputs are no longer on the bf16 grid: their neighbour differences survive
+    assert (log_r == log_r.bfloat16().float()).float().mean() < 0.1
