@@ -1,0 +1,73 @@
+"""The MIT fold recipe and the results table built from DVC experiment rows (hand-computed means)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline.params import validate_params
+from training import results_table as T
+from training.mit_recipe import FOLDS, MIT_OBJECTS, held_out, recipe_params
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_folds_partition_the_ten_objects():
+    assert sorted(FOLDS[0] + FOLDS[1]) == sorted(MIT_OBJECTS) and not set(FOLDS[0]) & set(FOLDS[1])
+    assert held_out("all") == ()
+    with pytest.raises(ValueError, match="fold must be"):
+        held_out("2")
+
+
+def test_recipe_params_hold_out_the_fold_and_validate(tmp_path):
+    base = yaml.safe_load((ROOT / "params-mit.yaml").read_text())
+    params = recipe_params(base, fold="1", mit_dir=tmp_path, lights=Path("data/mit-lights"))
+    parsed = validate_params(params)
+    assert [s.name for s in parsed.sources] == [f"mit_{o}" for o in MIT_OBJECTS]
+    assert parsed.shards.val_sequences == [f"mit_{o}" for o in FOLDS[1]]
+    assert Path(parsed.evaluate.mit_dir).is_absolute()
+    # every section is written with its defaults filled in, so `dvc exp run -S loss.rsmooth_kind=...` finds the key
+    assert params["loss"]["rsmooth_kind"] == "dense" and "edge_term" in params["shards"]["shading_weights"]
+
+
+def _row(name, fold, variant, mse, lmse, dssim, weiss):
+    row = {"Experiment": name, "rev": name, "State": "Success", "train.steps": 400.0,
+           "shards.val_sequences": str([f"mit_{o}" for o in fold]) if fold else "[]", "loss.rsmooth_kind": variant,
+           "evaluate.mit_dir": f"/somewhere/{name}"}
+    dataset = "mit_heldout" if fold else "mit"
+    for metric, value in (("mse_avg", mse), ("lmse_avg", lmse), ("dssim_avg", dssim)):
+        row[f"data/eval_metrics.json:{dataset}.model.{metric}"] = value
+        row[f"data/eval_metrics.json:{dataset}.weiss.{metric}"] = weiss
+    return row
+
+
+def test_table_averages_the_folds_per_variant():
+    frame = pd.DataFrame([
+        _row("a-f0", FOLDS[0], "dense", 0.02, 0.04, 0.20, 0.03),
+        _row("a-f1", FOLDS[1], "dense", 0.04, 0.06, 0.10, 0.05),
+        _row("b-f0", FOLDS[0], "local", 0.05, 0.05, 0.30, 0.03),
+        _row("b-f1", FOLDS[1], "local", 0.07, 0.09, 0.20, 0.05),
+        _row("all", (), "dense", 0.01, 0.01, 0.01, 0.02),
+    ])
+    long = T.tidy(frame)
+    model = long[(long["method"] == "model") & (long["fold"] != "all")]
+    means = model.groupby("variant")[list(T.METRICS)].mean()
+    assert means.loc["reference", "mse_avg"] == pytest.approx(0.03)
+    assert means.loc["loss.rsmooth_kind=local", "lmse_avg"] == pytest.approx(0.07)
+    text = T.results_markdown(long)
+    assert "| reference | 400 | 2 | 0.0300 | 0.0500 | 0.1500 |" in text
+    assert "| loss.rsmooth_kind=local | 400 | 2 | 0.0600 | 0.0700 | 0.2500 |" in text
+    assert "| weiss | 0.0400 |" in text  # baselines on the same held-out objects, averaged over folds
+    assert "Ten on ten" in text and "apple+cup1+frog1+paper1+squirrel" in text
+
+
+def test_table_round_trips_through_the_csv(tmp_path):
+    frame = pd.DataFrame([_row("a-f0", FOLDS[0], "dense", 0.02, 0.04, 0.20, 0.03),
+                          _row("a-f1", FOLDS[1], "dense", 0.04, 0.06, 0.10, 0.05)])
+    csv = tmp_path / "experiments.csv"
+    frame.to_csv(csv, index=False)
+    out = tmp_path / "results.md"
+    assert T.main(["--from-csv", str(csv), "--out", str(out)]) == 0
+    assert "| reference | 400 | 2 | 0.0300 | 0.0500 | 0.1500 |" in out.read_text()
