@@ -104,12 +104,16 @@ def _smooth_field(residual: np.ndarray, cells: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------- saturation
-def saturation_invalid(frames_srgb: np.ndarray, *, high: float, low: float, dilate: int) -> np.ndarray:
-    """(m,H,W,3) uint8 sRGB -> (m,H,W) bool: any channel >= high, or sRGB-encoded luminance <= low; dilated."""
+def saturated_or_dark(frames_srgb: np.ndarray, *, high: float, low: float) -> np.ndarray:
+    """(m,H,W,3) uint8 sRGB -> (m,H,W) bool: any channel >= high, or sRGB-encoded luminance <= low (no dilation)."""
     srgb = _as_frames(frames_srgb).astype(np.float32) / 255.0
     lum_srgb = linear_to_srgb(luminance(srgb_to_linear(srgb)))
-    bad = (srgb >= high).any(axis=-1) | (lum_srgb <= low)
-    return dilate_mask(bad, dilate)
+    return (srgb >= high).any(axis=-1) | (lum_srgb <= low)
+
+
+def saturation_invalid(frames_srgb: np.ndarray, *, high: float, low: float, dilate: int) -> np.ndarray:
+    """(m,H,W,3) uint8 sRGB -> (m,H,W) bool: `saturated_or_dark`, dilated by `dilate` pixels."""
+    return dilate_mask(saturated_or_dark(frames_srgb, high=high, low=low), dilate)
 
 
 def manual_invalid(mask_image: np.ndarray, height: int, width: int) -> np.ndarray:

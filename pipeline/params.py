@@ -28,26 +28,50 @@ class _Section(BaseModel):
 # --------------------------------------------------------------------------------------------- sources
 SOURCE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"  # used as a folder name and a WebDataset key (no dots)
 SYNTHETIC_SCHEME = "synthetic://"
+RELEASE_SEQUENCE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # a BigTime release sequence folder (one path component)
 
 
 class Source(_Section):
-    """One video or image-folder source. `url` is http(s)://, file://, a local path or synthetic://SCENE."""
+    """One video or image-folder source. `url` is http(s)://, file://, a local path or synthetic://SCENE.
+
+    `type: bigtime` is one sequence of the published BigTime release (`url`: the release folder or its
+    tar/zip; `sequence`: its folder name, default the source name; frames `<sequence>/data/<frame>.png|jpg`
+    with `<frame>_mask.png` beside them, 255 = valid). With `frame_list` (a `sequence,frame` CSV such as the
+    official training list) only the listed frames are imported and all of them are kept (the release's frame
+    choice); without it the frames stage selects as for any image folder. `python -m pipeline.bigtime_sources`
+    writes these entries for a whole release.
+    """
 
     name: Annotated[str, Field(pattern=SOURCE_NAME, max_length=80)]
     url: Annotated[str, Field(min_length=1)]
-    type: Literal["video", "images"] = "video"
+    type: Literal["video", "images", "bigtime"] = "video"
     scene: Literal["indoor", "outdoor"] = "outdoor"
     start: Optional[Annotated[float, Field(ge=0)]] = None  # seconds into the video
     end: Optional[Annotated[float, Field(gt=0)]] = None  # seconds into the video
     licence: str = ""
     attribution: str = ""
     manual_mask: Optional[str] = None  # path to a PNG, white = valid; ANDed into every frame's mask
+    sequence: Optional[Annotated[str, Field(pattern=RELEASE_SEQUENCE)]] = None  # type bigtime: release folder name
+    frame_list: Optional[str] = None  # type bigtime: `sequence,frame` CSV; keep exactly the listed frames
 
     @model_validator(mode="after")
     def _window(self) -> "Source":
         if self.start is not None and self.end is not None and self.end <= self.start:
             raise ValueError(f"end ({self.end}) must be after start ({self.start})")
         return self
+
+    @model_validator(mode="after")
+    def _release_fields(self) -> "Source":
+        if self.type != "bigtime" and (self.sequence is not None or self.frame_list is not None):
+            raise ValueError("sequence and frame_list are for type: bigtime only")
+        if self.type == "bigtime" and self.is_synthetic:
+            raise ValueError("type: bigtime needs the release folder or archive as url, not synthetic://")
+        return self
+
+    @property
+    def release_sequence(self) -> str:
+        """type bigtime: the sequence folder in the release (`sequence`, else the source name)."""
+        return self.sequence if self.sequence is not None else self.name
 
     @property
     def is_synthetic(self) -> bool:
@@ -86,6 +110,14 @@ class FramesParams(_Section):
     max_candidates: Annotated[int, Field(ge=2)] = 400  # frames decoded before selection
     min_log_lum_step: Annotated[float, Field(ge=0)] = 0.01  # near-duplicate threshold (mean log-luminance)
     max_camera_shift: Annotated[float, Field(ge=0)] = 0.02  # fraction of the image diagonal
+    # Usable candidates (pipeline/frames.py `usable_fraction`): a frame is usable when at least this fraction of
+    # its pixels is neither dark nor saturated by the `masks.saturation` rule; only usable frames are selected,
+    # and a sequence with fewer than `per_sequence` usable candidates is rejected (too_few_frames).
+    min_usable_fraction: Annotated[float, Field(ge=0, le=1)] = 0.5
+    # Frame geometry for the loader's aspect buckets (3:2, 2:3, 1:1): frames whose long/short side ratio exceeds
+    # max_aspect, or whose short side at `long_side` is below min_short_side pixels, are rejected (unusable_size).
+    max_aspect: Annotated[float, Field(ge=1)] = 2.5
+    min_short_side: Annotated[int, Field(ge=2)] = 16
 
 
 class SaturationParams(_Section):
