@@ -137,6 +137,13 @@ class TemporalBackendParams(_Section):
     sky_deviation: Annotated[float, Field(gt=0)] = 0.15  # log units: median departure from the scene's light
     sky_texture: Annotated[float, Field(gt=0)] = 0.04  # log units per pixel: max median gradient of sky
     sky_min_area: Annotated[float, Field(ge=0, lt=1)] = 0.02  # fraction of the image
+    # Moving cast shadows and sun/sky colour (bench/masks.py "shadows" lines): departures along the sequence's
+    # shadow line (log-chroma shift proportional to log-intensity change) are illumination, not objects.
+    shadow_line: bool = True
+    shadow_min_chroma: Annotated[float, Field(ge=0)] = 0.2  # min blue-ward chroma shift per log-intensity unit
+    shadow_min_coherence: Annotated[float, Field(ge=0, le=1)] = 0.5  # fraction of strong departures on the line
+    shadow_tolerance: Annotated[float, Field(ge=0)] = 0.05  # relative error of the line model (adds to the noise)
+    dilate_floor: Annotated[float, Field(ge=0, le=1)] = 0.5  # dilation grows only into scores >= floor x threshold
 
 
 class Detectron2BackendParams(_Section):
