@@ -300,12 +300,18 @@ def insert_sources(params_text: str, entries: list[dict]) -> str:
     end = next((i for i in range(start + 1, len(lines)) if re.match(r"^[A-Za-z_]", lines[i])), len(lines))
     while end > start + 1 and not lines[end - 1].strip():  # keep the blank line(s) before the next section
         end -= 1
+    item = next((re.match(r"^( *)- ", line) for line in lines[start + 1:end] if re.match(r"^ *- ", line)), None)
+    indent = item.group(1) if item else "  "  # the existing entries' indentation (yaml.safe_dump uses none)
     block = yaml.safe_dump(entries, sort_keys=False, allow_unicode=True, width=1000)
-    block = "".join(f"  {line}" if line.strip() else line for line in block.splitlines(keepends=True))
+    block = "".join(f"{indent}{line}" if line.strip() else line for line in block.splitlines(keepends=True))
     if lines and not lines[end - 1].endswith("\n"):
         lines[end - 1] += "\n"
     text = "".join(lines[:end]) + block + "".join(lines[end:])
-    validate_params(yaml.safe_load(text))
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ParamsError(f"the sources list could not be extended: {err}") from None
+    validate_params(raw)
     return text
 
 

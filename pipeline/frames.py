@@ -20,7 +20,7 @@ global camera shift by phase correlation of log-luminance gradient magnitudes ag
 frame (illumination-invariant, the static background dominates moving people); reject when the largest
 shift exceeds `frames.max_camera_shift` x diagonal (shifts are measured at ~MOTION_SIDE pixels, so at
 very small frame sizes moving shadows bias them by up to ~1 px); select, among the usable candidates (at least
-`frames.min_usable_fraction` of the pixels neither dark nor saturated by the `masks.saturation` rule), frames at
+`frames.min_usable_fraction` of the pixels neither dark nor saturated: `frames.usable_low` / `usable_high`), frames at
 evenly spread quantiles of mean log-luminance (near-duplicates closer than `frames.min_log_lum_step` dropped,
 time-uniform when the light barely changes). Rejections with a reason: frames too elongated or too small for
 the loader's buckets (`unusable_size`, before decoding: see `geometry_problem`), fewer usable candidates than
@@ -47,7 +47,7 @@ from pipeline.atomic import atomic_dir, atomic_write_json, read_status, status_r
 from pipeline.cli import run_all_sources, stage_main
 from pipeline.color import REC709_WEIGHTS, srgb_to_linear
 from pipeline.mask_backends import saturated_or_dark
-from pipeline.params import FramesParams, Params, SaturationParams, Source
+from pipeline.params import FramesParams, Params, Source
 
 STAGE = "frames"
 LOG_EPS = 1e-3  # linear luminance floor for mean_log_lum
@@ -93,14 +93,14 @@ def geometry_problem(width: int, height: int, params: FramesParams) -> str | Non
     return None
 
 
-def usable_fraction(frame: np.ndarray, saturation: SaturationParams) -> float:
+def usable_fraction(frame: np.ndarray, *, low: float, high: float) -> float:
     """Fraction of a (h, w, 3) uint8 sRGB frame's pixels that are neither dark nor saturated.
 
-    The masks stage's rule without its dilation (`pipeline.mask_backends.saturated_or_dark` with
-    `masks.saturation.high` / `low`), on every k-th pixel so that ~MOTION_SIDE remain along the long side.
+    The masks stage's saturation rule without its dilation (`pipeline.mask_backends.saturated_or_dark`), on
+    every k-th pixel so that ~MOTION_SIDE remain along the long side.
     """
     k = max(1, round(max(frame.shape[:2]) / MOTION_SIDE))
-    bad = saturated_or_dark(np.ascontiguousarray(frame[None, ::k, ::k]), high=saturation.high, low=saturation.low)
+    bad = saturated_or_dark(np.ascontiguousarray(frame[None, ::k, ::k]), high=high, low=low)
     return float(1.0 - bad.mean())
 
 
@@ -382,7 +382,7 @@ def release_listed(info: dict) -> bool:
     return bool(info.get("bigtime", {}).get("listed"))
 
 
-def choose_frames(cand: Candidates, fp: FramesParams, saturation: SaturationParams) -> np.ndarray:
+def choose_frames(cand: Candidates, fp: FramesParams) -> np.ndarray:
     """Indices into the candidates of the frames to keep, in time order; FramesError when too few are usable.
 
     A release sequence with a frame list keeps all of them (the release's choice). Otherwise only usable
@@ -396,7 +396,8 @@ def choose_frames(cand: Candidates, fp: FramesParams, saturation: SaturationPara
         return np.arange(n)
     if n < fp.per_sequence:
         raise FramesError("too_few_frames", f"{n} candidate frames < frames.per_sequence={fp.per_sequence}")
-    usable = np.flatnonzero(np.array([usable_fraction(f, saturation) for f in cand.frames]) >= fp.min_usable_fraction)
+    fractions = np.array([usable_fraction(f, low=fp.usable_low, high=fp.usable_high) for f in cand.frames])
+    usable = np.flatnonzero(fractions >= fp.min_usable_fraction)
     if len(usable) < fp.per_sequence:
         raise FramesError("too_few_frames", f"{len(usable)} of {n} candidate frames are usable (>= "
                                             f"{fp.min_usable_fraction:.0%} pixels neither dark nor saturated) < "
@@ -435,7 +436,7 @@ def extract_frames(params: Params, source: Source, out_dir: Path, raw: Path) -> 
             raise FramesError("upstream_failed", why)
         cand = load_candidates(raw, source, fp)
         frames, index, times, info, lum = cand.frames, cand.index, cand.time_s, cand.info, cand.mean_log_lum
-        chosen = choose_frames(cand, fp, params.masks.saturation)
+        chosen = choose_frames(cand, fp)
         check = np.union1d(evenly_spread(len(frames), MOTION_CHECKS), chosen)  # every output frame is checked
         shift, _, responses = camera_shift_from_maps(cand.motion_maps, check)
         if shift > fp.max_camera_shift:

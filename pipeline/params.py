@@ -111,9 +111,11 @@ class FramesParams(_Section):
     min_log_lum_step: Annotated[float, Field(ge=0)] = 0.01  # near-duplicate threshold (mean log-luminance)
     max_camera_shift: Annotated[float, Field(ge=0)] = 0.02  # fraction of the image diagonal
     # Usable candidates (pipeline/frames.py `usable_fraction`): a frame is usable when at least this fraction of
-    # its pixels is neither dark nor saturated by the `masks.saturation` rule; only usable frames are selected,
-    # and a sequence with fewer than `per_sequence` usable candidates is rejected (too_few_frames).
+    # its pixels is neither dark nor saturated (the masks stage's saturation rule at usable_low / usable_high);
+    # only usable frames are selected, and fewer than `per_sequence` usable candidates is a rejection.
     min_usable_fraction: Annotated[float, Field(ge=0, le=1)] = 0.5
+    usable_low: Annotated[float, Field(ge=0, lt=1)] = 0.02  # sRGB luminance <= this is dark (as masks.saturation.low)
+    usable_high: Annotated[float, Field(gt=0, le=1)] = 0.98  # any sRGB channel >= this is saturated (as .high)
     # Frame geometry for the loader's aspect buckets (3:2, 2:3, 1:1): frames whose long/short side ratio exceeds
     # max_aspect, or whose short side at `long_side` is below min_short_side pixels, are rejected (unusable_size).
     max_aspect: Annotated[float, Field(ge=1)] = 2.5

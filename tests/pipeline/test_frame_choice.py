@@ -16,7 +16,7 @@ from PIL import Image
 
 from pipeline.download import download_source
 from pipeline.frames import extract_frames, geometry_problem, usable_fraction
-from pipeline.params import FramesParams, SaturationParams, validate_params
+from pipeline.params import FramesParams, validate_params
 
 
 def _texture(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -48,7 +48,7 @@ def test_usable_fraction_counts_dark_and_saturated_pixels():
     frame = np.full((40, 60, 3), 128, np.uint8)
     frame[:10] = 0  # dark: 1/4
     frame[10:15, :, 1] = 255  # one channel saturated: 1/8
-    assert usable_fraction(frame, SaturationParams()) == pytest.approx(1 - 0.25 - 0.125)
+    assert usable_fraction(frame, low=0.02, high=0.98) == pytest.approx(1 - 0.25 - 0.125)
 
 
 def test_night_frames_are_never_selected(tmp_path):
