@@ -39,6 +39,7 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from pipeline.atomic import atomic_write_json, atomic_write_text
+from pipeline.download import FetchError, _archive_members, _download_file, is_archive, local_path, to_url
 from pipeline.params import SOURCE_NAME, DownloadParams, ParamsError, Source, validate_params
 
 MASK_SUFFIX = "_mask.png"
@@ -122,8 +123,6 @@ class Release:
 
 def open_release(path: Path) -> Release:
     """Index a release folder or tar/zip archive (raises pipeline.download.FetchError with a category)."""
-    from pipeline.download import FetchError, _archive_members
-
     path = Path(path)
     if not path.exists():
         raise FetchError("not_found", f"{path} does not exist")
@@ -171,8 +170,6 @@ def fetch_bigtime(source: Source, dest: Path, params: DownloadParams) -> dict:
     unreadable), corrupt (a mask that is unreadable or whose size differs from its frame: both files named),
     not_media (no readable frame).
     """
-    from pipeline.download import FetchError, _download_file, is_archive, local_path, to_url
-
     sequence = source.release_sequence
     listed = None
     if source.frame_list is not None:
@@ -207,8 +204,6 @@ def fetch_bigtime(source: Source, dest: Path, params: DownloadParams) -> dict:
 
 def _copy_sequence(release: Release, sequence: str, frames: list[str], dest: Path, source: Source,
                    listed: list[str] | None, missing_listed: list[str]) -> dict:
-    from pipeline.download import FetchError
-
     (dest / "images").mkdir()
     (dest / "release_masks").mkdir()
     kept: list[str] = []
@@ -345,12 +340,10 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write_text(args.out, yaml.safe_dump({"sources": entries}, sort_keys=False, width=1000))
         else:
             atomic_write_text(args.params, insert_sources(args.params.read_text(), entries))
-    except (ValueError, OSError) as err:  # ParamsError is a ValueError; FetchError is caught below
+    except (ValueError, OSError) as err:  # ParamsError is a ValueError
         parser.exit(2, f"error: {err}\n")
-    except Exception as err:  # noqa: BLE001 - FetchError from open_release: say what and where
-        if type(err).__name__ != "FetchError":
-            raise
-        parser.exit(2, f"error: {args.release}: {err}\n")
+    except FetchError as err:  # from open_release: the release is missing, unsafe or not an archive
+        parser.exit(2, f"error: {args.release}: {err.reason}\n")
     print(f"bigtime: {len(entries)} sources written to {args.out or args.params}", file=sys.stderr)
     return 0
 

@@ -363,7 +363,7 @@ def download_source(params: Params, source: Source, out_dir: Path) -> dict:
         check_policy(source, params.download)
         with atomic_dir(out_dir) as tmp:
             if source.type == "bigtime":
-                from pipeline.bigtime import fetch_bigtime
+                from pipeline.bigtime import fetch_bigtime  # bigtime imports this module's helpers
 
                 info = fetch_bigtime(source, tmp, params.download)
                 bt = info["bigtime"]

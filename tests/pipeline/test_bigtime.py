@@ -191,6 +191,9 @@ def test_sources_command_refuses_unknown_sequences(release, tmp_path, capsys):
         bigtime.main(["--release", str(release_dir), "--list", str(frame_list), "--sequences", "0003",
                       "--out", str(tmp_path / "x.yaml")])
     assert "0003 not in" in capsys.readouterr().err and not (tmp_path / "x.yaml").exists()
+    with pytest.raises(SystemExit):
+        bigtime.main(["--release", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.yaml")])
+    assert "nowhere does not exist" in capsys.readouterr().err and not (tmp_path / "x.yaml").exists()
 
 
 def test_params_schema_keeps_release_fields_for_bigtime_sources():
