@@ -165,9 +165,11 @@ class TemporalBackend:
     - shadow line (`shadow_line`): outdoors a pixel entering a hard shadow loses the sun but keeps the sky's
       fill light, so it darkens AND shifts towards the sky's colour: in (log-intensity, log-chroma) its
       departure lies on a line d_c = k d_i through the origin, the same for every albedo (`shadow_line_of`
-      fits k per frame to the strong departures). Where the line is chromatic and coherent enough, the
+      fits k per frame to the strong departures outside the sky). Where darkening along the line turns blue
+      by at least `shadow_min_chroma` (sky light is bluer than sunlight) and the fit is coherent, the
       component of each departure along it is removed (it is light), and the line's relative error
-      (`shadow_tolerance` x that component) is added to the noise scale.
+      (`shadow_tolerance` x that component) is added to the noise scale. Under a white fill (overcast) the
+      line stays off: a grey shadow and a grey object cannot be told apart by colour.
     - dynamic(t, p): max(z_intensity, z_chroma) >= dynamic_threshold after a 3x3 spatial median, grown by
       hysteresis through pixels above HYSTERESIS x the threshold, opened (drops speckle), components smaller
       than `min_object` of the image dropped, closed, holes filled, dilated by `dilate` px into pixels whose
