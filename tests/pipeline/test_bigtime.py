@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -102,11 +103,17 @@ def test_unreadable_frame_is_skipped_and_recorded(release, tmp_path):
     assert "1 unreadable skipped" in record["summary"]
 
 
-def test_unlisted_sequence_from_an_archive_is_selected_like_any_image_folder(release, tmp_path):
+@pytest.mark.parametrize("kind", ["tar.gz", "zip"])
+def test_unlisted_sequence_from_an_archive_is_selected_like_any_image_folder(release, tmp_path, kind):
     release_dir, _, _ = release
-    archive = tmp_path / "BigTime_v1.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(release_dir, arcname="BigTime_v1")
+    archive = tmp_path / f"BigTime_v1.{kind}"
+    if kind == "zip":
+        with zipfile.ZipFile(archive, "w") as zf:
+            for path in sorted(release_dir.rglob("*")):
+                zf.write(path, Path("BigTime_v1") / path.relative_to(release_dir))
+    else:
+        with tarfile.open(archive, "w:gz") as tar:
+            tar.add(release_dir, arcname="BigTime_v1")
     params = _params([{**_entry(archive, "0003"), "url": str(archive)}])
     down, frames, masks = _run_stages(params, params.sources[0], tmp_path)
     assert down["status"] == "ok" and frames["status"] == "ok", (down, frames)
