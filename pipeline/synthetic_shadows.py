@@ -52,7 +52,7 @@ class ShadowSweep:
     sky_rgb: np.ndarray  # (T,3)
 
 
-def _scene(rng: np.random.Generator, width: int, height: int) -> tuple[Scene, callable]:
+def _scene(rng: np.random.Generator, width: int, height: int) -> Scene:
     seed = int(rng.integers(2**31))
     focal = 0.8
     paving = noisy(tiles([SAND, (0.5, 0.36, 0.28), (0.46, 0.46, 0.42), (0.33, 0.3, 0.24), (0.28, 0.33, 0.38)],
@@ -74,7 +74,7 @@ def _scene(rng: np.random.Generator, width: int, height: int) -> tuple[Scene, ca
             out += [Box((x - 0.22, 0, z - 0.15), (x + 0.22, 1.3, z + 0.15), stripes((0.1, 0.2, 0.6), (0.7, 0.6, 0.1), 0.3, "v"), dynamic=True),
                     Sphere((x, 1.5, z), 0.2, solid((0.55, 0.38, 0.3)), dynamic=True)]
         xc = 4.0 - 9.0 * s + offsets[3]
-        out.append(Box((xc - 1.0, 0, 10.0), (xc + 1.0, 1.0, 11.0), by_colour((0.7, 0.1, 0.1)), dynamic=True))
+        out.append(Box((xc - 1.0, 0, 10.0), (xc + 1.0, 1.0, 11.0), noisy(solid((0.7, 0.1, 0.1)), 0.3, 0.3, 7), dynamic=True))
         return out
 
     def lighting(s: float) -> Lighting:
@@ -84,20 +84,15 @@ def _scene(rng: np.random.Generator, width: int, height: int) -> tuple[Scene, ca
                         light_rgb=np.asarray(sun_rgb) / max(sun_rgb))
 
     sky = _gradient_sky(zenith=lambda s: (0.2, 0.35, 0.85), horizon=lambda s: _lerp((0.75, 0.8, 0.95), (0.9, 0.75, 0.6), s))
-    recipe = Scene("square from above: sweeping cast shadows on textured paving, blue sky fill, walkers and a cart",
-                   camera_height=7.0, pitch=_pitch_for_horizon(0.12, focal, width, height), focal=focal,
-                   static=static, lighting=lighting, moving=moving, sky=sky)
-    return recipe, moving
-
-
-def by_colour(colour):
-    return noisy(solid(colour), 0.3, 0.3, 7)
+    return Scene("square from above: sweeping cast shadows on textured paving, blue sky fill, walkers and a cart",
+                 camera_height=7.0, pitch=_pitch_for_horizon(0.12, focal, width, height), focal=focal,
+                 static=static, lighting=lighting, moving=moving, sky=sky)
 
 
 def render_shadow_sweep(*, width: int = 192, height: int = 128, n_frames: int = 16, seed: int = 0) -> ShadowSweep:
     """Render the scene (see the module docstring) with its ground truth."""
     rng = np.random.default_rng([97, int(seed) % 2**32])
-    recipe, _ = _scene(rng, width, height)
+    recipe = _scene(rng, width, height)
     camera = np.array([recipe.camera_x, recipe.camera_height, recipe.camera_z])
     rays = _camera_rays(recipe, width, height, 0.0)
     static_hits = _trace(recipe.static, camera, rays)
