@@ -27,6 +27,7 @@ FAILURE_CATEGORIES = (
     "camera_motion",  # frames: the camera moves
     "too_few_frames",  # frames/masks: not enough usable frames
     "too_few_valid",  # masks: not enough valid pixels
+    "unusable_size",  # frames: too small or too elongated for the loader's aspect buckets
     "upstream_failed",  # an earlier stage failed for this source
     "error",  # anything else (message says what)
 )

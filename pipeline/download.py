@@ -8,6 +8,8 @@ and the `download` / `synthetic` params sections. Produces, in a folder built at
   `n_frames` (int, counted packets of the first video stream).
 - type images: `images/NNNNNN.<ext>` (6-digit position in natural-sort order of the original names) and
   `info.json` {type, n_frames, width, height (of the first image), files: original names in order}.
+- type bigtime: one sequence of the BigTime release (`pipeline/bigtime.py`): `images/` as above plus
+  `release_masks/NNNNNN.png` (the release's masks) and `info.json` with a `bigtime` record.
 - synthetic://SCENE: the scene rendered by `pipeline.synthetic` and encoded as mp4 into a temp folder, then
   fetched like any file:// video; its `groundtruth.npz` (full-length linear arrays) is copied beside.
 
@@ -360,7 +362,14 @@ def download_source(params: Params, source: Source, out_dir: Path) -> dict:
     try:
         check_policy(source, params.download)
         with atomic_dir(out_dir) as tmp:
-            if source.type == "images":
+            if source.type == "bigtime":
+                from pipeline.bigtime import fetch_bigtime  # bigtime imports this module's helpers
+
+                info = fetch_bigtime(source, tmp, params.download)
+                bt = info["bigtime"]
+                summary = (f"bigtime {bt['sequence']}: {info['n_frames']} frames {info['width']}x{info['height']}, "
+                           f"{len(bt['missing_masks'])} without mask, {len(bt['skipped'])} unreadable skipped")
+            elif source.type == "images":
                 if source.is_synthetic:
                     raise FetchError("refused", "synthetic:// sources are videos; set type: video")
                 info = fetch_images(source.url, tmp, params.download)

@@ -9,6 +9,8 @@ sources; `status.json`) and the `frames` params section. Produces, in a folder b
   frames: [{file, index (frame number in the video / position in the image list), time_s (seconds; for
   image folders the position, there is no clock), mean_log_lum (mean natural log of linear Rec.709
   luminance + 1e-3, over the frame area-downsampled to ~MOTION_SIDE px)}]}, n_candidates.
+- `NNNN_mask.png` (BigTime release sequences, for frames that have a release mask): the release's mask resized
+  (nearest) to the frame, 8-bit, 255 = valid; the frame's meta row names it in `release_mask` (null if none).
 - `groundtruth.npz` (synthetic only): every per-frame array of the raw ground truth, indexed at the selected
   frames and resized to the output size (area for float maps, nearest for bool masks); `index` (n,) int.
 
@@ -17,9 +19,13 @@ Steps (each a pure function): plan which frames to decode inside [start, end] (a
 global camera shift by phase correlation of log-luminance gradient magnitudes against the best-matching
 frame (illumination-invariant, the static background dominates moving people); reject when the largest
 shift exceeds `frames.max_camera_shift` x diagonal (shifts are measured at ~MOTION_SIDE pixels, so at
-very small frame sizes moving shadows bias them by up to ~1 px); select frames at evenly spread quantiles of mean
-log-luminance (near-duplicates closer than `frames.min_log_lum_step` dropped, time-uniform when the light
-barely changes).
+very small frame sizes moving shadows bias them by up to ~1 px); select, among the usable candidates (at least
+`frames.min_usable_fraction` of the pixels neither dark nor saturated: `frames.usable_low` / `usable_high`), frames at
+evenly spread quantiles of mean log-luminance (near-duplicates closer than `frames.min_log_lum_step` dropped,
+time-uniform when the light barely changes). Rejections with a reason: frames too elongated or too small for
+the loader's buckets (`unusable_size`, before decoding: see `geometry_problem`), fewer usable candidates than
+`frames.per_sequence` (`too_few_frames`). A BigTime release sequence imported with a frame list keeps all its
+listed frames (the release's choice) and its release masks.
 """
 from __future__ import annotations
 
@@ -40,6 +46,7 @@ import numpy as np
 from pipeline.atomic import atomic_dir, atomic_write_json, read_status, status_record
 from pipeline.cli import run_all_sources, stage_main
 from pipeline.color import REC709_WEIGHTS, srgb_to_linear
+from pipeline.mask_backends import saturated_or_dark
 from pipeline.params import FramesParams, Params, Source
 
 STAGE = "frames"
@@ -67,6 +74,34 @@ def output_size(width: int, height: int, long_side: int) -> tuple[int, int]:
     scale = long_side / max(width, height)
     even = lambda x: max(2, int(round(x / 2)) * 2)  # noqa: E731
     return even(width * scale), even(height * scale)
+
+
+def geometry_problem(width: int, height: int, params: FramesParams) -> str | None:
+    """Why frames of width x height cannot feed the loader's aspect buckets, or None when they can.
+
+    Refused: long/short side ratio above `frames.max_aspect` (the buckets are 3:2, 2:3 and 1:1; a 2469x205
+    panorama would become a 192x16 strip), or a short side below `frames.min_short_side` pixels once the long
+    side is `frames.long_side`. Such sequences are rejected, not cropped into tiles.
+    """
+    aspect = max(width, height) / max(1, min(width, height))
+    w, h = output_size(width, height, params.long_side)
+    if aspect > params.max_aspect:
+        return (f"frames are {width}x{height} (aspect {aspect:.1f}:1 > frames.max_aspect={params.max_aspect:g}; "
+                f"they would become {w}x{h})")
+    if min(w, h) < params.min_short_side:
+        return f"frames would be {w}x{h}: short side < frames.min_short_side={params.min_short_side}"
+    return None
+
+
+def usable_fraction(frame: np.ndarray, *, low: float, high: float) -> float:
+    """Fraction of a (h, w, 3) uint8 sRGB frame's pixels that are neither dark nor saturated.
+
+    The masks stage's saturation rule without its dilation (`pipeline.mask_backends.saturated_or_dark`), on
+    every k-th pixel so that ~MOTION_SIDE remain along the long side.
+    """
+    k = max(1, round(max(frame.shape[:2]) / MOTION_SIDE))
+    bad = saturated_or_dark(np.ascontiguousarray(frame[None, ::k, ::k]), high=high, low=low)
+    return float(1.0 - bad.mean())
 
 
 @dataclass(frozen=True)
@@ -312,13 +347,21 @@ def _collect(iterator: Iterator[np.ndarray], count: int) -> tuple[list[np.ndarra
 
 
 def load_candidates(raw: Path, source: Source, params: FramesParams) -> Candidates:
-    """Decode candidates from a download folder (features computed while ffmpeg decodes)."""
+    """Decode candidates from a download folder (features computed while ffmpeg decodes).
+
+    Raises FramesError("unusable_size") before decoding when `geometry_problem` refuses the frame size.
+    A BigTime release sequence imported from a frame list keeps every listed frame as a candidate.
+    """
     info = json.loads((raw / "info.json").read_text())
+    problem = geometry_problem(int(info["width"]), int(info["height"]), params)
+    if problem is not None:
+        raise FramesError("unusable_size", problem)
     size = output_size(int(info["width"]), int(info["height"]), params.long_side)
     if info.get("type") == "images":
         paths = sorted(p for p in (raw / "images").iterdir() if p.is_file())
         total = len(paths)
-        index = np.unique(np.round(np.linspace(0, total - 1, min(total, params.max_candidates))).astype(int)) if total else np.zeros(0, int)
+        keep = total if release_listed(info) else min(total, params.max_candidates)
+        index = np.unique(np.round(np.linspace(0, total - 1, keep)).astype(int)) if total else np.zeros(0, int)
         frames, lums, maps = _collect(iter_images([paths[i] for i in index], size), len(index))
         return Candidates(frames, index, index.astype(float), lums, maps, info)
     video = next((p for p in raw.iterdir() if p.name.startswith("video.")), None)
@@ -334,6 +377,54 @@ def load_candidates(raw: Path, source: Source, params: FramesParams) -> Candidat
     return Candidates(frames, index, index / fps, lums, maps, info)
 
 
+def release_listed(info: dict) -> bool:
+    """True when the download is a BigTime release sequence imported from a frame list (keep its frames)."""
+    return bool(info.get("bigtime", {}).get("listed"))
+
+
+def choose_frames(cand: Candidates, fp: FramesParams) -> np.ndarray:
+    """Indices into the candidates of the frames to keep, in time order; FramesError when too few are usable.
+
+    A release sequence with a frame list keeps all of them (the release's choice). Otherwise only usable
+    candidates (`usable_fraction` >= `frames.min_usable_fraction`: a night frame is not) are selected, by
+    `select_frames` over their mean log-luminance.
+    """
+    n = len(cand.frames)
+    if release_listed(cand.info):
+        if n < 2:
+            raise FramesError("too_few_frames", f"{n} readable listed frame(s); need at least 2")
+        return np.arange(n)
+    if n < fp.per_sequence:
+        raise FramesError("too_few_frames", f"{n} candidate frames < frames.per_sequence={fp.per_sequence}")
+    fractions = np.array([usable_fraction(f, low=fp.usable_low, high=fp.usable_high) for f in cand.frames])
+    usable = np.flatnonzero(fractions >= fp.min_usable_fraction)
+    if len(usable) < fp.per_sequence:
+        raise FramesError("too_few_frames", f"{len(usable)} of {n} candidate frames are usable (>= "
+                                            f"{fp.min_usable_fraction:.0%} pixels neither dark nor saturated) < "
+                                            f"frames.per_sequence={fp.per_sequence}")
+    return usable[select_frames(cand.mean_log_lum[usable], fp.per_sequence, fp.min_log_lum_step)]
+
+
+def write_release_masks(raw: Path, out_dir: Path, index: np.ndarray, size: tuple[int, int]) -> list[str | None]:
+    """Resize (nearest) the release masks `raw/release_masks/NNNNNN.png` of image positions `index` to
+    size=(w, h) and write them as `out_dir/NNNN_mask.png` (8-bit, 255 = valid); None where a frame has none."""
+    from PIL import Image
+
+    names: list[str | None] = []
+    for k, i in enumerate(index):
+        mask = raw / "release_masks" / f"{int(i):06d}.png"
+        if not mask.exists():
+            names.append(None)
+            continue
+        with Image.open(mask) as image:
+            grey = np.asarray(image.convert("L"))
+        valid = cv2.resize(grey, size, interpolation=cv2.INTER_NEAREST) >= 128
+        names.append(f"{k:04d}_mask.png")
+        if not cv2.imwrite(str(out_dir / names[-1]), (valid * 255).astype(np.uint8), PNG_OPTIONS):
+            raise FramesError("error", f"could not write {names[-1]}")
+    return names
+
+
 def extract_frames(params: Params, source: Source, out_dir: Path, raw: Path) -> dict:
     """The frames stage for one source: read `raw`, write `out_dir` atomically, return the status record."""
     fp = params.frames
@@ -345,9 +436,7 @@ def extract_frames(params: Params, source: Source, out_dir: Path, raw: Path) -> 
             raise FramesError("upstream_failed", why)
         cand = load_candidates(raw, source, fp)
         frames, index, times, info, lum = cand.frames, cand.index, cand.time_s, cand.info, cand.mean_log_lum
-        if len(frames) < fp.per_sequence:
-            raise FramesError("too_few_frames", f"{len(frames)} candidate frames < frames.per_sequence={fp.per_sequence}")
-        chosen = select_frames(lum, fp.per_sequence, fp.min_log_lum_step)
+        chosen = choose_frames(cand, fp)
         check = np.union1d(evenly_spread(len(frames), MOTION_CHECKS), chosen)  # every output frame is checked
         shift, _, responses = camera_shift_from_maps(cand.motion_maps, check)
         if shift > fp.max_camera_shift:
@@ -363,6 +452,9 @@ def extract_frames(params: Params, source: Source, out_dir: Path, raw: Path) -> 
                 raise FramesError("error", f"could not write {names[written.index(False)]}")
             rows = [{"file": name, "index": int(index[c]), "time_s": float(times[c]), "mean_log_lum": float(lum[c])}
                     for name, c in zip(names, chosen)]
+            if (raw / "release_masks").is_dir():
+                for row, mask in zip(rows, write_release_masks(raw, tmp, index[chosen], (width, height))):
+                    row["release_mask"] = mask
             if (raw / "groundtruth.npz").exists():
                 with np.load(raw / "groundtruth.npz") as gt:
                     arrays = {key: gt[key] for key in gt.files}

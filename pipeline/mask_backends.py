@@ -40,6 +40,9 @@ LOG_EPS = 0.005  # linear; keeps log() of near-black pixels from amplifying 8-bi
 MAD_TO_SIGMA = 1.4826  # robust sigma of a 1-D Gaussian from its median absolute deviation
 HYSTERESIS = 0.75  # dynamic regions grow through pixels above this fraction of the threshold
 RADIUS_TO_SIGMA = 1.1774  # median of the radius of an isotropic 2-D Gaussian, in sigmas (sqrt(2 ln 2))
+# Shadow-line fit (TemporalBackend.shadow_line_of): departures stronger than SHADOW_STRONG log units fit it;
+# inliers lie within SHADOW_INLIER x |d_i| + SHADOW_NOISE of it in log-chroma.
+SHADOW_STRONG, SHADOW_INLIER, SHADOW_NOISE, SHADOW_MIN_SAMPLES, SHADOW_REFITS = 0.3, 0.15, 0.05, 50, 3
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -104,12 +107,16 @@ def _smooth_field(residual: np.ndarray, cells: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------- saturation
-def saturation_invalid(frames_srgb: np.ndarray, *, high: float, low: float, dilate: int) -> np.ndarray:
-    """(m,H,W,3) uint8 sRGB -> (m,H,W) bool: any channel >= high, or sRGB-encoded luminance <= low; dilated."""
+def saturated_or_dark(frames_srgb: np.ndarray, *, high: float, low: float) -> np.ndarray:
+    """(m,H,W,3) uint8 sRGB -> (m,H,W) bool: any channel >= high, or sRGB-encoded luminance <= low (no dilation)."""
     srgb = _as_frames(frames_srgb).astype(np.float32) / 255.0
     lum_srgb = linear_to_srgb(luminance(srgb_to_linear(srgb)))
-    bad = (srgb >= high).any(axis=-1) | (lum_srgb <= low)
-    return dilate_mask(bad, dilate)
+    return (srgb >= high).any(axis=-1) | (lum_srgb <= low)
+
+
+def saturation_invalid(frames_srgb: np.ndarray, *, high: float, low: float, dilate: int) -> np.ndarray:
+    """(m,H,W,3) uint8 sRGB -> (m,H,W) bool: `saturated_or_dark`, dilated by `dilate` pixels."""
+    return dilate_mask(saturated_or_dark(frames_srgb, high=high, low=low), dilate)
 
 
 def manual_invalid(mask_image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -155,9 +162,18 @@ class TemporalBackend:
     What it does not explain is scored per pixel with robust z-scores (MAD over time, floored at the scene's
     median MAD so flat pixels are not hypersensitive):
 
+    - shadow line (`shadow_line`): outdoors a pixel entering a hard shadow loses the sun but keeps the sky's
+      fill light, so it darkens AND shifts towards the sky's colour: in (log-intensity, log-chroma) its
+      departure lies on a line d_c = k d_i through the origin, the same for every albedo (`shadow_line_of`
+      fits k per frame to the strong departures outside the sky). Where darkening along the line turns blue
+      by at least `shadow_min_chroma` (sky light is bluer than sunlight) and the fit is coherent, the
+      component of each departure along it is removed (it is light), and the line's relative error
+      (`shadow_tolerance` x that component) is added to the noise scale. Under a white fill (overcast) the
+      line stays off: a grey shadow and a grey object cannot be told apart by colour.
     - dynamic(t, p): max(z_intensity, z_chroma) >= dynamic_threshold after a 3x3 spatial median, grown by
       hysteresis through pixels above HYSTERESIS x the threshold, opened (drops speckle), components smaller
-      than `min_object` of the image dropped, closed, holes filled, dilated by `dilate` px. The z-scores are
+      than `min_object` of the image dropped, closed, holes filled, dilated by `dilate` px into pixels whose
+      score is at least `dilate_floor` x the threshold. The z-scores are
       also divided by each frame's own typical z (when above 1): a frame lit in a way the gain field cannot
       follow (dusk, night) departs everywhere, which is illumination, not objects.
     - sky(p), same for all frames: pixels whose median over time of the departure from a per-frame affine
@@ -181,6 +197,11 @@ class TemporalBackend:
         sky_deviation: float = 0.15,
         sky_texture: float = 0.04,
         sky_min_area: float = 0.02,
+        shadow_line: bool = True,
+        shadow_min_chroma: float = 0.2,
+        shadow_min_coherence: float = 0.5,
+        shadow_tolerance: float = 0.05,
+        dilate_floor: float = 0.5,
     ) -> None:
         if dynamic_threshold <= 0:
             raise ValueError("dynamic_threshold must be > 0")
@@ -194,6 +215,11 @@ class TemporalBackend:
         self.sky_deviation = float(sky_deviation)
         self.sky_texture = float(sky_texture)
         self.sky_min_area = float(sky_min_area)
+        self.shadow_line = bool(shadow_line)
+        self.shadow_min_chroma = float(shadow_min_chroma)
+        self.shadow_min_coherence = float(shadow_min_coherence)
+        self.shadow_tolerance = float(shadow_tolerance)
+        self.dilate_floor = float(dilate_floor)
 
     @classmethod
     def from_params(cls, params: MasksParams) -> "TemporalBackend":
@@ -209,25 +235,98 @@ class TemporalBackend:
         intensity = logs.mean(axis=-1)
         return intensity, logs - intensity[..., None]
 
-    def dynamic_scores(self, log_i: np.ndarray, log_c: np.ndarray) -> np.ndarray:
-        """Robust z-score (m,H,W) of each pixel's departure from its illumination-explained appearance."""
+    def shadow_line_of(self, d_i: np.ndarray, d_c: np.ndarray, use: np.ndarray | None = None
+                       ) -> tuple[np.ndarray | None, float, float]:
+        """The shadow line of departures (..., H, W) log-intensity `d_i` and (..., H, W, 3) log-chroma `d_c`.
+
+        Returns (k (3,) with d_c ~ k * d_i, blueness k_R - k_B, coherence) fitted to the strong departures
+        (|d_i| > SHADOW_STRONG, where `use` (H, W) is True): start at the per-channel median ratio, then
+        SHADOW_REFITS least-squares refits on the inliers (chroma residual < SHADOW_INLIER x |d_i| +
+        SHADOW_NOISE). Coherence = inlier fraction. Blueness > 0 when darkening shifts towards blue (a shadow lit
+        by the sky). k is None when fewer than SHADOW_MIN_SAMPLES departures are strong.
+        """
+        strong = np.abs(d_i) > SHADOW_STRONG
+        if use is not None:
+            strong &= use
+        if strong.sum() < SHADOW_MIN_SAMPLES:
+            return None, 0.0, 0.0
+        a, c = d_i[strong].astype(np.float64), d_c[strong].astype(np.float64)
+        k = np.median(c / a[:, None], axis=0)
+        for _ in range(SHADOW_REFITS):
+            k -= k.mean()  # log-chroma sums to 0
+            inliers = np.linalg.norm(c - a[:, None] * k, axis=1) < SHADOW_INLIER * np.abs(a) + SHADOW_NOISE
+            if inliers.sum() < SHADOW_MIN_SAMPLES:
+                break
+            k = (c[inliers] * a[inliers, None]).sum(axis=0) / (a[inliers] ** 2).sum()
+        k -= k.mean()
+        coherence = float((np.linalg.norm(c - a[:, None] * k, axis=1) < SHADOW_INLIER * np.abs(a) + SHADOW_NOISE).mean())
+        return k, float(k[0] - k[2]), coherence
+
+    def _usable_line(self, fit: tuple[np.ndarray | None, float, float]) -> bool:
+        k, blueness, coherence = fit
+        return k is not None and blueness >= self.shadow_min_chroma and coherence >= self.shadow_min_coherence
+
+    def remove_shadow_line(self, d_i: np.ndarray, d_c: np.ndarray, use: np.ndarray | None = None
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+        """Project each departure (d_i, d_c) off the shadow line: -> (d_i', d_c', along (m,H,W), per-frame k).
+
+        The line is fitted per frame (the sun's colour changes over a day) to the pixels where `use` (H, W) is
+        True (the caller leaves the sky out: its uniform colour shift would fit any line), falling back to the
+        fit over all frames. It is used only when darkening shifts towards blue by at least
+        `shadow_min_chroma` per log-intensity unit (sky light is bluer than sunlight; under a white overcast sky
+        a shadow is a grey darkening, indistinguishable from a grey object by colour) and when it is coherent
+        (>= shadow_min_coherence of the strong departures on it). `along` is the signed length of the removed
+        component (0 where no line is used).
+        """
+        overall = self.shadow_line_of(d_i, d_c, use)
+        v = np.concatenate([d_i[..., None], d_c], axis=-1).astype(np.float32)
+        along = np.zeros(d_i.shape, np.float32)
+        lines: list = []
+        for t in range(len(v)):
+            frame = self.shadow_line_of(d_i[t], d_c[t], use)
+            k = frame[0] if self._usable_line(frame) else overall[0] if self._usable_line(overall) else None
+            lines.append(None if k is None else [round(float(x), 4) for x in k])
+            if k is None:
+                continue
+            u = np.concatenate([[1.0], k]).astype(np.float32)
+            u /= np.linalg.norm(u)
+            along[t] = v[t] @ u
+            v[t] -= along[t][..., None] * u
+        return v[..., 0], v[..., 1:], along, lines
+
+    def dynamic_scores(self, log_i: np.ndarray, log_c: np.ndarray, sky: np.ndarray | None = None) -> np.ndarray:
+        """Robust z-score (m,H,W) of each pixel's departure from its illumination-explained appearance.
+
+        `sky` (H, W) bool: pixels left out of the shadow-line fit (scored like the others).
+        """
+        # departures from the temporal median, less each frame's global light change (median over the image)
         d_i = log_i - np.median(log_i, axis=0)
-        d_i = d_i - _smooth_field(d_i, self.shading_cells)
+        d_i = d_i - np.median(d_i.reshape(len(d_i), -1), axis=1)[:, None, None]
         d_c = log_c - np.median(log_c, axis=0)
+        d_c = d_c - np.median(d_c.reshape(len(d_c), -1, 3), axis=1)[:, None, None, :]
+        # hard shadows and sun/sky colour: what lies on the shadow line is light; then the smooth gain field (its
+        # cell medians are robust once bimodal lit/shadowed cells have collapsed onto the line)
+        along = np.zeros(d_i.shape, np.float32)
+        if self.shadow_line:
+            d_i, d_c, along, _ = self.remove_shadow_line(d_i - np.median(d_i, axis=0), d_c - np.median(d_c, axis=0),
+                                                         None if sky is None else ~sky)
+        d_i = d_i - _smooth_field(d_i, self.shading_cells)
         d_c = d_c - np.stack([_smooth_field(d_c[..., k], self.shading_cells) for k in range(3)], axis=-1)
+        # the line model's relative error adds to each pixel's noise scale
+        model = (self.shadow_tolerance * along) ** 2
         # intensity: 1-D robust z. Scale = the pixel's own MAD over time (floored at the scene's median MAD)
         # times the frame's own typical departure (a frame whose light changed in ways the gain field cannot
         # follow, dusk or night, departs everywhere: that is illumination, not objects).
         centred = d_i - np.median(d_i, axis=0)
         sig_i = MAD_TO_SIGMA * np.median(np.abs(centred), axis=0)
         sig_i = np.maximum(sig_i, max(float(np.median(sig_i)), 1e-3))
-        z_i = np.abs(centred) / sig_i
+        z_i = np.abs(centred) / np.sqrt(sig_i ** 2 + model)
         z_i /= np.maximum(np.median(z_i.reshape(len(z_i), -1), axis=1) / 0.6745, 1.0)[:, None, None]
         # chroma: radius of the 2-D departure, in sigmas of an isotropic Gaussian, same scaling
         radius = np.linalg.norm(d_c - np.median(d_c, axis=0), axis=-1)
         sig_c = np.median(radius, axis=0) / RADIUS_TO_SIGMA
         sig_c = np.maximum(sig_c, max(float(np.median(sig_c)), 1e-3))
-        z_c = radius / sig_c
+        z_c = radius / np.sqrt(sig_c ** 2 + model)
         z_c /= np.maximum(np.median(z_c.reshape(len(z_c), -1), axis=1) / RADIUS_TO_SIGMA, 1.0)[:, None, None]
         return np.maximum(z_i, z_c).astype(np.float32)
 
@@ -247,7 +346,9 @@ class TemporalBackend:
             mask = _remove_small(mask, min_pixels)
             mask = ndimage.binary_fill_holes(ndimage.binary_closing(mask, structure=_disk(1), border_value=0))
             out[t] = mask
-        return dilate_mask(out, self.dilate)
+        # the safety margin grows only into pixels that depart somewhat (blurred object edges), not into light
+        # changes around the object (a shadow it walks through)
+        return out | (dilate_mask(out, self.dilate) & (scores >= self.dilate_floor * self.dynamic_threshold))
 
     def sky_features(self, log_i: np.ndarray, log_c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(deviation (H,W), texture (H,W)) for the sky test.
@@ -304,8 +405,8 @@ class TemporalBackend:
         if m < 3:
             return None, f"the temporal backend needs >= 3 frames, got {m}"
         log_i, log_c = self.log_channels(frames)
-        dynamic = self.dynamic_mask(self.dynamic_scores(log_i, log_c))
         sky = self.sky_mask(log_i, log_c) if self.sky else np.zeros((h, w), bool)
+        dynamic = self.dynamic_mask(self.dynamic_scores(log_i, log_c, sky))
         info = {
             "sky_fraction": float(sky.mean()),
             "dynamic_fraction": [float(f) for f in dynamic.reshape(m, -1).mean(axis=1)],

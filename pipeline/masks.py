@@ -7,7 +7,8 @@ height, files, valid_fraction [per frame], invalid_fraction {saturation, semanti
 backend_info, params}; the stage CLI adds `status.json`.
 
 valid = NOT saturation/darkness AND NOT semantic (sky, dynamic; `masks.backend`, see pipeline/mask_backends.py)
-AND NOT manual. A source whose frames have fewer than `masks.min_valid_frames` frames with at least
+AND NOT manual AND the BigTime release's own mask where the frames stage wrote one (`NNNN_mask.png`, named by
+the meta row's `release_mask`; `invalid_fraction.release`). A source whose frames have fewer than `masks.min_valid_frames` frames with at least
 `masks.min_valid_fraction` valid pixels fails with category "too_few_valid" (meta.json is still written, the
 PNGs are not); a failed frames stage gives "upstream_failed".
 """
@@ -34,6 +35,7 @@ class MaskSet:
     semantic: np.ndarray  # (m, H, W) bool invalid
     manual: np.ndarray  # (H, W) bool invalid
     backend_info: dict
+    release: np.ndarray | None = None  # (m, H, W) bool invalid: the BigTime release's own masks (None: no release)
 
     def fractions(self) -> dict:
         """Per-frame valid fraction and per-component invalid fractions (lists of floats, one per frame)."""
@@ -45,15 +47,17 @@ class MaskSet:
                 "saturation": per_frame(self.saturation),
                 "semantic": per_frame(self.semantic),
                 "manual": per_frame(np.broadcast_to(self.manual, (m, *self.manual.shape))),
+                **({"release": per_frame(self.release)} if self.release is not None else {}),
             },
         }
 
 
 def compute_masks(frames_srgb: np.ndarray, params: MasksParams, manual_image: np.ndarray | None = None,
-                  backend=None) -> tuple[MaskSet | None, str | None]:
+                  backend=None, release_invalid: np.ndarray | None = None) -> tuple[MaskSet | None, str | None]:
     """(m,H,W,3) uint8 sRGB frames -> (MaskSet, None), or (None, error) when the semantic backend fails.
 
     `backend` defaults to `build_backend(params)` (pass one to reuse a loaded model across sources).
+    `release_invalid` (m,H,W) bool (a BigTime release's masks, True = invalid) is ANDed in like the others.
     """
     m, h, w = frames_srgb.shape[:3]
     sat = saturation_invalid(frames_srgb, high=params.saturation.high, low=params.saturation.low,
@@ -64,7 +68,9 @@ def compute_masks(frames_srgb: np.ndarray, params: MasksParams, manual_image: np
         return None, f"{params.backend} backend: {error}"
     manual = manual_invalid(manual_image, h, w) if manual_image is not None else np.zeros((h, w), bool)
     valid = ~sat & ~result.invalid & ~manual[None]
-    return MaskSet(valid, sat, result.invalid, manual, result.info), None
+    if release_invalid is not None:
+        valid &= ~release_invalid
+    return MaskSet(valid, sat, result.invalid, manual, result.info, release_invalid), None
 
 
 def accept(valid_fraction: list[float], params: MasksParams) -> tuple[bool, str]:
@@ -90,6 +96,27 @@ def load_frames(frames_dir: Path) -> tuple[list[str], np.ndarray]:
     return names, np.stack(frames)
 
 
+def load_release_masks(frames_dir: Path, shape: tuple[int, int, int]) -> np.ndarray | None:
+    """The frames stage's `NNNN_mask.png` (meta rows' `release_mask`, 255 = valid) -> (m,H,W) bool invalid.
+
+    None when no frame has a release mask; frames without one are all valid. Raises ValueError naming both
+    files when a mask's size differs from its frame's.
+    """
+    meta_path = frames_dir / "meta.json"
+    rows = json.loads(meta_path.read_text()).get("frames", []) if meta_path.exists() else []
+    if not any(row.get("release_mask") for row in rows):
+        return None
+    invalid = np.zeros(shape, bool)
+    for t, row in enumerate(rows):
+        if row.get("release_mask"):
+            mask = np.asarray(Image.open(frames_dir / row["release_mask"]).convert("L"))
+            if mask.shape != shape[1:]:
+                raise ValueError(f"release mask {frames_dir / row['release_mask']} is {mask.shape[1]}x{mask.shape[0]} "
+                                 f"but frame {frames_dir / row['file']} is {shape[2]}x{shape[1]}")
+            invalid[t] = mask < 128
+    return invalid
+
+
 def make_masks(params: Params, source: Source, out_dir: Path, *, frames: Path) -> dict:
     """Stage body for one source: read frames, compute masks, write them atomically; return the status record."""
     out_dir, frames_dir = Path(out_dir), Path(frames)
@@ -101,6 +128,7 @@ def make_masks(params: Params, source: Source, out_dir: Path, *, frames: Path) -
         return fail("upstream_failed", why)
     try:
         names, frames_srgb = load_frames(frames_dir)
+        release_invalid = load_release_masks(frames_dir, frames_srgb.shape[:3])
     except (OSError, ValueError, KeyError) as err:
         _clear(out_dir)
         return fail("corrupt", f"cannot read frames: {err}")
@@ -111,7 +139,7 @@ def make_masks(params: Params, source: Source, out_dir: Path, *, frames: Path) -
         except OSError as err:
             _clear(out_dir)
             return fail("not_found", f"manual_mask {source.manual_mask!r}: {err}")
-    masks, error = compute_masks(frames_srgb, params.masks, manual_image)
+    masks, error = compute_masks(frames_srgb, params.masks, manual_image, release_invalid=release_invalid)
     if error is not None:
         _clear(out_dir)
         return fail("error", error)

@@ -28,26 +28,50 @@ class _Section(BaseModel):
 # --------------------------------------------------------------------------------------------- sources
 SOURCE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"  # used as a folder name and a WebDataset key (no dots)
 SYNTHETIC_SCHEME = "synthetic://"
+RELEASE_SEQUENCE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # a BigTime release sequence folder (one path component)
 
 
 class Source(_Section):
-    """One video or image-folder source. `url` is http(s)://, file://, a local path or synthetic://SCENE."""
+    """One video or image-folder source. `url` is http(s)://, file://, a local path or synthetic://SCENE.
+
+    `type: bigtime` is one sequence of the published BigTime release (`url`: the release folder or its
+    tar/zip; `sequence`: its folder name, default the source name; frames `<sequence>/data/<frame>.png|jpg`
+    with `<frame>_mask.png` beside them, 255 = valid). With `frame_list` (a `sequence,frame` CSV such as the
+    official training list) only the listed frames are imported and all of them are kept (the release's frame
+    choice); without it the frames stage selects as for any image folder. `python -m pipeline.bigtime_sources`
+    writes these entries for a whole release.
+    """
 
     name: Annotated[str, Field(pattern=SOURCE_NAME, max_length=80)]
     url: Annotated[str, Field(min_length=1)]
-    type: Literal["video", "images"] = "video"
+    type: Literal["video", "images", "bigtime"] = "video"
     scene: Literal["indoor", "outdoor"] = "outdoor"
     start: Optional[Annotated[float, Field(ge=0)]] = None  # seconds into the video
     end: Optional[Annotated[float, Field(gt=0)]] = None  # seconds into the video
     licence: str = ""
     attribution: str = ""
     manual_mask: Optional[str] = None  # path to a PNG, white = valid; ANDed into every frame's mask
+    sequence: Optional[Annotated[str, Field(pattern=RELEASE_SEQUENCE)]] = None  # type bigtime: release folder name
+    frame_list: Optional[str] = None  # type bigtime: `sequence,frame` CSV; keep exactly the listed frames
 
     @model_validator(mode="after")
     def _window(self) -> "Source":
         if self.start is not None and self.end is not None and self.end <= self.start:
             raise ValueError(f"end ({self.end}) must be after start ({self.start})")
         return self
+
+    @model_validator(mode="after")
+    def _release_fields(self) -> "Source":
+        if self.type != "bigtime" and (self.sequence is not None or self.frame_list is not None):
+            raise ValueError("sequence and frame_list are for type: bigtime only")
+        if self.type == "bigtime" and self.is_synthetic:
+            raise ValueError("type: bigtime needs the release folder or archive as url, not synthetic://")
+        return self
+
+    @property
+    def release_sequence(self) -> str:
+        """type bigtime: the sequence folder in the release (`sequence`, else the source name)."""
+        return self.sequence if self.sequence is not None else self.name
 
     @property
     def is_synthetic(self) -> bool:
@@ -86,6 +110,16 @@ class FramesParams(_Section):
     max_candidates: Annotated[int, Field(ge=2)] = 400  # frames decoded before selection
     min_log_lum_step: Annotated[float, Field(ge=0)] = 0.01  # near-duplicate threshold (mean log-luminance)
     max_camera_shift: Annotated[float, Field(ge=0)] = 0.02  # fraction of the image diagonal
+    # Usable candidates (pipeline/frames.py `usable_fraction`): a frame is usable when at least this fraction of
+    # its pixels is neither dark nor saturated (the masks stage's saturation rule at usable_low / usable_high);
+    # only usable frames are selected, and fewer than `per_sequence` usable candidates is a rejection.
+    min_usable_fraction: Annotated[float, Field(ge=0, le=1)] = 0.5
+    usable_low: Annotated[float, Field(ge=0, lt=1)] = 0.02  # sRGB luminance <= this is dark (as masks.saturation.low)
+    usable_high: Annotated[float, Field(gt=0, le=1)] = 0.98  # any sRGB channel >= this is saturated (as .high)
+    # Frame geometry for the loader's aspect buckets (3:2, 2:3, 1:1): frames whose long/short side ratio exceeds
+    # max_aspect, or whose short side at `long_side` is below min_short_side pixels, are rejected (unusable_size).
+    max_aspect: Annotated[float, Field(ge=1)] = 2.5
+    min_short_side: Annotated[int, Field(ge=2)] = 16
 
 
 class SaturationParams(_Section):
@@ -105,6 +139,13 @@ class TemporalBackendParams(_Section):
     sky_deviation: Annotated[float, Field(gt=0)] = 0.15  # log units: median departure from the scene's light
     sky_texture: Annotated[float, Field(gt=0)] = 0.04  # log units per pixel: max median gradient of sky
     sky_min_area: Annotated[float, Field(ge=0, lt=1)] = 0.02  # fraction of the image
+    # Moving cast shadows and sun/sky colour (bench/masks.py "shadows" lines): departures along the sequence's
+    # shadow line (log-chroma shift proportional to log-intensity change) are illumination, not objects.
+    shadow_line: bool = True
+    shadow_min_chroma: Annotated[float, Field(ge=0)] = 0.2  # min blue-ward chroma shift per log-intensity unit
+    shadow_min_coherence: Annotated[float, Field(ge=0, le=1)] = 0.5  # fraction of strong departures on the line
+    shadow_tolerance: Annotated[float, Field(ge=0)] = 0.05  # relative error of the line model (adds to the noise)
+    dilate_floor: Annotated[float, Field(ge=0, le=1)] = 0.5  # dilation grows only into scores >= floor x threshold
 
 
 class Detectron2BackendParams(_Section):
