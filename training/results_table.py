@@ -3,11 +3,13 @@
     python -m training.results_table --repo . --csv docs/experiments.csv --out docs/results.md
     python -m training.results_table --from-csv docs/experiments.csv --out docs/results.md   (rebuild only)
 
-Consumes the experiments of a DVC repository (`dvc.api.exp_show`: one row per experiment with its params and
-the metrics of `data/eval_metrics.json`, training/evaluate.py) or a CSV saved by an earlier call. Produces
+Consumes the experiments of a DVC repository (`dvc exp show --json`: per baseline commit its experiments with
+their params and the metrics of `data/eval_metrics.json`, training/evaluate.py) or a CSV saved by an earlier
+call. Produces
 - `--csv`: the experiments as one flat table (params + metrics; the raw data of the table below).
 - `--out`: Markdown. A *variant* is every param that differs between experiments, except the fold
-  (`shards.val_sequences`, which names the held-out MIT objects; empty = the ten-on-ten run). Per variant and
+  (`shards.val_sequences`, which names the held-out MIT objects; empty = the ten-on-ten run) and the
+  schedule (`train.steps`, its own column); rows are described against the params of the commit they ran on. Per variant and
   fold the scores on the held-out objects ("mit_heldout", objects never trained on), then the mean over folds
   (the cross-object protocol), with the baselines scored on the same objects, and the ten-on-ten rows
   ("mit", a train-set score). Metrics: scale-invariant MSE, LMSE, DSSIM averaged over reflectance and
@@ -31,23 +33,55 @@ IGNORED_PARAMS = {FOLD_KEY, "evaluate.mit_dir", "sources"}  # machine paths and 
 PAPER_TABLE3 = {"mse_avg": 0.0141, "lmse_avg": 0.0297, "dssim_avg": 0.1332}  # Li & Snavely 2018, Table 3
 
 
-def experiments_frame(repo: str) -> pd.DataFrame:
-    """One row per experiment (baseline commits included) with params and metrics, via dvc.api.exp_show."""
-    import dvc.api
+PARAM, METRIC = "param:", "metric:"  # column prefixes: params.yaml keys, data/eval_metrics.json keys
+METRICS_FILE = "data/eval_metrics.json"
 
-    frame = pd.DataFrame(dvc.api.exp_show(repo=repo))
-    return frame[frame["State"].isna() | (frame["State"] == "Success")].reset_index(drop=True)
+
+def _flat(tree: dict, prefix: str) -> dict:
+    """Nested dict -> {prefix + dotted key: value}; lists are kept as their repr (e.g. the fold's objects)."""
+    frame = pd.json_normalize(tree, sep=".") if tree else pd.DataFrame([{}])
+    return {prefix + k: (repr(v) if isinstance(v, list) else v) for k, v in frame.iloc[0].to_dict().items()}
+
+
+def _data_row(data: dict) -> dict:
+    params = ((data or {}).get("params") or {}).get("params.yaml", {}).get("data", {})
+    metrics = ((data or {}).get("metrics") or {}).get(METRICS_FILE, {}).get("data", {})
+    return {**_flat(params, PARAM), **_flat(metrics, METRIC)}
+
+
+def experiments_frame(exp_show: list) -> pd.DataFrame:
+    """`dvc exp show --json` (parsed) -> one row per finished experiment: Experiment, rev, baseline (the
+    commit it ran on), param:* and metric:* columns. Each baseline commit's own params are kept in a row with
+    Experiment "<baseline>" (no metrics needed): the reference that variants are described against."""
+    rows = []
+    for baseline in exp_show:
+        if baseline.get("rev") == "workspace":
+            continue
+        rows.append({"Experiment": "<baseline>", "rev": baseline["rev"], "baseline": baseline["rev"],
+                     **_data_row(baseline.get("data"))})
+        for exp in baseline.get("experiments") or []:
+            state = (exp.get("executor") or {}).get("state") if isinstance(exp.get("executor"), dict) else exp.get("executor")
+            for rev in exp.get("revs") or []:
+                if state not in (None, "success") or rev.get("error"):
+                    continue
+                rows.append({"Experiment": rev.get("name") or exp.get("name"), "rev": rev["rev"],
+                             "baseline": baseline["rev"], **_data_row(rev.get("data"))})
+    return pd.DataFrame(rows)
+
+
+def dvc_exp_show(repo: str) -> list:
+    """Run `dvc exp show --json` in repo (all experiments of the current baseline) and parse it."""
+    import json
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=repo, check=True,
+                          capture_output=True, text=True)
+    return json.loads(done.stdout)
 
 
 def _metric_columns(frame: pd.DataFrame, dataset: str, method: str) -> dict[str, str]:
-    """{metric: column} for `dataset.method.metric` columns (dvc prefixes them with the file name or not)."""
-    out = {}
-    for metric in METRICS:
-        suffix = f"{dataset}.{method}.{metric}"
-        for column in frame.columns:
-            if column == suffix or column.endswith(":" + suffix) or column.endswith("/" + suffix):
-                out[metric] = column
-    return out
+    """{metric: column} of the metric:dataset.method.metric columns present."""
+    return {m: f"{METRIC}{dataset}.{method}.{m}" for m in METRICS if f"{METRIC}{dataset}.{method}.{m}" in frame}
 
 
 def _fold_name(value) -> str:
@@ -59,18 +93,17 @@ def _fold_name(value) -> str:
 
 
 def variant_labels(frame: pd.DataFrame) -> pd.Series:
-    """'k=v, ...' of the params that vary across experiments (fold and paths excluded); 'defaults' if none."""
-    params = [c for c in frame.columns if "." in c and not c.startswith(("data/", "mit", "synthetic_val", "iiw",
-                                                                       "saw", "train.steps"))
-              and not c.endswith((".py", ".dir")) and c not in IGNORED_PARAMS]
-    params = [c for c in params if c.split(".")[0] in {"synthetic", "download", "frames", "masks", "shards",
-                                                       "model", "loss", "train", "evaluate"}]
-    varying = [c for c in params if frame[c].astype(str).nunique() > 1]
-    reference = frame.iloc[0]
+    """'k=v, ...' of the params in which each row differs from its baseline commit's params (fold, paths and
+    the source list excluded); "baseline params" if none."""
+    params = [c for c in frame.columns if c.startswith(PARAM) and c.removeprefix(PARAM) not in IGNORED_PARAMS
+              and not c.removeprefix(PARAM).startswith("sources")]
+    reference = frame[frame["Experiment"] == "<baseline>"].set_index("baseline")
 
     def label(row) -> str:
-        diffs = [f"{c}={row[c]}" for c in varying if str(row[c]) != str(reference[c])]
-        return ", ".join(diffs) or "reference"
+        base = reference.loc[row["baseline"]] if row["baseline"] in reference.index else row
+        diffs = [f"{c.removeprefix(PARAM)}={row[c]}" for c in params
+                 if str(row[c]) != str(base[c]) and c != PARAM + "train.steps"]
+        return ", ".join(diffs) or "baseline params"
 
     return frame.apply(label, axis=1)
 
@@ -79,9 +112,11 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     """Long table: variant, steps, fold, dataset ("mit_heldout" / "mit"), method, metric columns."""
     frame = frame.copy()
     frame["variant"] = variant_labels(frame)
-    frame["fold"] = frame[FOLD_KEY].map(_fold_name) if FOLD_KEY in frame else "all"
-    frame["steps"] = frame.get("train.steps", pd.Series([None] * len(frame))).map(
-        lambda s: None if pd.isna(s) else int(float(s)))
+    frame = frame[frame["Experiment"] != "<baseline>"]
+    fold = PARAM + FOLD_KEY
+    frame["fold"] = frame[fold].map(_fold_name) if fold in frame else "all"
+    frame["steps"] = frame[PARAM + "train.steps"].map(lambda s: None if pd.isna(s) else int(float(s))) \
+        if PARAM + "train.steps" in frame else None
     rows = []
     for dataset in ("mit_heldout", "mit"):
         for method in ("model", *BASELINES):
@@ -125,10 +160,15 @@ def results_markdown(long: pd.DataFrame) -> str:
         out += ["## Cross-object MIT protocol (mean over folds; held-out objects only)", "",
                 f"Each fold trains on five objects' light sequences (no ground truth) and scores the other five "
                 f"({n_folds} folds: " + "; ".join(f"held out {f}" for f in sorted(folds["fold"].unique())) + ").",
-                "A variant lists the params it changes against the first experiment's.", ""]
+                "A variant lists the params it changes against the commit the experiments ran on.", ""]
         out += [_fmt(mean), ""]
-        base = (folds[folds["method"] != "model"].groupby("method")[list(METRICS)].mean().reset_index())
-        base = base.rename(columns={"method": "baseline (same held-out objects)"})
+        base = folds[folds["method"] != "model"].groupby("method")[list(METRICS)].mean()
+        beats = mean[["variant", "steps"]].copy()
+        for method in base.index:
+            beats[f"beats {method}"] = ["/".join("yes" if row[m] < base.loc[method, m] else "no" for m in METRICS)
+                                        for _, row in mean.iterrows()]
+        out += ["Does the variant beat each baseline (si-MSE / LMSE / DSSIM)?", "", _fmt(beats), ""]
+        base = base.reset_index().rename(columns={"method": "baseline (same held-out objects)"})
         out += ["Baselines on the same objects (mean over folds; Weiss uses each object's ten lights):", "",
                 _fmt(base), "",
                 "Paper, Table 3 (Barron's 10 test objects, which are not available here): "
@@ -153,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_csv is not None:
         frame = pd.read_csv(args.from_csv)
     else:
-        frame = experiments_frame(args.repo)
+        frame = experiments_frame(dvc_exp_show(args.repo))
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.csv, frame.to_csv(index=False))
     long = tidy(frame)

@@ -32,42 +32,54 @@ def test_recipe_params_hold_out_the_fold_and_validate(tmp_path):
     assert params["loss"]["rsmooth_kind"] == "dense" and "edge_term" in params["shards"]["shading_weights"]
 
 
-def _row(name, fold, variant, mse, lmse, dssim, weiss):
-    row = {"Experiment": name, "rev": name, "State": "Success", "train.steps": 400.0,
-           "shards.val_sequences": str([f"mit_{o}" for o in fold]) if fold else "[]", "loss.rsmooth_kind": variant,
-           "evaluate.mit_dir": f"/somewhere/{name}"}
-    dataset = "mit_heldout" if fold else "mit"
-    for metric, value in (("mse_avg", mse), ("lmse_avg", lmse), ("dssim_avg", dssim)):
-        row[f"data/eval_metrics.json:{dataset}.model.{metric}"] = value
-        row[f"data/eval_metrics.json:{dataset}.weiss.{metric}"] = weiss
-    return row
+def _exp(name, fold, variant, mse, lmse, dssim, weiss):
+    """One experiment entry of `dvc exp show --json`."""
+    metrics = {("mit_heldout" if fold else "mit"): {
+        "model": {"mse_avg": mse, "lmse_avg": lmse, "dssim_avg": dssim},
+        "weiss": {"mse_avg": weiss, "lmse_avg": weiss, "dssim_avg": weiss}}}
+    params = {"shards": {"val_sequences": [f"mit_{o}" for o in fold]}, "loss": {"rsmooth_kind": variant},
+              "train": {"steps": 400}, "evaluate": {"mit_dir": f"/somewhere/{name}"}}
+    data = {"params": {"params.yaml": {"data": params}}, "metrics": {"data/eval_metrics.json": {"data": metrics}}}
+    return {"name": name, "executor": {"state": "success"}, "revs": [{"rev": name, "name": name, "data": data}]}
+
+
+def _exp_show(*experiments):
+    base = {"params": {"params.yaml": {"data": {"shards": {"val_sequences": list(FOLDS[0])},
+                                                "loss": {"rsmooth_kind": "dense"}, "train": {"steps": 400},
+                                                "evaluate": {"mit_dir": "x"}}}}}
+    failed = {"name": "broken", "executor": {"state": "failed"}, "revs": [{"rev": "b", "name": "broken", "data": {}}]}
+    return [{"rev": "workspace", "data": base}, {"rev": "c0ffee", "name": "main", "data": base,
+                                                   "experiments": [*experiments, failed]}]
+
+
+EXPERIMENTS = _exp_show(
+    _exp("a-f0", FOLDS[0], "dense", 0.02, 0.04, 0.20, 0.03),
+    _exp("a-f1", FOLDS[1], "dense", 0.04, 0.06, 0.10, 0.05),
+    _exp("b-f0", FOLDS[0], "local", 0.05, 0.05, 0.30, 0.03),
+    _exp("b-f1", FOLDS[1], "local", 0.07, 0.09, 0.20, 0.05),
+    _exp("all", (), "dense", 0.01, 0.01, 0.01, 0.02),
+)
 
 
 def test_table_averages_the_folds_per_variant():
-    frame = pd.DataFrame([
-        _row("a-f0", FOLDS[0], "dense", 0.02, 0.04, 0.20, 0.03),
-        _row("a-f1", FOLDS[1], "dense", 0.04, 0.06, 0.10, 0.05),
-        _row("b-f0", FOLDS[0], "local", 0.05, 0.05, 0.30, 0.03),
-        _row("b-f1", FOLDS[1], "local", 0.07, 0.09, 0.20, 0.05),
-        _row("all", (), "dense", 0.01, 0.01, 0.01, 0.02),
-    ])
+    frame = T.experiments_frame(EXPERIMENTS)
+    assert "broken" not in set(frame["Experiment"])  # failed runs are left out
     long = T.tidy(frame)
     model = long[(long["method"] == "model") & (long["fold"] != "all")]
     means = model.groupby("variant")[list(T.METRICS)].mean()
-    assert means.loc["reference", "mse_avg"] == pytest.approx(0.03)
+    assert means.loc["baseline params", "mse_avg"] == pytest.approx(0.03)
     assert means.loc["loss.rsmooth_kind=local", "lmse_avg"] == pytest.approx(0.07)
     text = T.results_markdown(long)
-    assert "| reference | 400 | 2 | 0.0300 | 0.0500 | 0.1500 |" in text
+    assert "| baseline params | 400 | 2 | 0.0300 | 0.0500 | 0.1500 |" in text
     assert "| loss.rsmooth_kind=local | 400 | 2 | 0.0600 | 0.0700 | 0.2500 |" in text
-    assert "| weiss | 0.0400 |" in text  # baselines on the same held-out objects, averaged over folds
+    assert "| weiss | 0.0400 | 0.0400 | 0.0400 |" in text  # baselines on the same held-out objects, fold mean
+    assert "| baseline params | 400 | yes/no/no |" in text  # 0.03 < 0.04, 0.05 > 0.04, 0.15 > 0.04
     assert "Ten on ten" in text and "apple+cup1+frog1+paper1+squirrel" in text
 
 
 def test_table_round_trips_through_the_csv(tmp_path):
-    frame = pd.DataFrame([_row("a-f0", FOLDS[0], "dense", 0.02, 0.04, 0.20, 0.03),
-                          _row("a-f1", FOLDS[1], "dense", 0.04, 0.06, 0.10, 0.05)])
     csv = tmp_path / "experiments.csv"
-    frame.to_csv(csv, index=False)
+    T.experiments_frame(EXPERIMENTS).to_csv(csv, index=False)
     out = tmp_path / "results.md"
     assert T.main(["--from-csv", str(csv), "--out", str(out)]) == 0
-    assert "| reference | 400 | 2 | 0.0300 | 0.0500 | 0.1500 |" in out.read_text()
+    assert "| baseline params | 400 | 2 | 0.0300 | 0.0500 | 0.1500 |" in out.read_text()
