@@ -162,7 +162,8 @@ def results_markdown(long: pd.DataFrame) -> str:
                 f"({n_folds} folds: " + "; ".join(f"held out {f}" for f in sorted(folds["fold"].unique())) + ").",
                 "A variant lists the params it changes against the commit the experiments ran on.", ""]
         out += [_fmt(mean), ""]
-        base = folds[folds["method"] != "model"].groupby("method")[list(METRICS)].mean()
+        # per fold first (every run of a fold scores the same objects), then the mean over folds
+        base = folds[folds["method"] != "model"].groupby(["method", "fold"])[list(METRICS)].mean().groupby("method").mean()
         beats = mean[["variant", "steps"]].copy()
         for method in base.index:
             beats[f"beats {method}"] = ["/".join("yes" if row[m] < base.loc[method, m] else "no" for m in METRICS)
