@@ -25,8 +25,9 @@ edge is explained by reflectance, so shading should stay smooth there.
 
 Paper vs the authors' code (lixx2938/unsupervised-learning-intrinsic-images, data loader):
 - The paper's factor is (1 - median W); the authors used 12 * (1/12 + 1 - median W) = 1 + 12 (1 - median W).
-  Defaults follow the paper (edge_offset=0, edge_scale=1); the authors' values are edge_offset=1,
-  edge_scale=12 (params `shards.shading_weights`).
+  This function's keyword defaults are the paper's (edge_offset=0, edge_scale=1, reduce="mean"); the params
+  defaults (`shards.shading_weights`) are the authors' (1, 12, "none"), which scored better on the cross-object
+  MIT folds (pipeline/params.py cites the rows of docs/results.md).
 - The authors kept the per-frame weights v_i; the contract (CONTRACTS.md) stores one (4, H_l, W_l) map per
   sequence so the loader can subsample frames, so the default reduces v_i over frames by the mean
   (reduce="median" or "none" (per-frame, (m, 4, H_l, W_l)) are available; the loss accepts both shapes).

@@ -38,7 +38,8 @@ Terms (i, j frames; p pixels; c colour channels; M masks; log I = log(clamp(srgb
   The authors summed all 8 neighbours (every pair twice, the weights being symmetric) and divided by 8, which
   equals our (1/4) over the 4 forward offsets; each offset is normalised by its own valid-pair count, as
   theirs. (Their border handling dropped the outermost pixel ring; we keep every pair inside the image.)
-  `rsmooth_normaliser="all"` divides by all m*H*W pixels instead of the lattice's N (the authors' Z).
+  `rsmooth_normaliser`: "all" (default; the authors' Z) rescales it to a division by all m*H*W pixels,
+  "valid" keeps the lattice's N (pipeline/params.py cites the measured rows).
   `rsmooth_kind="local"`: 8-neighbour bilateral weights within each frame (`LocalBilateralSmoothness`).
 - `reconstruct_pairs="same_frame"`: L_reconstruct over the i = j pairs only (`same_frame_terms`).
 - shading_l1: mean over all pixels of |log S| (a prior toward unit shading, from the authors' code).
@@ -80,7 +81,7 @@ class LossConfig:
     bistochastic_iterations: int = 10
     bistochastic_tolerance: float = 1e-3
     rsmooth_masked_pixels: bool = False
-    rsmooth_normaliser: str = "valid"
+    rsmooth_normaliser: str = "all"
     rsmooth_kind: str = "dense"
     reconstruct_pairs: str = "all"
 
