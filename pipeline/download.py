@@ -15,9 +15,9 @@ Every video goes through yt-dlp's Python API (bare paths become file:// URLs, al
 `download.allow_local`). Failures are returned as status records (`pipeline.atomic.status_record`) with a
 category from FAILURE_CATEGORIES: not_found, unreachable, not_media, corrupt, unsafe, refused, error.
 
-CLI: ``python -m pipeline.download <source flags> --out DIR [--status FILE]`` (one source, as dvc.yaml runs
-it) or ``python -m pipeline.download --all --out-root data/raw [--status-root DIR]`` (every source, tqdm bar,
-one summary line, non-zero exit only when no source succeeded).
+CLI (pipeline/cli.py): ``python -m pipeline.download --index I --out-root data/raw [--status-root DIR]`` (one
+source, as dvc.yaml runs it; writes `data/raw/<name>/`) or ``--all`` (every source, tqdm bar, one summary line,
+non-zero exit only when no source succeeded).
 """
 from __future__ import annotations
 

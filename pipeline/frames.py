@@ -394,7 +394,7 @@ def frames_all(params: Params, raw_root: Path, out_root: Path, status_root: Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main(STAGE, extract_frames, argv, inputs={"raw": "this source's download folder"})
+    return stage_main(STAGE, extract_frames, argv, inputs={"raw": "download stage output"})
 
 
 if __name__ == "__main__":

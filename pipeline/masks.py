@@ -141,9 +141,9 @@ def _clear(out_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.cli import run_source_stage
+    from pipeline.cli import stage_main
 
-    return run_source_stage(STAGE, make_masks, argv, inputs={"frames": "this source's frames folder"})
+    return stage_main(STAGE, make_masks, argv, inputs={"frames": "frames stage output"})
 
 
 if __name__ == "__main__":

@@ -180,6 +180,13 @@ class TrainParams(_Section):
     checkpoint_every: Annotated[int, Field(ge=1)] = 100
     log_every: Annotated[int, Field(ge=1)] = 10
 
+    @model_validator(mode="after")
+    def _checkpoint_within_run(self) -> "TrainParams":
+        if self.checkpoint_every > self.steps:  # else an interrupted run has nothing to resume from
+            raise ValueError(f"train.checkpoint_every ({self.checkpoint_every}) exceeds train.steps ({self.steps}); "
+                             "set it to at most steps so an interrupted run can resume")
+        return self
+
 
 class EvaluateParams(_Section):
     mit_dir: str = "../shared/data/mit-intrinsic"

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,13 +238,6 @@ class _SplitWriter:
                 "parquet": _file_entry(self.root / "parquet" / f"{self.split}.parquet", self.root)}
 
 
-def clean_stale(out_dir: Path) -> None:
-    """Remove temp folders a killed earlier run left beside `out_dir` (`.<name>.*.tmp`, `.<name>.old`)."""
-    for stale in out_dir.parent.glob(f".{out_dir.name}.*"):
-        if stale.is_dir() and (stale.name.endswith(".tmp") or stale.name == f".{out_dir.name}.old"):
-            shutil.rmtree(stale, ignore_errors=True)
-
-
 def build_shards(names: list[str], frames_root: Path, masks_root: Path, out_dir: Path, params: ShardsParams,
                  *, progress: bool = False) -> tuple[dict | None, list[dict]]:
     """Write the whole shards folder atomically; return (manifest or None when nothing succeeded, status rows)."""
@@ -258,7 +250,6 @@ def build_shards(names: list[str], frames_root: Path, masks_root: Path, out_dir:
     records: dict[str, dict] = {}
     infos: list[dict] = []
     out_dir = Path(out_dir)
-    clean_stale(out_dir)
     try:
         with atomic_dir(out_dir) as tmp:
             (tmp / "parquet").mkdir()

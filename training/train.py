@@ -49,7 +49,6 @@ import json
 import os
 import random
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,9 +58,10 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline.atomic import atomic_write_json, atomic_write_text
-from pipeline.params import Params, load_params
-from training.data import LoaderConfig, ParquetSequences, make_item, read_manifest
+from pipeline.atomic import atomic_file, atomic_write_json, atomic_write_text, fault_point
+from pipeline.params import Params, ParamsError, load_params
+from pipeline.shard_format import sha256_file
+from training.data import LoaderConfig, ParquetSequences, ShardError, make_item, read_manifest, verify_shards
 from training.loss import LossConfig, build_lattice, intrinsic_loss
 from training.model import IntrinsicUNet, ModelConfig
 
@@ -222,7 +222,11 @@ def setup_device(params: Params, device: str | None = None) -> Setup:
 
 def build_training(params: Params, setup: Setup):
     """(model as trained (DDP-wrapped if several processes), raw model, optimizer, scheduler, scaler)."""
-    torch.manual_seed(params.train.seed)  # the model's initialisation, identical on every process
+    # every generator a run uses or saves: the model's initialisation is identical on every process, and the
+    # checkpoint's saved RNG states (so its bytes) are identical between runs
+    torch.manual_seed(params.train.seed)
+    random.seed(params.train.seed)
+    np.random.seed(params.train.seed)
     raw = IntrinsicUNet(ModelConfig.from_params(params.model)).to(setup.device)
     model = raw
     if setup.world > 1:
@@ -263,26 +267,25 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path: Path, checkpoint: dict) -> None:
-    """torch.save to a temp file beside `path`, fsync, os.replace: a crash leaves the old file or the new."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(checkpoint, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save through `pipeline.atomic.atomic_file` (temp file, fsync, os.replace; leftovers of a killed
+    save are removed first): a crash leaves the old file or the new."""
+    with atomic_file(path) as handle:
+        torch.save(checkpoint, handle)
+
+
+def manifest_hash(shards: str | Path) -> str:
+    """sha256 of the shards manifest (which holds every shard's sha256): the data a checkpoint was trained on."""
+    return sha256_file(Path(shards) / "manifest.json")
 
 
 def truncate_live(live: Path, step: int) -> None:
     """Drop DVCLive history rows after `step` (logged by a run that died after its last checkpoint)."""
     for tsv in Path(live).glob("plots/metrics/**/*.tsv"):
         lines = tsv.read_text().splitlines(keepends=True)
-        kept = lines[:1] + [line for line in lines[1:] if int(line.split("\t", 1)[0]) <= step]
+        columns = lines[0].count("\t") if lines else 0
+        # a row cut short by a kill (no newline or missing columns) is dropped as well
+        kept = lines[:1] + [line for line in lines[1:] if line.endswith("\n") and line.count("\t") == columns
+                            and line.split("\t", 1)[0].isdigit() and int(line.split("\t", 1)[0]) <= step]
         if len(kept) != len(lines):
             atomic_write_text(tsv, "".join(kept))
 
@@ -299,9 +302,13 @@ def _load_scheduler_state(scheduler, state: dict) -> None:
     scheduler.load_state_dict(state)
 
 
-def check_resumable(saved: dict, params: Params, keys: list[str], world: int) -> None:
-    """Refuse to resume when the model, loss, data or the run-defining train settings changed."""
+def check_resumable(saved: dict, params: Params, keys: list[str], world: int, data_hash: str | None = None) -> None:
+    """Refuse to resume when the model, loss, data (keys and, if given, the manifest hash) or the run-defining
+    train settings changed."""
     problems = []
+    if data_hash is not None and saved["data"].get("manifest_sha256") != data_hash:
+        problems.append(f"shards manifest: checkpoint {str(saved['data'].get('manifest_sha256'))[:16]} != "
+                        f"data {data_hash[:16]}")
     now = params.model_dump(mode="json")
     for section in ("model", "loss"):
         if saved["params"][section] != now[section]:
@@ -318,21 +325,62 @@ def check_resumable(saved: dict, params: Params, keys: list[str], world: int) ->
 
 
 # --------------------------------------------------------------------------------------------- the loop
+def load_resumable(path: Path, params: Params, keys: list[str], world: int, data_hash: str) -> tuple[dict | None, str]:
+    """(checkpoint, "") when `path` can be resumed bit-identically, else (None, why not)."""
+    if not path.exists():
+        return None, f"no checkpoint at {path}"
+    try:
+        ckpt = load_training_checkpoint(path)
+        check_resumable(ckpt, params, keys, world, data_hash)
+    except (ValueError, KeyError, TypeError) as err:
+        return None, str(err)
+    return ckpt, ""
+
+
+def load_training_checkpoint(path: Path) -> dict:
+    """torch.load a training checkpoint; ValueError naming the file when it is unreadable or not one of ours."""
+    from training.model import CheckpointError, read_checkpoint
+
+    try:
+        ckpt = read_checkpoint(path)
+    except CheckpointError as err:
+        raise ValueError(str(err)) from None
+    missing = [k for k in ("optimizer", "scheduler", "scaler", "step", "rng", "params", "data") if k not in ckpt]
+    if missing:
+        raise ValueError(f"{path}: not a training checkpoint (lacks {', '.join(missing)})")
+    return ckpt
+
+
 def train(params: Params, *, shards: str | Path, out: str | Path, live: str | Path | None, resume: bool = False,
-          stop_at: int | None = None, device: str | None = None, loader_config: LoaderConfig | None = None) -> dict:
-    """Train (or resume) and write the checkpoint, config.json and DVCLive logs; return a summary dict."""
+          stop_at: int | None = None, device: str | None = None, loader_config: LoaderConfig | None = None,
+          resume_if_valid: bool = False) -> dict:
+    """Train (or resume) and write the checkpoint, config.json and DVCLive logs; return a summary dict.
+
+    `resume`: continue from out/checkpoint.pt (an error if it cannot be resumed). `resume_if_valid` (the DVC
+    stage): continue from it only when it records the same model/loss/train params and the same shards manifest
+    hash, else start fresh (the reason is printed)."""
     out = Path(out)
     tp = params.train
     stop = min(tp.steps, stop_at) if stop_at is not None else tp.steps
     setup = setup_device(params, device)
     loss_config = LossConfig.from_params(params.loss)
     model, raw_model, optimizer, scheduler, scaler = build_training(params, setup)
+    verify_shards(shards)
     keys = [k for shard in read_manifest(shards)["splits"]["train"]["shards"] for k in shard["keys"]]
+    data_hash = manifest_hash(shards)
 
     start = 0
+    ckpt = None
     if resume:
-        ckpt = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)
-        check_resumable(ckpt, params, keys, setup.world)
+        ckpt = load_training_checkpoint(out / CHECKPOINT)
+        check_resumable(ckpt, params, keys, setup.world, data_hash)
+    elif resume_if_valid:
+        ckpt, why_not = load_resumable(out / CHECKPOINT, params, keys, setup.world, data_hash)
+        if setup.master:
+            print(f"train: resuming from step {ckpt['step']}" if ckpt is not None else f"train: starting fresh ({why_not})",
+                  flush=True)
+    resume = ckpt is not None
+    if resume:
         raw_model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         _load_scheduler_state(scheduler, ckpt["scheduler"])
@@ -354,7 +402,8 @@ def train(params: Params, *, shards: str | Path, out: str | Path, live: str | Pa
             "step": step,
             "rng": rng_state(),
             "params": params.model_dump(mode="json"),
-            "data": {"sampler": "step-indexed", "seed": tp.seed, "world_size": setup.world, "keys": keys},
+            "data": {"sampler": "step-indexed", "seed": tp.seed, "world_size": setup.world, "keys": keys,
+                     "manifest_sha256": data_hash},
         })
 
     logger = None
@@ -365,7 +414,7 @@ def train(params: Params, *, shards: str | Path, out: str | Path, live: str | Pa
             "loader_config": dataclasses.asdict(dataset.sequences.config), "seed": tp.seed,
             "device": str(setup.device), "precision": str(setup.amp_dtype or torch.float32),
             "world_size": setup.world, "n_parameters": n_params, "train_keys": keys, "steps": tp.steps,
-            "resumed_from": start, "torch": torch.__version__, "numpy": np.__version__})
+            "manifest_sha256": data_hash, "torch": torch.__version__, "numpy": np.__version__})
         if live is not None:
             from dvclive import Live
 
@@ -389,6 +438,7 @@ def train(params: Params, *, shards: str | Path, out: str | Path, live: str | Pa
         # checkpoint: every checkpoint_every completed steps (the final one is written after the loop)
         if setup.master and step > start and step % tp.checkpoint_every == 0:
             checkpoint(step)
+        fault_point(f"step{step}")  # tests/faults: kill -9 here when BIGTIME_KILL_AT=train:step<k>
 
         # data: the prefetched item of this step (workers decode and augment ahead)
         t0 = time.perf_counter()
@@ -421,10 +471,11 @@ def train(params: Params, *, shards: str | Path, out: str | Path, live: str | Pa
                       + " ".join(f"{k} {v:.4g}" for k, v in zip(TERMS, losses[1:]))
                       + f" lr {lr:.2e} {last['time/step_s']:.2f}s/step (data wait {last['time/data_s']:.2f}s)",
                       flush=True)
-                if logger is not None:
+                if logger is not None:  # losses and lr only: timings would make the DVC outputs differ per run
                     logger.step = step + 1
                     for name, value in last.items():
-                        logger.log_metric(name, value)
+                        if not name.startswith("time/"):
+                            logger.log_metric(name, value)
                     logger.next_step()
             window.clear()
             n_window = 0
@@ -446,14 +497,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--live", default=None, help="DVCLive folder (metrics.json, plots/)")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
+    parser.add_argument("--resume-if-valid", action="store_true",
+                        help="continue from --out/checkpoint.pt when its params and data hash match, else start fresh")
     parser.add_argument("--stop-at", type=int, default=None, help="stop after this many steps (schedule unchanged)")
     parser.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK if available, else cpu")
     args = parser.parse_args(argv)
-    params = load_params(args.params)
     try:
+        params = load_params(args.params)
         train(params, shards=args.shards, out=args.out, live=args.live, resume=args.resume, stop_at=args.stop_at,
-              device=args.device)
-    except NonFiniteLoss as err:
+              device=args.device, resume_if_valid=args.resume_if_valid)
+    except (NonFiniteLoss, ParamsError, ShardError, ValueError) as err:
         print(f"train: stopped: {err}", file=sys.stderr)
         return 1
     finally:
