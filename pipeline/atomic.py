@@ -12,7 +12,9 @@ Status records (one JSON per source per stage) are how failures become data: `st
 
 `fault_point(name)` is the seam of the fault-injection tests (tests/faults/): when the environment variable
 BIGTIME_KILL_AT is `<stage>:<name>` (stage = the running script's stem, e.g. `frames`, `train`) the process
-SIGKILLs itself there, once per marker file BIGTIME_KILL_ONCE when that is set. Unset, it does nothing.
+SIGKILLs itself there, once per marker file BIGTIME_KILL_ONCE when that is set. Unset, it does nothing. Points:
+`dir.created`, `dir.filled`, `dir.renamed` (atomic_dir: temp folder empty, full, swapped in), `written:<file>`,
+`renamed:<file>` (atomic_file: temp file complete, renamed), and the trainer's `step<k>`.
 """
 from __future__ import annotations
 
@@ -99,9 +101,9 @@ def atomic_file(path: str | Path) -> Iterator[IO[bytes]]:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, FILE_MODE)
-        fault_point("file.written")
+        fault_point(f"written:{path.name}")
         os.replace(tmp, path)
-        fault_point("file.renamed")
+        fault_point(f"renamed:{path.name}")
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -28,6 +28,7 @@ import math
 import subprocess
 import sys
 import tempfile
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +38,11 @@ import cv2
 import ffmpeg
 import numpy as np
 
-from pipeline.atomic import atomic_dir, atomic_write_json, read_status, status_record
+from pipeline.atomic import atomic_dir, atomic_write_bytes, atomic_write_json, read_status, status_record
 from pipeline.cli import run_all_sources, stage_main
 from pipeline.color import REC709_WEIGHTS, srgb_to_linear
+from pipeline.images import ImageReadError, read_srgb8
+from pipeline.shard_format import npz_bytes
 from pipeline.params import FramesParams, Params, Source
 
 STAGE = "frames"
@@ -52,6 +55,7 @@ MOTION_CHECKS = 128  # candidates (evenly spread) whose shift is measured, plus 
 # Lossless PNG, fast: zlib level 1 with Huffman-only coding is ~2x faster than the default for ~2% more bytes.
 PNG_OPTIONS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
 MIN_REGISTERED = 0.5  # fraction of candidates that must register, else the sequence is rejected
+MIN_DECODED = 0.9  # fraction of the planned frames ffmpeg must deliver, else the video is corrupt/truncated
 
 
 class FramesError(Exception):
@@ -133,12 +137,12 @@ def decode_video(path: Path, plan: Plan, fps: float, size: tuple[int, int]) -> n
 
 
 def iter_images(paths: list[Path], size: tuple[int, int]) -> Iterator[np.ndarray]:
-    """Yield images as RGB resized (area) to size=(w, h): (h, w, 3) uint8 sRGB."""
-    from PIL import Image
-
+    """Yield images as RGB resized (area) to size=(w, h): (h, w, 3) uint8 sRGB (16-bit files scaled, not clipped)."""
     for path in paths:
-        with Image.open(path) as image:
-            rgb = np.asarray(image.convert("RGB"))
+        try:
+            rgb = read_srgb8(path)
+        except ImageReadError as err:
+            raise FramesError("corrupt", str(err)) from None
         yield cv2.resize(rgb, size, interpolation=cv2.INTER_AREA) if rgb.shape[1::-1] != size else rgb
 
 
@@ -330,6 +334,9 @@ def load_candidates(raw: Path, source: Source, params: FramesParams) -> Candidat
     if plan.count == 0:
         raise FramesError("too_few_frames", f"no frames inside [{source.start}, {source.end}] s (video is {info.get('duration_s', 0):.1f} s)")
     frames, lums, maps = _collect(iter_video(video, plan, fps, size), plan.count)
+    if len(frames) < MIN_DECODED * plan.count:
+        raise FramesError("corrupt", f"{video}: decoded {len(frames)} of the {plan.count} planned frames "
+                                     f"(info.json declares {info['n_frames']}): truncated or corrupt video")
     index = plan.indices[: len(frames)]
     return Candidates(frames, index, index / fps, lums, maps, info)
 
@@ -364,10 +371,15 @@ def extract_frames(params: Params, source: Source, out_dir: Path, raw: Path) -> 
             rows = [{"file": name, "index": int(index[c]), "time_s": float(times[c]), "mean_log_lum": float(lum[c])}
                     for name, c in zip(names, chosen)]
             if (raw / "groundtruth.npz").exists():
-                with np.load(raw / "groundtruth.npz") as gt:
-                    arrays = {key: gt[key] for key in gt.files}
+                try:
+                    with np.load(raw / "groundtruth.npz") as gt:
+                        arrays = {key: gt[key] for key in gt.files}
+                except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+                    raise FramesError("corrupt", f"{raw / 'groundtruth.npz'}: unreadable ({err})") from None
                 total = int(info.get("n_frames", 0)) or max(len(v) for v in arrays.values() if v.ndim)
-                np.savez_compressed(tmp / "groundtruth.npz", **resize_groundtruth(arrays, index[chosen], total, (width, height)))
+                # npz_bytes: fixed zip timestamps, so equal inputs give equal bytes (np.savez stamps the time)
+                atomic_write_bytes(tmp / "groundtruth.npz",
+                                   npz_bytes(resize_groundtruth(arrays, index[chosen], total, (width, height))))
             atomic_write_json(tmp / "meta.json", {
                 "source": source.name, "url": source.url, "scene": source.scene, "licence": source.licence,
                 "attribution": source.attribution, "width": width, "height": height, "camera_shift": shift,

@@ -84,7 +84,13 @@ def load_frames(frames_dir: Path) -> tuple[list[str], np.ndarray]:
         names = sorted(p.name for p in frames_dir.glob("[0-9][0-9][0-9][0-9].png"))
     if not names:
         raise FileNotFoundError(f"no frames in {frames_dir}")
-    frames = [np.asarray(Image.open(frames_dir / n).convert("RGB")) for n in names]
+    frames = []
+    for n in names:
+        try:
+            with Image.open(frames_dir / n) as image:
+                frames.append(np.asarray(image.convert("RGB")))
+        except (OSError, SyntaxError, ValueError) as err:  # FileNotFoundError included: the message names the file
+            raise ValueError(f"{frames_dir / n}: not a readable frame ({err})") from None
     if len({f.shape for f in frames}) != 1:
         raise ValueError(f"frames in {frames_dir} differ in size")
     return names, np.stack(frames)

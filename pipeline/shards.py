@@ -86,6 +86,14 @@ def _upstream(folder: Path, stage: str) -> None:
         raise ShardsError("upstream_failed", f"{stage} failed ({status.get('category')}): {status.get('reason', '')}")
 
 
+def _decode(decoder, data: bytes, path: Path) -> np.ndarray:
+    """decoder(data), or ShardsError("corrupt") naming `path` as <stage>/<source>/<file>."""
+    try:
+        return decoder(data)
+    except (SampleFormatError, ValueError, OSError) as err:
+        raise ShardsError("corrupt", f"{path.parent.parent.name}/{path.parent.name}/{path.name}: {err}") from None
+
+
 def read_sequence(name: str, frames_dir: Path, masks_dir: Path) -> SequenceInput:
     """Read one source's frames and masks (statuses must be ok); raises ShardsError with a category."""
     _upstream(frames_dir, "frames")
@@ -98,8 +106,8 @@ def read_sequence(name: str, frames_dir: Path, masks_dir: Path) -> SequenceInput
             raise ShardsError("too_few_frames", f"no frames in frames/{name}")
         frame_png = [(frames_dir / n).read_bytes() for n in names]
         mask_png = [(masks_dir / n).read_bytes() for n in names]
-        frames = np.stack([decode_png_rgb(b) for b in frame_png])
-        masks = np.stack([decode_png_mask(b) for b in mask_png])
+        frames = np.stack([_decode(decode_png_rgb, b, frames_dir / n) for b, n in zip(frame_png, names)])
+        masks = np.stack([_decode(decode_png_mask, b, masks_dir / n) for b, n in zip(mask_png, names)])
     except FileNotFoundError as err:
         where = Path(err.filename or "?")
         raise ShardsError("corrupt", f"missing file {where.parent.parent.name}/{where.parent.name}/{where.name}") from None
