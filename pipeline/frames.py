@@ -55,6 +55,9 @@ MOTION_CHECKS = 128  # candidates (evenly spread) whose shift is measured, plus 
 # Lossless PNG, fast: zlib level 1 with Huffman-only coding is ~2x faster than the default for ~2% more bytes.
 PNG_OPTIONS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
 MIN_REGISTERED = 0.5  # fraction of candidates that must register, else the sequence is rejected
+# camera_shift is recorded to 1e-6 of the diagonal: OpenCV's threaded DFT moves it by ~1e-11 between runs, and
+# outputs must be byte-identical between runs
+SHIFT_DIGITS = 6
 MIN_DECODED = 0.9  # fraction of the planned frames ffmpeg must deliver, else the video is corrupt/truncated
 
 
@@ -382,7 +385,7 @@ def extract_frames(params: Params, source: Source, out_dir: Path, raw: Path) -> 
                                    npz_bytes(resize_groundtruth(arrays, index[chosen], total, (width, height))))
             atomic_write_json(tmp / "meta.json", {
                 "source": source.name, "url": source.url, "scene": source.scene, "licence": source.licence,
-                "attribution": source.attribution, "width": width, "height": height, "camera_shift": shift,
+                "attribution": source.attribution, "width": width, "height": height, "camera_shift": round(shift, SHIFT_DIGITS),
                 "n_candidates": int(len(frames)), "frames": rows,
             })
     except FramesError as err:
@@ -394,7 +397,7 @@ def extract_frames(params: Params, source: Source, out_dir: Path, raw: Path) -> 
             pass
         return status_record(source.name, STAGE, "error", f"{type(err).__name__}: {err}")
     span = float(lum[chosen].max() - lum[chosen].min())
-    return status_record(source.name, STAGE, camera_shift=shift, n_frames=len(chosen),
+    return status_record(source.name, STAGE, camera_shift=round(shift, SHIFT_DIGITS), n_frames=len(chosen),
                          summary=f"{len(chosen)} frames {width}x{height} from {len(frames)} candidates, "
                                  f"log-lum span {span:.2f}, camera shift {shift:.4f}")
 

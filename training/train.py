@@ -270,7 +270,23 @@ def save_checkpoint(path: Path, checkpoint: dict) -> None:
     """torch.save through `pipeline.atomic.atomic_file` (temp file, fsync, os.replace; leftovers of a killed
     save are removed first): a crash leaves the old file or the new."""
     with atomic_file(path) as handle:
-        torch.save(checkpoint, handle)
+        torch.save(canonical(checkpoint), handle)
+
+
+def canonical(obj):
+    """A copy of nested dicts/lists/tuples with every string interned and every container fresh, so pickle's memo
+    (shared objects are written once, then referenced) depends only on the values: a resumed run's checkpoint is
+    byte-identical to the straight run's, whose state dicts share string objects differently."""
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, dict):
+        out = type(obj)((canonical(k), canonical(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):  # nn.Module.state_dict's OrderedDict carries per-module versions
+            out._metadata = canonical(obj._metadata)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(canonical(v) for v in obj)
+    return obj
 
 
 def manifest_hash(shards: str | Path) -> str:
@@ -385,7 +401,6 @@ def train(params: Params, *, shards: str | Path, out: str | Path, live: str | Pa
         optimizer.load_state_dict(ckpt["optimizer"])
         _load_scheduler_state(scheduler, ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
         start = int(ckpt["step"])
     loader, dataset = make_step_loader(shards, params, start=start, stop=stop, rank=setup.rank, world=setup.world,
                                        loader_config=loader_config,
@@ -429,7 +444,9 @@ def train(params: Params, *, shards: str | Path, out: str | Path, live: str | Pa
     n_window = 0
     last = {}
     model.train()
-    batches = iter(loader)
+    batches = iter(loader)  # draws the loader's base seed from the torch generator, as in the straight run
+    if resume:
+        set_rng_state(ckpt["rng"])  # after that draw, so the generators continue exactly (checkpoint bytes too)
     t_prev = time.perf_counter()
     for step in range(start, stop):
         # lr: MultiStepLR halves it at 1/3 and 2/3 of train.steps (stepped after every optimizer step)
