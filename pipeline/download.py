@@ -5,7 +5,7 @@ and the `download` / `synthetic` params sections. Produces, in a folder built at
 
 - type video: `video.<ext>` (the bytes as fetched, unchanged) and `info.json` = the stable fields of yt-dlp's
   info dict (INFO_KEYS: id, title, uploader, licence... never the download time or a temp path; upload dates only
-  for remote sources) plus an ffprobe probe: `duration_s` (float seconds), `fps` (float frames/s), `width`,
+  for remote sources), `checksums` {file: sha256} of the fetched media, plus an ffprobe probe: `duration_s` (float seconds), `fps` (float frames/s), `width`,
   `height` (int pixels), `n_frames` (int, counted packets of the first video stream). A file whose readable
   packets fall short of the frame count its header declares, or that ffprobe reports as partial, is "corrupt"
   (a truncated download); an empty file is "corrupt" too.
@@ -43,6 +43,7 @@ import ffmpeg
 from pipeline.atomic import atomic_dir, atomic_write_json, status_record
 from pipeline.cli import run_all_sources, stage_main, summary_line  # noqa: F401 (summary_line re-exported)
 from pipeline.params import SYNTHETIC_SCHEME, DownloadParams, Params, Source
+from pipeline.shard_format import sha256_file
 
 STAGE = "download"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -412,6 +413,15 @@ def fetch_images(url: str, dest: Path, params: DownloadParams) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ stage
+def record_checksums(folder: Path) -> None:
+    """Add `checksums` {relative path: sha256} of the fetched media (video.*, images/*) to folder/info.json; the
+    frames stage checks them, so a raw file damaged after download is named, not silently decoded."""
+    media = sorted(p for p in [*folder.glob("video.*"), *folder.glob("images/*")] if p.is_file())
+    info = json.loads((folder / "info.json").read_text())
+    info["checksums"] = {p.relative_to(folder).as_posix(): sha256_file(p) for p in media}
+    atomic_write_json(folder / "info.json", info)
+
+
 def download_source(params: Params, source: Source, out_dir: Path) -> dict:
     """Fetch one source into `out_dir` (built atomically); return its status record (never raises FetchError)."""
     out_dir = Path(out_dir)
@@ -429,6 +439,7 @@ def download_source(params: Params, source: Source, out_dir: Path) -> dict:
             else:
                 probe = fetch_video(source.url, tmp, params.download, allow_file_urls=params.download.allow_local)
                 summary = f"{probe['n_frames']} frames {probe['width']}x{probe['height']} @ {probe['fps']:g} fps"
+            record_checksums(tmp)
     except FetchError as err:
         with atomic_dir(out_dir):  # replace any earlier output by an empty folder: nothing half-written
             pass

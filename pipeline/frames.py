@@ -1,7 +1,8 @@
 """Frames stage: `data/raw/<name>/` -> `data/frames/<name>/` (a fixed-camera sequence under changing light).
 
 Consumes the download output (`video.<ext>` + `info.json`, or `images/*`; `groundtruth.npz` for synthetic
-sources; `status.json`) and the `frames` params section. Produces, in a folder built atomically:
+sources; `status.json`; the media are checked against the sha256 `checksums` of info.json) and the `frames` params
+section. Produces, in a folder built atomically:
 
 - `NNNN.png`: `frames.per_sequence` 8-bit sRGB RGB frames in time order, long side `frames.long_side`
   (aspect kept, both sides even).
@@ -42,7 +43,7 @@ from pipeline.atomic import atomic_dir, atomic_write_bytes, atomic_write_json, r
 from pipeline.cli import run_all_sources, stage_main
 from pipeline.color import REC709_WEIGHTS, srgb_to_linear
 from pipeline.images import ImageReadError, read_srgb8
-from pipeline.shard_format import npz_bytes
+from pipeline.shard_format import npz_bytes, sha256_file
 from pipeline.params import FramesParams, Params, Source
 
 STAGE = "frames"
@@ -321,6 +322,10 @@ def _collect(iterator: Iterator[np.ndarray], count: int) -> tuple[list[np.ndarra
 def load_candidates(raw: Path, source: Source, params: FramesParams) -> Candidates:
     """Decode candidates from a download folder (features computed while ffmpeg decodes)."""
     info = json.loads((raw / "info.json").read_text())
+    for name, digest in sorted(info.get("checksums", {}).items()):  # recorded by the download stage
+        if not (raw / name).is_file() or sha256_file(raw / name) != digest:
+            raise FramesError("corrupt", f"{raw / name}: missing or its sha256 differs from the one the download "
+                                         "recorded in info.json (damaged or modified since; rerun the download)")
     size = output_size(int(info["width"]), int(info["height"]), params.long_side)
     if info.get("type") == "images":
         paths = sorted(p for p in (raw / "images").iterdir() if p.is_file())
