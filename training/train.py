@@ -1,6 +1,6 @@
 """Train stage: BigTime shards (`data/shards/`) -> `IntrinsicUNet` checkpoint (`data/models/checkpoint.pt`).
 
-    python -m training.train --shards data/shards --out data/models --live data/dvclive [--resume]
+    python -m training.train --shards data/shards --out data/models --live data/dvclive [--resume | --resume-if-valid]
         [--params params.yaml] [--stop-at K]
     torchrun --nproc_per_node=G -m training.train ...          (DDP, one process per GPU)
 
@@ -27,9 +27,11 @@ Produces, in --out (rank 0, each file written atomically: temp file + os.replace
 - `checkpoint.pt` every `train.checkpoint_every` steps and at the end (read with torch.load(weights_only=True);
   tensors / plain Python only): model (state_dict), model_config (asdict(ModelConfig)), optimizer, scheduler,
   scaler, step (completed steps), rng {torch, cuda, numpy, python}, params (the whole resolved params.yaml),
-  data {sampler, seed, world_size, keys}.
+  data {sampler, seed, world_size, keys, manifest_sha256, code_sha256}. Strings are interned before saving (`canonical`), so
+  equal runs give equal bytes whether or not they were resumed.
 - `config.json`: the resolved params, model config, loader config, seed, device, precision, world size, number
-  of parameters, train keys and versions.
+  of parameters, train keys, manifest sha256 and versions (nothing that differs between a resumed and a
+  straight run).
 And in --live (DVCLive, no dvc.yaml / experiment writing of its own; dvc.yaml declares the files): every
 `train.log_every` steps `loss/total`, `loss/<term>` (unweighted terms: reconstruct, consistency, rsmooth,
 ssmooth, shading_l1), `lr`, `time/step_s`, `time/data_s` (mean over the window, seconds) at step = completed
@@ -37,7 +39,11 @@ steps; `metrics.json` holds the latest values (`dvc exp show`), `plots/metrics/*
 
 A non-finite loss stops training with `NonFiniteLoss` naming the step and the sequence key (exit status 1), and
 leaves the last good checkpoint in place. `--resume` continues from `--out/checkpoint.pt`; on CPU the result is
-bit-identical to an uninterrupted run (tests/training/test_train.py). `--stop-at K` ends after K steps (with a
+bit-identical to an uninterrupted run (tests/training/test_train.py). `--resume-if-valid` (the DVC stage, whose
+outputs are `persist: true`) resumes only when the checkpoint records the same model/loss/run-defining train
+params, the same shards manifest sha256 and the same training code (`code_hash`), and otherwise starts fresh,
+saying why. Every file of the shards
+folder is checked against the manifest's sha256 before training (`training.data.verify_shards`). `--stop-at K` ends after K steps (with a
 checkpoint) while keeping the schedule of `train.steps`, to split a run.
 """
 from __future__ import annotations
@@ -45,6 +51,7 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import hashlib
 import json
 import os
 import random
@@ -63,7 +70,7 @@ from pipeline.params import Params, ParamsError, load_params
 from pipeline.shard_format import sha256_file
 from training.data import LoaderConfig, ParquetSequences, ShardError, make_item, read_manifest, verify_shards
 from training.loss import LossConfig, build_lattice, intrinsic_loss
-from training.model import IntrinsicUNet, ModelConfig
+from training.model import CheckpointError, IntrinsicUNet, ModelConfig, read_checkpoint
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
@@ -289,6 +296,15 @@ def canonical(obj):
     return obj
 
 
+def code_hash() -> str:
+    """sha256 over the training package's sources and the torch version: a checkpoint made by other code is not
+    resumed (DVC reruns this stage when its code changes; resuming the old run would skip the new code)."""
+    digest = hashlib.sha256(torch.__version__.encode())
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def manifest_hash(shards: str | Path) -> str:
     """sha256 of the shards manifest (which holds every shard's sha256): the data a checkpoint was trained on."""
     return sha256_file(Path(shards) / "manifest.json")
@@ -318,13 +334,16 @@ def _load_scheduler_state(scheduler, state: dict) -> None:
     scheduler.load_state_dict(state)
 
 
-def check_resumable(saved: dict, params: Params, keys: list[str], world: int, data_hash: str | None = None) -> None:
-    """Refuse to resume when the model, loss, data (keys and, if given, the manifest hash) or the run-defining
-    train settings changed."""
+def check_resumable(saved: dict, params: Params, keys: list[str], world: int, data_hash: str | None = None,
+                    code: str | None = None) -> None:
+    """Refuse to resume when the model, loss, data (keys and, if given, the manifest hash), the run-defining
+    train settings or (if given) the training code changed."""
     problems = []
     if data_hash is not None and saved["data"].get("manifest_sha256") != data_hash:
         problems.append(f"shards manifest: checkpoint {str(saved['data'].get('manifest_sha256'))[:16]} != "
                         f"data {data_hash[:16]}")
+    if code is not None and saved["data"].get("code_sha256") != code:
+        problems.append("training code or torch version differs from the checkpoint's")
     now = params.model_dump(mode="json")
     for section in ("model", "loss"):
         if saved["params"][section] != now[section]:
@@ -347,23 +366,19 @@ def load_resumable(path: Path, params: Params, keys: list[str], world: int, data
         return None, f"no checkpoint at {path}"
     try:
         ckpt = load_training_checkpoint(path)
-        check_resumable(ckpt, params, keys, world, data_hash)
+        check_resumable(ckpt, params, keys, world, data_hash, code_hash())
     except (ValueError, KeyError, TypeError) as err:
         return None, str(err)
     return ckpt, ""
 
 
 def load_training_checkpoint(path: Path) -> dict:
-    """torch.load a training checkpoint; ValueError naming the file when it is unreadable or not one of ours."""
-    from training.model import CheckpointError, read_checkpoint
-
-    try:
-        ckpt = read_checkpoint(path)
-    except CheckpointError as err:
-        raise ValueError(str(err)) from None
+    """torch.load a training checkpoint; CheckpointError (a ValueError) names the file when it is unreadable or
+    lacks what resuming needs."""
+    ckpt = read_checkpoint(path)
     missing = [k for k in ("optimizer", "scheduler", "scaler", "step", "rng", "params", "data") if k not in ckpt]
     if missing:
-        raise ValueError(f"{path}: not a training checkpoint (lacks {', '.join(missing)})")
+        raise CheckpointError(f"{path}: not a training checkpoint (lacks {', '.join(missing)})")
     return ckpt
 
 
@@ -418,7 +433,7 @@ def train(params: Params, *, shards: str | Path, out: str | Path, live: str | Pa
             "rng": rng_state(),
             "params": params.model_dump(mode="json"),
             "data": {"sampler": "step-indexed", "seed": tp.seed, "world_size": setup.world, "keys": keys,
-                     "manifest_sha256": data_hash},
+                     "manifest_sha256": data_hash, "code_sha256": code_hash()},
         })
 
     logger = None

@@ -188,6 +188,11 @@ def test_resume_if_valid_is_byte_identical_or_starts_fresh(shards, tmp_path, cap
     for path in sorted((tmp_path / "live_a").rglob("*.*")):
         assert path.read_bytes() == (tmp_path / "live_b" / path.relative_to(tmp_path / "live_a")).read_bytes(), path
 
+    # other training code: not resumable
+    saved = torch.load(tmp_path / "b/checkpoint.pt", weights_only=True)
+    assert saved["data"]["code_sha256"] == T.code_hash()
+    with pytest.raises(ValueError, match="training code"):
+        T.check_resumable(saved, params, NAMES, 1, saved["data"]["manifest_sha256"], "0" * 64)
     # other data (the manifest changed): fresh start
     other = tmp_path / "shards"
     shutil.copytree(shards, other)
