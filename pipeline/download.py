@@ -5,8 +5,9 @@ and the `download` / `synthetic` params sections. Produces, in a folder built at
 
 - type video: `video.<ext>` (the bytes as fetched, unchanged) and `info.json` = the stable fields of yt-dlp's
   info dict (INFO_KEYS: id, title, uploader, licence... never the download time or a temp path; upload dates only
-  for remote sources), `checksums` {file: sha256} of the fetched media, plus an ffprobe probe: `duration_s` (float seconds), `fps` (float frames/s), `width`,
-  `height` (int pixels), `n_frames` (int, counted packets of the first video stream). A file whose readable
+  for remote sources), `checksums` {file: sha256} of the fetched media, plus an ffprobe probe: `duration_s`
+  (float seconds), `fps` (float frames/s), `width`, `height` (int pixels), `n_frames` (int, counted packets of
+  the first video stream). A file whose readable
   packets fall short of the frame count its header declares, or that ffprobe reports as partial, is "corrupt"
   (a truncated download); an empty file is "corrupt" too.
 - type images: `images/NNNNNN.<ext>` (6-digit position in natural-sort order of the original names) and
@@ -17,8 +18,8 @@ and the `download` / `synthetic` params sections. Produces, in a folder built at
   fetched like any file:// video; its `groundtruth.npz` (full-length linear arrays) is copied beside.
 
 Every video goes through yt-dlp's Python API (bare paths become file:// URLs, allowed only with
-`download.allow_local`); a server redirecting to file:// is "unsafe" and never followed. Failures are returned as status records (`pipeline.atomic.status_record`) with a
-category from FAILURE_CATEGORIES: not_found, unreachable, not_media, corrupt, unsafe, refused, error.
+`download.allow_local`); a server redirecting to file:// is "unsafe" and never followed. Failures are returned
+as status records (`pipeline.atomic.status_record`) with a category from FAILURE_CATEGORIES: not_found, unreachable, not_media, corrupt, unsafe, refused, error.
 
 CLI (pipeline/cli.py): ``python -m pipeline.download --index I --out-root data/raw [--status-root DIR]`` (one
 source, as dvc.yaml runs it; writes `data/raw/<name>/`) or ``--all`` (every source, tqdm bar, one summary line,
@@ -267,7 +268,8 @@ def stable_info(info: dict, url: str, *, remote: bool) -> dict:
     return {**out, "url": url}
 
 
-def fetch_video(url: str, dest: Path, params: DownloadParams, *, allow_file_urls: bool, shown_url: str | None = None) -> dict:
+def fetch_video(url: str, dest: Path, params: DownloadParams, *, allow_file_urls: bool,
+                shown_url: str | None = None) -> dict:
     """Fetch + probe one video into `dest` (video.<ext>, info.json); return the probe dict.
 
     `shown_url` replaces `url` in info.json (a render's temp path must not reach an output)."""

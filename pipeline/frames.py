@@ -390,7 +390,8 @@ def extract_frames(params: Params, source: Source, out_dir: Path, raw: Path) -> 
                                    npz_bytes(resize_groundtruth(arrays, index[chosen], total, (width, height))))
             atomic_write_json(tmp / "meta.json", {
                 "source": source.name, "url": source.url, "scene": source.scene, "licence": source.licence,
-                "attribution": source.attribution, "width": width, "height": height, "camera_shift": round(shift, SHIFT_DIGITS),
+                "attribution": source.attribution, "width": width, "height": height,
+                "camera_shift": round(shift, SHIFT_DIGITS),
                 "n_candidates": int(len(frames)), "frames": rows,
             })
     except FramesError as err:

@@ -15,8 +15,9 @@ CLI: `python -m training.decompose IMAGE --checkpoint data/models/checkpoint.pt 
 [--long-side N] [--input-linear]` writes DIR/<stem>_reflectance.png, DIR/<stem>_shading.png and
 DIR/<stem>_light.json. Default output is 8-bit sRGB PNG, each layer scaled so its 99th percentile is 1
 (scales are arbitrary); `--linear` writes 16-bit LINEAR PNGs (value / 65535, same scaling; read them with
-cv2.imread(p, cv2.IMREAD_UNCHANGED), never PIL). The input is read as sRGB (any PIL image: 8- or 16-bit, grey or colour;
-pipeline/images.py) unless `--input-linear`, which reads a 16-bit linear PNG (e.g. MIT intrinsic images) and converts it to sRGB.
+cv2.imread(p, cv2.IMREAD_UNCHANGED), never PIL). The input is read as sRGB (any PIL image: 8- or 16-bit, grey
+or colour; pipeline/images.py) unless `--input-linear`, which reads a 16-bit linear PNG (e.g. MIT intrinsic
+images) and converts it to sRGB.
 """
 from __future__ import annotations
 

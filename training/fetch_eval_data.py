@@ -1,12 +1,12 @@
 """Fetch the IIW / SAW benchmark data for the evaluate stage (DVC stages `fetch_iiw`, `fetch_saw`; frozen = off).
 
-`python -m training.fetch_eval_data --dataset iiw|saw --url URL [--url URL ...] --out DIR [--ids FILE] [--params FILE]`
-reads `evaluate.fetch_<dataset>` from params.yaml (validated; no params value is on the command line) and downloads each zip
-archive (http(s):// or a local path / file://) and extracts it under DIR/<archive stem>/, refusing members
-with absolute or '..' paths; `--ids` copies a list of image ids to DIR/test_ids.txt (evaluate keeps only those
+`python -m training.fetch_eval_data --dataset iiw|saw --url URL [--url URL ...] --out DIR [--ids FILE]
+[--params FILE]` reads `evaluate.fetch_<dataset>` from params.yaml (validated; no params value is on the command
+line) and downloads each zip archive (http(s):// or a local path / file://) and extracts it under
+DIR/<archive stem>/, refusing members with absolute or '..' paths; `--ids` copies a list of image ids to DIR/test_ids.txt (evaluate keeps only those
 ids when the file is there). DIR is built in a temp sibling and swapped in whole (pipeline.atomic.atomic_dir).
-With `evaluate.fetch_<dataset>: false` (the default params: no internet here) DIR only holds DISABLED.txt saying how to turn
-the stage on, so the DVC stage and the evaluate stage that depends on DIR always have their folder.
+With `evaluate.fetch_<dataset>: false` (the default params: no internet here) DIR only holds DISABLED.txt saying
+how to turn the stage on, so the DVC stage and the evaluate stage that depends on DIR always have their folder.
 
 Published locations (the dvc.yaml stages use them):
 - IIW (Bell et al. 2014): http://labelmaterial.s3.amazonaws.com/release/iiw-dataset-release-0.zip

@@ -27,8 +27,8 @@ Produces, in --out (rank 0, each file written atomically: temp file + os.replace
 - `checkpoint.pt` every `train.checkpoint_every` steps and at the end (read with torch.load(weights_only=True);
   tensors / plain Python only): model (state_dict), model_config (asdict(ModelConfig)), optimizer, scheduler,
   scaler, step (completed steps), rng {torch, cuda, numpy, python}, params (the whole resolved params.yaml),
-  data {sampler, seed, world_size, keys, manifest_sha256, code_sha256}. Strings are interned before saving (`canonical`), so
-  equal runs give equal bytes whether or not they were resumed.
+  data {sampler, seed, world_size, keys, manifest_sha256, code_sha256}. Strings are interned before saving
+  (`canonical`), so equal runs give equal bytes whether or not they were resumed.
 - `config.json`: the resolved params, model config, loader config, seed, device, precision, world size, number
   of parameters, train keys, manifest sha256 and versions (nothing that differs between a resumed and a
   straight run).
@@ -42,9 +42,9 @@ leaves the last good checkpoint in place. `--resume` continues from `--out/check
 bit-identical to an uninterrupted run (tests/training/test_train.py). `--resume-if-valid` (the DVC stage, whose
 outputs are `persist: true`) resumes only when the checkpoint records the same model/loss/run-defining train
 params, the same shards manifest sha256 and the same training code (`code_hash`), and otherwise starts fresh,
-saying why. Every file of the shards
-folder is checked against the manifest's sha256 before training (`training.data.verify_shards`). `--stop-at K` ends after K steps (with a
-checkpoint) while keeping the schedule of `train.steps`, to split a run.
+saying why. Every file of the shards folder is checked against the manifest's sha256 before training
+(`training.data.verify_shards`). `--stop-at K` ends after K steps (with a checkpoint) while keeping the schedule
+of `train.steps`, to split a run.
 """
 from __future__ import annotations
 
@@ -408,8 +408,8 @@ def train(params: Params, *, shards: str | Path, out: str | Path, live: str | Pa
     elif resume_if_valid:
         ckpt, why_not = load_resumable(out / CHECKPOINT, params, keys, setup.world, data_hash)
         if setup.master:
-            print(f"train: resuming from step {ckpt['step']}" if ckpt is not None else f"train: starting fresh ({why_not})",
-                  flush=True)
+            resuming = f"resuming from step {ckpt['step']}" if ckpt is not None else f"starting fresh ({why_not})"
+            print(f"train: {resuming}", flush=True)
     resume = ckpt is not None
     if resume:
         raw_model.load_state_dict(ckpt["model"])

@@ -1,8 +1,8 @@
 """A throwaway copy of the project as its own git + DVC repo, with a tiny params.yaml, for end-to-end tests.
 
 `make_repo(root)` copies pipeline/, training/, dvc.yaml, .gitignore and .dvc/config into `root`, writes tiny
-params (`tiny_params`: two synthetic sources, 4 training steps, no MIT), runs `git init` + `dvc init` and commits. `dvc(repo,
-...)` runs the venv's DVC there with the copy first on PYTHONPATH; `tree(repo)` maps every file under data/
+params (`tiny_params`: two synthetic sources, 4 training steps, no MIT), runs `git init` + `dvc init` and
+commits. `dvc(repo, ...)` runs the venv's DVC there with the copy first on PYTHONPATH; `tree(repo)` maps every file under data/
 (temporaries included) to its sha256, the byte-identity reference of the fault-injection tests.
 """
 from __future__ import annotations
@@ -54,11 +54,13 @@ def env_for(repo: Path) -> dict:
             "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.invalid"}
 
 
-def run(args: list, repo: Path, *, check: bool = True, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def run(args: list, repo: Path, *, check: bool = True, env: dict | None = None,
+        timeout: float = 600) -> subprocess.CompletedProcess:
     proc = subprocess.run([str(a) for a in args], cwd=repo, env=env or env_for(repo), capture_output=True, text=True,
                           timeout=timeout)
     if check:
-        assert proc.returncode == 0, f"{' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        command = " ".join(map(str, args))
+        assert proc.returncode == 0, f"{command} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     return proc
 
 

@@ -122,7 +122,8 @@ def test_bad_input_table(world, capsys):
         print("\nbad-input table (source: download category / frames status — reason)")
         for name, *_ in CASES:
             row = downloads[name]
-            print(f"  {name}: {row.get('category', 'ok')} / {frames[name]['status']} — {row.get('reason', row.get('summary'))}")
+            detail = row.get("reason", row.get("summary"))
+            print(f"  {name}: {row.get('category', 'ok')} / {frames[name]['status']} — {detail}")
     for name, _, _, category, words in CASES:
         row = downloads[name]
         if category is None:

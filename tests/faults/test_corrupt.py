@@ -8,6 +8,7 @@ else already built stays byte for byte as it was.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -76,8 +77,6 @@ def test_damaged_mask_png_skips_the_sequence_in_shards(setup):
                   "--out", work / "shards", "--stats", work / "stats.json")
     assert proc.returncode == 0, proc.stderr
     assert "masks/synth_a/0001.png" in proc.stderr
-    import json
-
     manifest = json.loads((work / "shards" / "manifest.json").read_text())
     assert list(manifest["sequences"]) == ["synth_b"]
     assert manifest["skipped"][0]["category"] == "corrupt"

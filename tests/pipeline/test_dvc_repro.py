@@ -2,7 +2,8 @@
 
 Copies pipeline/, dvc.yaml, .dvc/config and the project's params.yaml (with a tiny 2-source synthetic
 config) into tmp, then checks: the first `dvc repro frames` builds download@* and frames@*; a second run
-and `dvc status` report everything up to date; appending a third source reruns only that source's stages (and `sources`, which validates params.yaml)
+and `dvc status` report everything up to date; appending a third source reruns only that source's stages
+(and `sources`, which validates params.yaml)
 (the others' outputs keep their mtimes). Only the download/frames stages are targeted: masks/shards/train/
 evaluate belong to other parts.
 """
