@@ -1,17 +1,20 @@
 """Shared command-line plumbing for the per-source stages (download, frames, masks).
 
-dvc.yaml runs each per-source stage as ``python -m pipeline.<stage> ${item} --out DIR --status FILE``;
-DVC unpacks the source's params entry (`${item}`) into ``--name ... --url ...`` flags, so a stage reruns
-exactly when its own source entry changes. The flags are validated through the same `Source` schema and
-must match the entry in params.yaml, which stays the single source of truth.
-
-The `--all` mode (``python -m pipeline.<stage> --all --out-root DIR [--<input>-root DIR] [--status-root DIR]``)
-runs the same per-source function over every source with a tqdm bar (`run_all_sources`), writes each
-status, and prints one summary line (`summary_line`); `stage_main` dispatches between the two modes.
+No params value ever reaches a shell command line. dvc.yaml runs each per-source stage with fixed text only,
+``python -m pipeline.<stage> --out-root data/<stage> --status-root data/status/<stage> [--<input>-root DIR]``;
+the stage learns which source it is from DVC's `DVC_STAGE` environment variable (``<stage>@<i>``: DVC's
+`foreach` position of the entry in params.yaml's `sources`, text DVC generates, checked against that pattern).
+The stage loads and validates params.yaml through the one schema first (a bad name, URL or key stops it with a
+message naming the key, before anything is written), then builds its paths from the validated source name:
+``<out-root>/<name>``, ``<input-root>/<name>`` and ``<status-root>/<name>.json``. By hand, ``--index I`` or
+``--name NAME`` selects one source, and ``--all`` runs every source with a tqdm bar and prints one summary line
+(`summary_line`).
 """
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Callable
@@ -20,66 +23,11 @@ from pipeline.atomic import atomic_write_json
 from pipeline.params import Params, ParamsError, Source, load_params
 
 
-def source_stage_parser(description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    parser.add_argument("--out", required=True, type=Path, help="this source's output folder")
-    parser.add_argument("--status", type=Path, default=None, help="status JSON (a DVC metric) to write")
-    # The Source fields, as DVC's ${item} unpacking writes them.
-    for field in Source.model_fields:
-        parser.add_argument(f"--{field}", default=None)
-    return parser
-
-
-def parse_source_stage(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> tuple[argparse.Namespace, Params, Source]:
-    """Parse argv; return (args, params, source). Exits 2 with a message naming the key on bad input."""
-    args = parser.parse_args(argv)
-    try:
-        params = load_params(args.params)
-        if args.name is None:
-            raise ParamsError("--name is required (the source's name in params.yaml)")
-        source = params.source(args.name)
-        given = {field: getattr(args, field) for field in Source.model_fields if getattr(args, field) is not None}
-        from_flags = Source.model_validate({**source.model_dump(exclude_none=True), **given})
-        if from_flags != source:
-            raise ParamsError(
-                f"sources[{args.name}]: command-line flags differ from params.yaml; rerun `dvc repro` "
-                "so dvc.yaml and params.yaml agree"
-            )
-    except ParamsError as err:
-        parser.exit(2, f"error: {err}\n")
-    return args, params, source
-
-
 def write_status(out_dir: Path, status_path: Path | None, record: dict) -> None:
     """Write a status record into the output folder (read by later stages) and to the DVC metric file."""
     atomic_write_json(Path(out_dir) / "status.json", record)
     if status_path is not None:
         atomic_write_json(status_path, record)
-
-
-def run_source_stage(
-    stage: str,
-    run: Callable[..., dict],
-    argv: list[str] | None = None,
-    inputs: dict[str, str] | None = None,
-) -> int:
-    """Parse the CLI, call `run(params, source, out_dir, **inputs) -> status record`, write the status, print one line.
-
-    `inputs` maps extra required folder flags to their help text, e.g. {"raw": "download output"} adds
-    ``--raw DIR`` and passes ``raw=Path(DIR)`` to `run`. Per-source failures are data (exit 0 with a failed
-    status) so one bad source never stops `dvc repro`.
-    """
-    parser = source_stage_parser(f"BigTime {stage} stage, one source")
-    for flag, help_text in (inputs or {}).items():
-        parser.add_argument(f"--{flag}", required=True, type=Path, help=help_text)
-    args, params, source = parse_source_stage(parser, argv)
-    record = run(params, source, args.out, **{flag: getattr(args, flag) for flag in (inputs or {})})
-    Path(args.out).mkdir(parents=True, exist_ok=True)  # DVC needs the out even when the source failed
-    write_status(args.out, args.status, record)
-    detail = record.get("reason", "") if record["status"] != "ok" else record.get("summary", "")
-    print(f"{stage}[{source.name}]: {record['status']}{' (' + record['category'] + ')' if record['status'] != 'ok' else ''} {detail}".rstrip(), file=sys.stderr)
-    return 0
 
 
 def run_all_sources(
@@ -90,9 +38,11 @@ def run_all_sources(
     status_root: Path | None = None,
     *,
     input_roots: dict[str, Path] | None = None,
+    sources: list[Source] | None = None,
     progress: bool = True,
 ) -> list[dict]:
-    """Call `run(params, source, out_root/<name>, **{flag: root/<name>})` for every source with a tqdm bar.
+    """Call `run(params, source, out_root/<name>, **{flag: root/<name>})` for every source (default: all of
+    params.sources) with a tqdm bar.
 
     Each record is written with `write_status` (into the output folder and, with `status_root`, to
     `status_root/<name>.json`); the records are returned in params order.
@@ -100,9 +50,10 @@ def run_all_sources(
     from tqdm import tqdm
 
     records = []
-    for source in tqdm(params.sources, desc=stage, unit="source", disable=not progress):
+    for source in tqdm(params.sources if sources is None else sources, desc=stage, unit="source", disable=not progress):
         inputs = {flag: Path(root) / source.name for flag, root in (input_roots or {}).items()}
         record = run(params, source, Path(out_root) / source.name, **inputs)
+        Path(out_root, source.name).mkdir(parents=True, exist_ok=True)  # DVC needs the out even when it failed
         write_status(Path(out_root) / source.name, Path(status_root) / f"{source.name}.json" if status_root else None, record)
         records.append(record)
     return records
@@ -116,33 +67,65 @@ def summary_line(stage: str, records: list[dict]) -> str:
     return f"{stage}: {ok} ok, {len(failed)} failed" + (f" ({detail})" if detail else "")
 
 
+def dvc_stage_index(stage: str, environ: dict | None = None) -> int:
+    """The source position DVC's foreach gave this stage run: `DVC_STAGE` = ``<stage>@<i>`` -> i."""
+    value = (os.environ if environ is None else environ).get("DVC_STAGE", "")
+    match = re.fullmatch(rf"(?:.*:)?{re.escape(stage)}@(\d+)", value)
+    if match is None:
+        raise ParamsError(f"no source selected: give --index, --name or --all (DVC_STAGE={value!r} is not "
+                          f"'{stage}@<index>', so this is not a `dvc repro` run of a {stage} foreach stage)")
+    return int(match.group(1))
+
+
+def select_sources(params: Params, *, index: int | None, name: str | None) -> list[Source]:
+    """The sources a stage run covers: every source, the `index`-th (DVC's foreach position) or the one named."""
+    if index is not None:
+        if not 0 <= index < len(params.sources):
+            raise ParamsError(f"sources: no entry [{index}] (params.yaml lists {len(params.sources)} sources)")
+        return [params.sources[index]]
+    if name is not None:
+        return [params.source(name)]
+    return list(params.sources)
+
+
 def stage_main(
     stage: str,
     run: Callable[..., dict],
     argv: list[str] | None = None,
     inputs: dict[str, str] | None = None,
 ) -> int:
-    """CLI of a per-source stage: one source (`run_source_stage`), or every source when argv has ``--all``.
+    """CLI of a per-source stage: one source (DVC_STAGE, ``--index I`` or ``--name NAME``) or all (``--all``).
 
-    `inputs` as in `run_source_stage`; in ``--all`` mode each becomes a required ``--<flag>-root DIR`` whose
-    `<name>` subfolder is passed to `run`. Exit status of ``--all``: non-zero only when no source succeeded.
+    `inputs` maps extra input roots to their help text, e.g. {"raw": "download output root"} adds a required
+    ``--raw-root DIR`` whose `<name>` subfolder is passed to `run` as `raw=`. Per-source failures are data (a
+    failed status, exit 0) so one bad source never stops `dvc repro`; ``--all`` exits non-zero only when no
+    source succeeded. Invalid params exit 2 before anything is written.
     """
-    argv = sys.argv[1:] if argv is None else argv
-    if "--all" not in argv:
-        return run_source_stage(stage, run, argv, inputs=inputs)
-    parser = argparse.ArgumentParser(description=f"BigTime {stage} stage, every source")
-    parser.add_argument("--all", action="store_true", required=True)
-    parser.add_argument("--params", default="params.yaml")
-    for flag in inputs or {}:
-        parser.add_argument(f"--{flag}-root", required=True, type=Path)
-    parser.add_argument("--out-root", required=True, type=Path)
-    parser.add_argument("--status-root", type=Path, default=None)
-    args = parser.parse_args(argv)
+    parser = argparse.ArgumentParser(description=f"BigTime {stage} stage")
+    which = parser.add_mutually_exclusive_group()  # none: DVC_STAGE names the source (`dvc repro`)
+    which.add_argument("--index", type=int, help="the source's position in params.yaml's sources (DVC's ${key})")
+    which.add_argument("--name", help="the source's name in params.yaml")
+    which.add_argument("--all", action="store_true", help="every source")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    for flag, help_text in (inputs or {}).items():
+        parser.add_argument(f"--{flag}-root", required=True, type=Path, help=f"{help_text} (one folder per source)")
+    parser.add_argument("--out-root", required=True, type=Path, help="output root (one folder per source)")
+    parser.add_argument("--status-root", type=Path, default=None, help="status JSONs (DVC metrics), <name>.json")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         params = load_params(args.params)
+        index = args.index if args.index is not None or args.name or args.all else dvc_stage_index(stage)
+        sources = select_sources(params, index=index, name=args.name)
     except ParamsError as err:
         parser.exit(2, f"error: {err}\n")
     input_roots = {flag: getattr(args, f"{flag}_root") for flag in inputs or {}}
-    records = run_all_sources(stage, run, params, args.out_root, args.status_root, input_roots=input_roots)
+    records = run_all_sources(stage, run, params, args.out_root, args.status_root, input_roots=input_roots,
+                              sources=sources, progress=args.all)
+    if not args.all:
+        record = records[0]
+        detail = record.get("reason", "") if record["status"] != "ok" else record.get("summary", "")
+        failed = f" ({record['category']})" if record["status"] != "ok" else ""
+        print(f"{stage}[{record['source']}]: {record['status']}{failed} {detail}".rstrip(), file=sys.stderr)
+        return 0
     print(summary_line(stage, records), file=sys.stderr)
     return 0 if any(r["status"] == "ok" for r in records) else 1

@@ -3,23 +3,29 @@
 Consumes a `Source` (http(s)://, file://, bare local path, or synthetic://SCENE; type "video" or "images")
 and the `download` / `synthetic` params sections. Produces, in a folder built atomically:
 
-- type video: `video.<ext>` (the bytes as fetched, unchanged) and `info.json` = yt-dlp's info dict plus an
-  ffprobe probe: `duration_s` (float seconds), `fps` (float frames/s), `width`, `height` (int pixels),
-  `n_frames` (int, counted packets of the first video stream).
+- type video: `video.<ext>` (the bytes as fetched, unchanged) and `info.json` = the stable fields of yt-dlp's
+  info dict (INFO_KEYS: id, title, uploader, licence... never the download time or a temp path; upload dates only
+  for remote sources), `checksums` {file: sha256} of the fetched media, plus an ffprobe probe: `duration_s`
+  (float seconds), `fps` (float frames/s), `width`, `height` (int pixels), `n_frames` (int, counted packets of
+  the first video stream). A file whose readable
+  packets fall short of the frame count its header declares, or that ffprobe reports as partial, is "corrupt"
+  (a truncated download); an empty file is "corrupt" too.
 - type images: `images/NNNNNN.<ext>` (6-digit position in natural-sort order of the original names) and
-  `info.json` {type, n_frames, width, height (of the first image), files: original names in order}.
+  `info.json` {type, n_frames, width, height (of the first image), files: original names in order}. A symlink
+  in a source folder is refused ("unsafe": it could point anywhere); an unreadable image is "corrupt", named by
+  its original name.
 - type bigtime: one sequence of the BigTime release (`pipeline/bigtime.py`): `images/` as above plus
   `release_masks/NNNNNN.png` (the release's masks) and `info.json` with a `bigtime` record.
 - synthetic://SCENE: the scene rendered by `pipeline.synthetic` and encoded as mp4 into a temp folder, then
   fetched like any file:// video; its `groundtruth.npz` (full-length linear arrays) is copied beside.
 
 Every video goes through yt-dlp's Python API (bare paths become file:// URLs, allowed only with
-`download.allow_local`). Failures are returned as status records (`pipeline.atomic.status_record`) with a
-category from FAILURE_CATEGORIES: not_found, unreachable, not_media, corrupt, unsafe, refused, error.
+`download.allow_local`); a server redirecting to file:// is "unsafe" and never followed. Failures are returned
+as status records (`pipeline.atomic.status_record`) with a category from FAILURE_CATEGORIES: not_found, unreachable, not_media, corrupt, unsafe, refused, error.
 
-CLI: ``python -m pipeline.download <source flags> --out DIR [--status FILE]`` (one source, as dvc.yaml runs
-it) or ``python -m pipeline.download --all --out-root data/raw [--status-root DIR]`` (every source, tqdm bar,
-one summary line, non-zero exit only when no source succeeded).
+CLI (pipeline/cli.py): ``python -m pipeline.download --index I --out-root data/raw [--status-root DIR]`` (one
+source, as dvc.yaml runs it; writes `data/raw/<name>/`) or ``--all`` (every source, tqdm bar, one summary line,
+non-zero exit only when no source succeeded).
 """
 from __future__ import annotations
 
@@ -40,11 +46,17 @@ import ffmpeg
 from pipeline.atomic import atomic_dir, atomic_write_json, status_record
 from pipeline.cli import run_all_sources, stage_main, summary_line  # noqa: F401 (summary_line re-exported)
 from pipeline.params import SYNTHETIC_SCHEME, DownloadParams, Params, Source
+from pipeline.shard_format import sha256_file
 
 STAGE = "download"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 # Container signatures (offset, bytes): a file that has one but does not probe is "corrupt", not "not_media".
+# yt-dlp info fields kept in info.json (stable facts about the video, not about this download).
+INFO_KEYS = ("id", "title", "description", "uploader", "uploader_id", "channel", "license", "webpage_url",
+             "original_url", "extractor", "extractor_key", "format_id", "format", "ext", "vcodec", "acodec",
+             "duration", "width", "height", "fps")
+REMOTE_INFO_KEYS = ("upload_date", "timestamp")  # for local files and renders these are the file's mtime
 _VIDEO_MAGIC = ((4, b"ftyp"), (0, b"RIFF"), (0, b"\x1a\x45\xdf\xa3"), (0, b"OggS"), (0, b"FLV"), (0, b"\x00\x00\x01\xba"))
 
 
@@ -87,12 +99,18 @@ def check_policy(source: Source, params: DownloadParams) -> None:
         raise FetchError("not_found", f"{path} does not exist")
 
 
-def classify_ytdlp_error(err: BaseException) -> FetchError:
-    """Map a yt-dlp DownloadError (or its cause) to a failure category with a one-line reason."""
+def classify_ytdlp_error(err: BaseException, url: str = "") -> FetchError:
+    """Map a yt-dlp DownloadError (or its cause) to a failure category with a one-line reason.
+
+    A file: URL in the error of a remote (`url` http(s)) fetch is a redirect to a local file: "unsafe"."""
     cause = getattr(err, "exc_info", None)
     cause = cause[1] if cause and len(cause) > 1 else err
     message = str(err).replace("ERROR: ", "").strip().splitlines()[0] if str(err) else type(err).__name__
     message = re.sub(r" \(caused by .*\)$", "", message)
+    if re.match(r"^https?://", url) and "file:" in f"{cause} {message}".lower():
+        return FetchError("unsafe", f"refused a redirect to a local file:// URL ({message})")
+    if "did not get any data blocks" in message.lower():
+        return FetchError("corrupt", f"empty file (0 bytes): {message}")
     status = getattr(cause, "status", None) or getattr(cause, "code", None)
     if isinstance(status, int):
         return FetchError("not_found" if status in (404, 410) else "unreachable", f"HTTP {status}: {message}")
@@ -114,15 +132,32 @@ def _has_video_magic(path: Path) -> bool:
     return any(head[offset : offset + len(magic)] == magic for offset, magic in _VIDEO_MAGIC)
 
 
+def ffprobe(path: Path) -> tuple[dict, list[str]]:
+    """ffprobe the first video stream with packet counting: (parsed JSON, error lines); ffprobe's own failure
+    (exit status) raises ffmpeg.Error as ffmpeg.probe does."""
+    import subprocess
+
+    args = ["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_packets", "-show_format", "-show_streams",
+            "-of", "json", str(path)]
+    proc = subprocess.run(args, capture_output=True, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise ffmpeg.Error("ffprobe", proc.stdout, proc.stderr)
+    errors = [line.strip() for line in proc.stderr.decode(errors="replace").splitlines() if line.strip()]
+    return json.loads(proc.stdout.decode() or "{}"), errors
+
+
 def probe_video(path: Path) -> dict:
     """ffprobe the first video stream: {duration_s, fps, width, height, n_frames, codec}; FetchError if not a video.
 
-    n_frames counts demuxed packets (exact for intra/inter codecs alike, no decoding); one frame is also
-    decoded to catch files whose headers parse but whose data does not.
+    n_frames counts demuxed packets (exact for intra/inter codecs alike, no decoding); fewer packets than the
+    header declares, or a demuxer error ("partial file"), means a truncated file. One frame is also decoded to
+    catch files whose headers parse but whose data does not.
     """
     path = Path(path)
+    if path.stat().st_size == 0:
+        raise FetchError("corrupt", f"{path.name}: empty file (0 bytes)")
     try:
-        probe = ffmpeg.probe(str(path), select_streams="v:0", count_packets=None)
+        probe, errors = ffprobe(path)
     except ffmpeg.Error as err:
         detail = (err.stderr or b"").decode(errors="replace").replace(str(path), path.name).strip().splitlines()
         detail = detail[-1] if detail else "ffprobe failed"
@@ -138,12 +173,17 @@ def probe_video(path: Path) -> dict:
     if fps <= 0:
         num, _, den = (stream.get("r_frame_rate") or "0/1").partition("/")
         fps = float(num) / float(den) if den and float(den) else 0.0
-    n_frames = int(stream.get("nb_read_packets") or stream.get("nb_frames") or 0)
+    n_frames = int(stream.get("nb_read_packets") or 0)
+    declared = int(stream.get("nb_frames") or 0)
     duration = float(stream.get("duration") or probe.get("format", {}).get("duration") or 0.0)
     if duration <= 0 and fps > 0:
         duration = n_frames / fps
     if n_frames <= 0 or fps <= 0:
         raise FetchError("corrupt", f"{path.name}: no decodable video frames (n_frames={n_frames}, fps={fps:g})")
+    partial = [e for e in errors if "partial file" in e or "truncat" in e.lower()]
+    if 0 < n_frames < declared or partial:
+        raise FetchError("corrupt", f"{path.name}: truncated: {n_frames} of {declared or '?'} declared frames readable"
+                         + (f" (ffprobe: {partial[0].split('] ', 1)[-1]})" if partial else ""))
     try:
         ffmpeg.input(str(path)).output("pipe:", format="null", vframes=1).global_args("-nostdin").run(
             capture_stdout=True, capture_stderr=True
@@ -188,8 +228,8 @@ def ytdlp_fetch(url: str, dest: Path, params: DownloadParams, *, allow_file_urls
         with yt_dlp.YoutubeDL(options) as ydl:
             info = ydl.extract_info(url, download=True)
             info = ydl.sanitize_info(info) if info is not None else None
-    except yt_dlp.utils.DownloadError as err:
-        raise classify_ytdlp_error(err) from None
+    except (yt_dlp.utils.DownloadError, yt_dlp.networking.exceptions.RequestError) as err:
+        raise classify_ytdlp_error(err, url) from None
     except OSError as err:  # e.g. a file:// URL that vanished
         raise FetchError("not_found" if isinstance(err, FileNotFoundError) else "unreachable", str(err)) from None
     if info is None:
@@ -221,13 +261,25 @@ class _QuietLogger:
         pass
 
 
-def fetch_video(url: str, dest: Path, params: DownloadParams, *, allow_file_urls: bool) -> dict:
-    """Fetch + probe one video into `dest` (video.<ext>, info.json); return the probe dict."""
+def stable_info(info: dict, url: str, *, remote: bool) -> dict:
+    """The INFO_KEYS of a yt-dlp info dict (plus REMOTE_INFO_KEYS when `remote`), `url` as given in params."""
+    keep = INFO_KEYS + (REMOTE_INFO_KEYS if remote else ())
+    out = {k: info[k] for k in keep if info.get(k) is not None}
+    if not remote:
+        out.update(webpage_url=url, original_url=url)
+    return {**out, "url": url}
+
+
+def fetch_video(url: str, dest: Path, params: DownloadParams, *, allow_file_urls: bool,
+                shown_url: str | None = None) -> dict:
+    """Fetch + probe one video into `dest` (video.<ext>, info.json); return the probe dict.
+
+    `shown_url` replaces `url` in info.json (a render's temp path must not reach an output)."""
     path, info = ytdlp_fetch(to_url(url), dest, params, allow_file_urls=allow_file_urls)
     probe = probe_video(path)
     for stale in dest.glob("*.info.json"):
         stale.unlink()
-    info = {k: v for k, v in info.items() if k not in ("requested_downloads", "http_headers", "formats")}
+    info = stable_info(info, shown_url or url, remote=shown_url is None and local_path(url) is None)
     info.update(probe, type="video", file=path.name, duration=probe["duration_s"], fps=probe["fps"],
                 width=probe["width"], height=probe["height"])
     atomic_write_json(dest / "info.json", info)
@@ -241,7 +293,8 @@ def fetch_synthetic(scene: str, dest: Path, params: Params) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"synthetic-{scene}-") as tmp:
         sequence = synthetic.render_scene_from_params(scene, params.synthetic)
         synthetic.write_scene(sequence, Path(tmp), fps=params.synthetic.fps, crf=params.synthetic.crf)
-        probe = fetch_video((Path(tmp) / "video.mp4").as_uri(), dest, params.download, allow_file_urls=True)
+        probe = fetch_video((Path(tmp) / "video.mp4").as_uri(), dest, params.download, allow_file_urls=True,
+                            shown_url=f"{SYNTHETIC_SCHEME}{scene}")
         shutil.copyfile(Path(tmp) / "groundtruth.npz", dest / "groundtruth.npz")
     info = json.loads((dest / "info.json").read_text())
     info.update(synthetic={"scene": scene, **params.synthetic.model_dump()})
@@ -276,6 +329,8 @@ def _download_file(url: str, dest: Path, params: DownloadParams) -> Path:
                     raise FetchError("refused", f"{url} exceeds download.max_filesize_mb={params.max_filesize_mb:g}")
                 out.write(chunk)
     except urllib.error.HTTPError as err:
+        if "redirection to url" in str(err.msg).lower():
+            raise FetchError("unsafe", f"{url}: refused a redirect ({err.msg})") from None
         raise FetchError("not_found" if err.code in (404, 410) else "unreachable", f"HTTP {err.code}: {url}") from None
     except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
         raise FetchError("unreachable", f"{url}: {getattr(err, 'reason', err)}") from None
@@ -305,16 +360,19 @@ def _archive_members(archive: Path) -> list[tuple[str, object]]:
     return [(name, handle) for name, handle in members if name.lower().endswith(IMAGE_EXTENSIONS)]
 
 
-def _verify_image(path: Path) -> tuple[int, int]:
+def _verify_image(path: Path, name: str) -> tuple[int, int]:
+    """(width, height) of the copied image `path`; FetchError naming the source's file `name` if unreadable."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
             image.verify()
         with Image.open(path) as image:
+            image.load()
             return image.size
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise FetchError("corrupt", f"{path.name}: not a readable image ({err})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        detail = str(err).replace(str(path), name)
+        raise FetchError("corrupt", f"{name}: not a readable image ({detail})") from None
 
 
 def fetch_images(url: str, dest: Path, params: DownloadParams) -> dict:
@@ -325,6 +383,9 @@ def fetch_images(url: str, dest: Path, params: DownloadParams) -> dict:
     copied: list[tuple[str, Path]] = []
     with tempfile.TemporaryDirectory(prefix="download-images-") as tmp:
         if path is not None and path.is_dir():
+            links = sorted(p.name for p in path.iterdir() if p.is_symlink())
+            if links:
+                raise FetchError("unsafe", f"{path} holds symlinks, which could point anywhere: {', '.join(links[:3])}")
             names = sorted((p.name for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS), key=natural_key)
             for i, name in enumerate(names):
                 target = images / f"{i:06d}{Path(name).suffix.lower()}"
@@ -348,7 +409,7 @@ def fetch_images(url: str, dest: Path, params: DownloadParams) -> dict:
                     copied.append((name, target))
     if not copied:
         raise FetchError("not_media", f"{url} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-    sizes = [_verify_image(target) for _, target in copied]
+    sizes = [_verify_image(target, name) for name, target in copied]
     info = {"type": "images", "n_frames": len(copied), "width": sizes[0][0], "height": sizes[0][1],
             "files": [name for name, _ in copied], "url": url}
     atomic_write_json(dest / "info.json", info)
@@ -356,6 +417,15 @@ def fetch_images(url: str, dest: Path, params: DownloadParams) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ stage
+def record_checksums(folder: Path) -> None:
+    """Add `checksums` {relative path: sha256} of the fetched media (video.*, images/*) to folder/info.json; the
+    frames stage checks them, so a raw file damaged after download is named, not silently decoded."""
+    media = sorted(p for p in [*folder.glob("video.*"), *folder.glob("images/*")] if p.is_file())
+    info = json.loads((folder / "info.json").read_text())
+    info["checksums"] = {p.relative_to(folder).as_posix(): sha256_file(p) for p in media}
+    atomic_write_json(folder / "info.json", info)
+
+
 def download_source(params: Params, source: Source, out_dir: Path) -> dict:
     """Fetch one source into `out_dir` (built atomically); return its status record (never raises FetchError)."""
     out_dir = Path(out_dir)
@@ -380,6 +450,7 @@ def download_source(params: Params, source: Source, out_dir: Path) -> dict:
             else:
                 probe = fetch_video(source.url, tmp, params.download, allow_file_urls=params.download.allow_local)
                 summary = f"{probe['n_frames']} frames {probe['width']}x{probe['height']} @ {probe['fps']:g} fps"
+            record_checksums(tmp)
     except FetchError as err:
         with atomic_dir(out_dir):  # replace any earlier output by an empty folder: nothing half-written
             pass

@@ -1,7 +1,8 @@
 """Frames stage: `data/raw/<name>/` -> `data/frames/<name>/` (a fixed-camera sequence under changing light).
 
 Consumes the download output (`video.<ext>` + `info.json`, or `images/*`; `groundtruth.npz` for synthetic
-sources; `status.json`) and the `frames` params section. Produces, in a folder built atomically:
+sources; `status.json`; the media are checked against the sha256 `checksums` of info.json) and the `frames` params
+section. Produces, in a folder built atomically:
 
 - `NNNN.png`: `frames.per_sequence` 8-bit sRGB RGB frames in time order, long side `frames.long_side`
   (aspect kept, both sides even).
@@ -34,6 +35,7 @@ import math
 import subprocess
 import sys
 import tempfile
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,10 +45,12 @@ import cv2
 import ffmpeg
 import numpy as np
 
-from pipeline.atomic import atomic_dir, atomic_write_json, read_status, status_record
+from pipeline.atomic import atomic_dir, atomic_write_bytes, atomic_write_json, read_status, status_record
 from pipeline.cli import run_all_sources, stage_main
 from pipeline.color import REC709_WEIGHTS, srgb_to_linear
 from pipeline.mask_backends import saturated_or_dark
+from pipeline.images import ImageReadError, read_srgb8
+from pipeline.shard_format import npz_bytes, sha256_file
 from pipeline.params import FramesParams, Params, Source
 
 STAGE = "frames"
@@ -59,6 +63,10 @@ MOTION_CHECKS = 128  # candidates (evenly spread) whose shift is measured, plus 
 # Lossless PNG, fast: zlib level 1 with Huffman-only coding is ~2x faster than the default for ~2% more bytes.
 PNG_OPTIONS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
 MIN_REGISTERED = 0.5  # fraction of candidates that must register, else the sequence is rejected
+# camera_shift is recorded to 1e-6 of the diagonal: OpenCV's threaded DFT moves it by ~1e-11 between runs, and
+# outputs must be byte-identical between runs
+SHIFT_DIGITS = 6
+MIN_DECODED = 0.9  # fraction of the planned frames ffmpeg must deliver, else the video is corrupt/truncated
 
 
 class FramesError(Exception):
@@ -168,12 +176,12 @@ def decode_video(path: Path, plan: Plan, fps: float, size: tuple[int, int]) -> n
 
 
 def iter_images(paths: list[Path], size: tuple[int, int]) -> Iterator[np.ndarray]:
-    """Yield images as RGB resized (area) to size=(w, h): (h, w, 3) uint8 sRGB."""
-    from PIL import Image
-
+    """Yield images as RGB resized (area) to size=(w, h): (h, w, 3) uint8 sRGB (16-bit files scaled, not clipped)."""
     for path in paths:
-        with Image.open(path) as image:
-            rgb = np.asarray(image.convert("RGB"))
+        try:
+            rgb = read_srgb8(path)
+        except ImageReadError as err:
+            raise FramesError("corrupt", str(err)) from None
         yield cv2.resize(rgb, size, interpolation=cv2.INTER_AREA) if rgb.shape[1::-1] != size else rgb
 
 
@@ -356,6 +364,10 @@ def load_candidates(raw: Path, source: Source, params: FramesParams) -> Candidat
     problem = geometry_problem(int(info["width"]), int(info["height"]), params)
     if problem is not None:
         raise FramesError("unusable_size", problem)
+    for name, digest in sorted(info.get("checksums", {}).items()):  # recorded by the download stage
+        if not (raw / name).is_file() or sha256_file(raw / name) != digest:
+            raise FramesError("corrupt", f"{raw / name}: missing or its sha256 differs from the one the download "
+                                         "recorded in info.json (damaged or modified since; rerun the download)")
     size = output_size(int(info["width"]), int(info["height"]), params.long_side)
     if info.get("type") == "images":
         paths = sorted(p for p in (raw / "images").iterdir() if p.is_file())
@@ -373,6 +385,9 @@ def load_candidates(raw: Path, source: Source, params: FramesParams) -> Candidat
     if plan.count == 0:
         raise FramesError("too_few_frames", f"no frames inside [{source.start}, {source.end}] s (video is {info.get('duration_s', 0):.1f} s)")
     frames, lums, maps = _collect(iter_video(video, plan, fps, size), plan.count)
+    if len(frames) < MIN_DECODED * plan.count:
+        raise FramesError("corrupt", f"{video}: decoded {len(frames)} of the {plan.count} planned frames "
+                                     f"(info.json declares {info['n_frames']}): truncated or corrupt video")
     index = plan.indices[: len(frames)]
     return Candidates(frames, index, index / fps, lums, maps, info)
 
@@ -456,13 +471,19 @@ def extract_frames(params: Params, source: Source, out_dir: Path, raw: Path) -> 
                 for row, mask in zip(rows, write_release_masks(raw, tmp, index[chosen], (width, height))):
                     row["release_mask"] = mask
             if (raw / "groundtruth.npz").exists():
-                with np.load(raw / "groundtruth.npz") as gt:
-                    arrays = {key: gt[key] for key in gt.files}
+                try:
+                    with np.load(raw / "groundtruth.npz") as gt:
+                        arrays = {key: gt[key] for key in gt.files}
+                except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+                    raise FramesError("corrupt", f"{raw / 'groundtruth.npz'}: unreadable ({err})") from None
                 total = int(info.get("n_frames", 0)) or max(len(v) for v in arrays.values() if v.ndim)
-                np.savez_compressed(tmp / "groundtruth.npz", **resize_groundtruth(arrays, index[chosen], total, (width, height)))
+                # npz_bytes: fixed zip timestamps, so equal inputs give equal bytes (np.savez stamps the time)
+                atomic_write_bytes(tmp / "groundtruth.npz",
+                                   npz_bytes(resize_groundtruth(arrays, index[chosen], total, (width, height))))
             atomic_write_json(tmp / "meta.json", {
                 "source": source.name, "url": source.url, "scene": source.scene, "licence": source.licence,
-                "attribution": source.attribution, "width": width, "height": height, "camera_shift": shift,
+                "attribution": source.attribution, "width": width, "height": height,
+                "camera_shift": round(shift, SHIFT_DIGITS),
                 "n_candidates": int(len(frames)), "frames": rows,
             })
     except FramesError as err:
@@ -474,7 +495,7 @@ def extract_frames(params: Params, source: Source, out_dir: Path, raw: Path) -> 
             pass
         return status_record(source.name, STAGE, "error", f"{type(err).__name__}: {err}")
     span = float(lum[chosen].max() - lum[chosen].min())
-    return status_record(source.name, STAGE, camera_shift=shift, n_frames=len(chosen),
+    return status_record(source.name, STAGE, camera_shift=round(shift, SHIFT_DIGITS), n_frames=len(chosen),
                          summary=f"{len(chosen)} frames {width}x{height} from {len(frames)} candidates, "
                                  f"log-lum span {span:.2f}, camera shift {shift:.4f}")
 
@@ -486,7 +507,7 @@ def frames_all(params: Params, raw_root: Path, out_root: Path, status_root: Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main(STAGE, extract_frames, argv, inputs={"raw": "this source's download folder"})
+    return stage_main(STAGE, extract_frames, argv, inputs={"raw": "download stage output"})
 
 
 if __name__ == "__main__":

@@ -90,7 +90,13 @@ def load_frames(frames_dir: Path) -> tuple[list[str], np.ndarray]:
         names = sorted(p.name for p in frames_dir.glob("[0-9][0-9][0-9][0-9].png"))
     if not names:
         raise FileNotFoundError(f"no frames in {frames_dir}")
-    frames = [np.asarray(Image.open(frames_dir / n).convert("RGB")) for n in names]
+    frames = []
+    for n in names:
+        try:
+            with Image.open(frames_dir / n) as image:
+                frames.append(np.asarray(image.convert("RGB")))
+        except (OSError, SyntaxError, ValueError) as err:  # FileNotFoundError included: the message names the file
+            raise ValueError(f"{frames_dir / n}: not a readable frame ({err})") from None
     if len({f.shape for f in frames}) != 1:
         raise ValueError(f"frames in {frames_dir} differ in size")
     return names, np.stack(frames)
@@ -169,9 +175,9 @@ def _clear(out_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.cli import run_source_stage
+    from pipeline.cli import stage_main
 
-    return run_source_stage(STAGE, make_masks, argv, inputs={"frames": "this source's frames folder"})
+    return stage_main(STAGE, make_masks, argv, inputs={"frames": "frames stage output"})
 
 
 if __name__ == "__main__":

@@ -259,6 +259,13 @@ class TrainParams(_Section):
     # uses "fit" so that its training frames are never upsampled.
     bucket: Literal["paper", "fit"] = "paper"
 
+    @model_validator(mode="after")
+    def _checkpoint_within_run(self) -> "TrainParams":
+        if self.checkpoint_every > self.steps:  # else an interrupted run has nothing to resume from
+            raise ValueError(f"train.checkpoint_every ({self.checkpoint_every}) exceeds train.steps ({self.steps}); "
+                             "set it to at most steps so an interrupted run can resume")
+        return self
+
 
 class EvaluateParams(_Section):
     mit_dir: str = "../shared/data/mit-intrinsic"

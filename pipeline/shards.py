@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +90,14 @@ def _upstream(folder: Path, stage: str) -> None:
         raise ShardsError("upstream_failed", f"{stage} failed ({status.get('category')}): {status.get('reason', '')}")
 
 
+def _decode(decoder, data: bytes, path: Path) -> np.ndarray:
+    """decoder(data), or ShardsError("corrupt") naming `path` as <stage>/<source>/<file>."""
+    try:
+        return decoder(data)
+    except (SampleFormatError, ValueError, OSError) as err:
+        raise ShardsError("corrupt", f"{path.parent.parent.name}/{path.parent.name}/{path.name}: {err}") from None
+
+
 def read_sequence(name: str, frames_dir: Path, masks_dir: Path) -> SequenceInput:
     """Read one source's frames and masks (statuses must be ok); raises ShardsError with a category."""
     _upstream(frames_dir, "frames")
@@ -103,8 +110,8 @@ def read_sequence(name: str, frames_dir: Path, masks_dir: Path) -> SequenceInput
             raise ShardsError("too_few_frames", f"no frames in frames/{name}")
         frame_png = [(frames_dir / n).read_bytes() for n in names]
         mask_png = [(masks_dir / n).read_bytes() for n in names]
-        frames = np.stack([decode_png_rgb(b) for b in frame_png])
-        masks = np.stack([decode_png_mask(b) for b in mask_png])
+        frames = np.stack([_decode(decode_png_rgb, b, frames_dir / n) for b, n in zip(frame_png, names)])
+        masks = np.stack([_decode(decode_png_mask, b, masks_dir / n) for b, n in zip(mask_png, names)])
     except FileNotFoundError as err:
         where = Path(err.filename or "?")
         raise ShardsError("corrupt", f"missing file {where.parent.parent.name}/{where.parent.name}/{where.name}") from None
@@ -243,13 +250,6 @@ class _SplitWriter:
                 "parquet": _file_entry(self.root / "parquet" / f"{self.split}.parquet", self.root)}
 
 
-def clean_stale(out_dir: Path) -> None:
-    """Remove temp folders a killed earlier run left beside `out_dir` (`.<name>.*.tmp`, `.<name>.old`)."""
-    for stale in out_dir.parent.glob(f".{out_dir.name}.*"):
-        if stale.is_dir() and (stale.name.endswith(".tmp") or stale.name == f".{out_dir.name}.old"):
-            shutil.rmtree(stale, ignore_errors=True)
-
-
 def build_shards(names: list[str], frames_root: Path, masks_root: Path, out_dir: Path, params: ShardsParams,
                  *, progress: bool = False) -> tuple[dict | None, list[dict]]:
     """Write the whole shards folder atomically; return (manifest or None when nothing succeeded, status rows)."""
@@ -262,7 +262,6 @@ def build_shards(names: list[str], frames_root: Path, masks_root: Path, out_dir:
     records: dict[str, dict] = {}
     infos: list[dict] = []
     out_dir = Path(out_dir)
-    clean_stale(out_dir)
     try:
         with atomic_dir(out_dir) as tmp:
             (tmp / "parquet").mkdir()

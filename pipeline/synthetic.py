@@ -46,7 +46,6 @@ CLI: `python -m pipeline.synthetic SCENE --out DIR [--params params.yaml] [--cam
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 import tempfile
@@ -761,9 +760,9 @@ def write_scene(seq: SyntheticSequence, out_dir: str | Path, *, crf: int, fps: O
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"video": out_dir / "video.mp4", "groundtruth": out_dir / "groundtruth.npz", "scene": out_dir / "scene.json"}
     encode_mp4(seq.srgb, paths["video"], fps=seq.fps if fps is None else fps, crf=crf)
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **seq.groundtruth())
-    atomic_write_bytes(paths["groundtruth"], buffer.getvalue())
+    from pipeline.shard_format import npz_bytes  # fixed zip timestamps: equal scenes give equal bytes
+
+    atomic_write_bytes(paths["groundtruth"], npz_bytes(seq.groundtruth()))
     atomic_write_json(paths["scene"], scene_summary(seq, crf))
     return paths
 

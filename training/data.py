@@ -304,6 +304,32 @@ def verify_file(path: Path, expected_sha256: str) -> None:
                          "(corrupt, truncated or rewritten; rerun the shards stage)")
 
 
+def manifest_files(manifest: dict) -> list[dict]:
+    """Every file entry ({file, sha256, ...}) the manifest lists: tar shards, Parquet files, metadata."""
+    entries = []
+    for split in manifest.get("splits", {}).values():
+        entries += list(split.get("shards", []))
+        if "parquet" in split:
+            entries.append(split["parquet"])
+    if "metadata" in manifest:
+        entries.append(manifest["metadata"])
+    return entries
+
+
+def verify_shards(root: str | Path) -> dict:
+    """Check every file of a shards folder against its manifest sha256 (tars too, though training reads Parquet,
+    so a published dataset artifact is never silently corrupt); ShardError names the file. Returns the manifest."""
+    root = Path(root)
+    manifest = read_manifest(root)
+    try:
+        entries = manifest_files(manifest)
+        for entry in entries:
+            verify_file(root / entry["file"], entry["sha256"])
+    except (KeyError, TypeError, AttributeError) as err:
+        raise ShardError(f"{root / 'manifest.json'}: not a shards manifest (missing {err})") from None
+    return manifest
+
+
 def iter_shard(path: Path, expected_keys: list[str] | None = None) -> Iterator[dict]:
     """Samples of one WebDataset tar (webdataset's tar expander + key grouping); ShardError names the shard when
     the tar is unreadable/truncated or its keys differ from `expected_keys`."""

@@ -15,8 +15,9 @@ CLI: `python -m training.decompose IMAGE --checkpoint data/models/checkpoint.pt 
 [--long-side N] [--input-linear]` writes DIR/<stem>_reflectance.png, DIR/<stem>_shading.png and
 DIR/<stem>_light.json. Default output is 8-bit sRGB PNG, each layer scaled so its 99th percentile is 1
 (scales are arbitrary); `--linear` writes 16-bit LINEAR PNGs (value / 65535, same scaling; read them with
-cv2.imread(p, cv2.IMREAD_UNCHANGED), never PIL). The input is read as 8-bit sRGB (PIL) unless
-`--input-linear`, which reads a 16-bit linear PNG (e.g. MIT intrinsic images) and converts it to sRGB.
+cv2.imread(p, cv2.IMREAD_UNCHANGED), never PIL). The input is read as sRGB (any PIL image: 8- or 16-bit, grey
+or colour; pipeline/images.py) unless `--input-linear`, which reads a 16-bit linear PNG (e.g. MIT intrinsic
+images) and converts it to sRGB.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline import images
 from pipeline.atomic import atomic_write_bytes, atomic_write_json
 from pipeline.color import linear_to_srgb
 
@@ -122,10 +124,8 @@ def read_linear_png(path: str | Path) -> np.ndarray:
 
 
 def read_srgb(path: str | Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), np.float64) / 255.0
+    """Any image as (H, W, 3) float64 sRGB in [0, 1]; 16-bit files are scaled, not clipped (pipeline.images)."""
+    return images.read_srgb(path)
 
 
 def write_decomposition(result: Decomposition, out_dir: Path, stem: str, linear: bool) -> list[Path]:
@@ -150,10 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input-linear", action="store_true", help="the input is a 16-bit linear PNG")
     args = parser.parse_args(argv)
 
-    from training.model import load_checkpoint
+    from training.model import CheckpointError, load_checkpoint
 
-    model, _ = load_checkpoint(args.checkpoint)
-    srgb = linear_to_srgb(read_linear_png(args.image)) if args.input_linear else read_srgb(args.image)
+    try:
+        model, _ = load_checkpoint(args.checkpoint)
+        srgb = linear_to_srgb(read_linear_png(args.image)) if args.input_linear else read_srgb(args.image)
+    except (CheckpointError, images.ImageReadError, FileNotFoundError) as err:
+        parser.exit(1, f"decompose: {err}\n")
     if srgb.ndim == 2:
         srgb = np.repeat(srgb[..., None], 3, axis=2)
     result = decompose(model, srgb, args.long_side)

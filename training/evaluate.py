@@ -195,13 +195,17 @@ def splits_from_manifest(shards_dir: Optional[Path]) -> dict[str, str]:
 
 
 def load_sequence(folder: Path) -> dict:
-    gt = np.load(folder / "groundtruth.npz")
+    try:
+        gt = np.load(folder / "groundtruth.npz")
+        gt = {key: gt[key] for key in gt.files}
+    except Exception as err:  # noqa: BLE001 - BadZipFile, truncated arrays...: name the file
+        raise ValueError(f"{folder / 'groundtruth.npz'}: unreadable ({type(err).__name__}: {err})") from None
     frames = sorted(folder.glob("[0-9][0-9][0-9][0-9].png"))
     srgb = np.stack([read_srgb(p) for p in frames])
     t = min(len(srgb), len(gt["reflectance"]))
     invalid = np.zeros(srgb.shape[:3], bool)[:t]
     for key in ("sky", "dynamic", "clipped"):
-        if key in gt.files:
+        if key in gt:
             invalid |= np.asarray(gt[key][:t], bool)
     return {"srgb": srgb[:t], "reflectance": np.asarray(gt["reflectance"][:t], np.float64),
             "shading": np.asarray(gt["shading"][:t], np.float64), "mask": ~invalid}
@@ -210,7 +214,10 @@ def load_sequence(folder: Path) -> dict:
 def evaluate_synthetic(predict: Predictor, frames_dir: Path, max_images: int, splits: dict[str, str],
                        grid_dir: Optional[Path] = None, min_valid: int = 400) -> tuple[dict, list[dict]]:
     rows = []
-    for folder in sorted(p for p in frames_dir.iterdir() if (p / "groundtruth.npz").exists()):
+    folders = sorted(p for p in frames_dir.iterdir() if (p / "groundtruth.npz").exists())
+    if splits:  # the shards manifest lists the dataset: folders of sources no longer in params are not scored
+        folders = [p for p in folders if p.name in splits]
+    for folder in folders:
         if len(rows) >= max_images:
             break
         seq = load_sequence(folder)
@@ -403,11 +410,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
 
-    from pipeline.params import load_params
-    from training.model import load_checkpoint
+    from pipeline.params import ParamsError, load_params
+    from training.model import CheckpointError, load_checkpoint
 
-    params = load_params(args.params).evaluate
-    model, ckpt = load_checkpoint(args.checkpoint)
+    try:
+        params = load_params(args.params).evaluate
+        model, ckpt = load_checkpoint(args.checkpoint)
+        return _evaluate(args, params, model, ckpt)
+    except (ParamsError, CheckpointError, ValueError, OSError) as err:
+        print(f"evaluate: stopped: {err}", file=sys.stderr)
+        return 1
+
+
+def _evaluate(args: argparse.Namespace, params, model, ckpt: dict) -> int:
     opt = lambda s: Path(s) if s else None  # noqa: E731
     with atomic_dir(args.out) as out:
         results, skipped = run_evaluation(

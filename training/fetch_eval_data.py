@@ -1,11 +1,12 @@
 """Fetch the IIW / SAW benchmark data for the evaluate stage (DVC stages `fetch_iiw`, `fetch_saw`; frozen = off).
 
-`python -m training.fetch_eval_data --enabled BOOL --url URL [--url URL ...] --out DIR [--ids FILE]` downloads each zip
-archive (http(s):// or a local path / file://) and extracts it under DIR/<archive stem>/, refusing members
-with absolute or '..' paths; `--ids` copies a list of image ids to DIR/test_ids.txt (evaluate keeps only those
+`python -m training.fetch_eval_data --dataset iiw|saw --url URL [--url URL ...] --out DIR [--ids FILE]
+[--params FILE]` reads `evaluate.fetch_<dataset>` from params.yaml (validated; no params value is on the command
+line) and downloads each zip archive (http(s):// or a local path / file://) and extracts it under
+DIR/<archive stem>/, refusing members with absolute or '..' paths; `--ids` copies a list of image ids to DIR/test_ids.txt (evaluate keeps only those
 ids when the file is there). DIR is built in a temp sibling and swapped in whole (pipeline.atomic.atomic_dir).
-With `--enabled false` (the default params: no internet here) DIR only holds DISABLED.txt saying how to turn
-the stage on, so the DVC stage and the evaluate stage that depends on DIR always have their folder.
+With `evaluate.fetch_<dataset>: false` (the default params: no internet here) DIR only holds DISABLED.txt saying
+how to turn the stage on, so the DVC stage and the evaluate stage that depends on DIR always have their folder.
 
 Published locations (the dvc.yaml stages use them):
 - IIW (Bell et al. 2014): http://labelmaterial.s3.amazonaws.com/release/iiw-dataset-release-0.zip
@@ -55,15 +56,22 @@ def fetch_archive(url: str, dest: Path, timeout_s: float = 600.0) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--enabled", type=lambda v: v.strip().lower() in ("1", "true", "yes"), default=True)
+    parser.add_argument("--dataset", choices=("iiw", "saw"), required=True, help="on when evaluate.fetch_<dataset>")
+    parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--url", action="append", required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--ids", type=Path, default=None)
     args = parser.parse_args(argv)
+    from pipeline.params import ParamsError, load_params
+
+    try:
+        enabled = getattr(load_params(args.params).evaluate, f"fetch_{args.dataset}")
+    except ParamsError as err:
+        parser.exit(2, f"error: {err}\n")
     with atomic_dir(args.out) as out:
-        if not args.enabled:
+        if not enabled:
             (out / "DISABLED.txt").write_text(
-                f"Not fetched ({', '.join(args.url)}): set evaluate.fetch_{args.out.name}: true in params.yaml.\n")
+                f"Not fetched ({', '.join(args.url)}): set evaluate.fetch_{args.dataset}: true in params.yaml.\n")
             print(f"fetch: disabled, wrote {args.out / 'DISABLED.txt'}", file=sys.stderr)
             return 0
         for url in args.url:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from pathlib import Path
 from dataclasses import dataclass
 
 import torch
@@ -184,13 +185,37 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable or not a BigTime checkpoint; the message names the file."""
+
+
+def read_checkpoint(path, map_location="cpu") -> dict:
+    """torch.load(weights_only=True) with errors that name the file and say what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - the unpickler fails in many ways (KeyError, IndexError...) on junk
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {detail}") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: checkpoint holds a {type(ckpt).__name__}, expected a dict")
+    return ckpt
+
+
 def load_checkpoint(path, map_location="cpu") -> tuple[IntrinsicUNet, dict]:
-    """Checkpoint {"model": state_dict, "model_config": asdict(ModelConfig), ...} -> (model in eval mode, dict)."""
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    """Checkpoint {"model": state_dict, "model_config": asdict(ModelConfig), ...} -> (model in eval mode, dict).
+
+    CheckpointError names the file when it is missing, unreadable, lacks keys or does not fit the model."""
+    ckpt = read_checkpoint(path, map_location)
     missing = [k for k in ("model", "model_config") if k not in ckpt]
     if missing:
-        raise KeyError(f"{path}: checkpoint lacks {', '.join(missing)} (have: {', '.join(ckpt)})")
-    model = IntrinsicUNet(ModelConfig(**ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"])
+        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)} (have: {', '.join(map(str, ckpt))})")
+    try:
+        model = IntrinsicUNet(ModelConfig(**ckpt["model_config"]))
+        model.load_state_dict(ckpt["model"])
+    except (TypeError, RuntimeError, ValueError) as err:
+        raise CheckpointError(f"{path}: checkpoint does not fit the model: {str(err).splitlines()[0]}") from None
     model.eval()
     return model, ckpt

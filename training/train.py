@@ -1,6 +1,6 @@
 """Train stage: BigTime shards (`data/shards/`) -> `IntrinsicUNet` checkpoint (`data/models/checkpoint.pt`).
 
-    python -m training.train --shards data/shards --out data/models --live data/dvclive [--resume]
+    python -m training.train --shards data/shards --out data/models --live data/dvclive [--resume | --resume-if-valid]
         [--params params.yaml] [--stop-at K]
     torchrun --nproc_per_node=G -m training.train ...          (DDP, one process per GPU)
 
@@ -27,9 +27,11 @@ Produces, in --out (rank 0, each file written atomically: temp file + os.replace
 - `checkpoint.pt` every `train.checkpoint_every` steps and at the end (read with torch.load(weights_only=True);
   tensors / plain Python only): model (state_dict), model_config (asdict(ModelConfig)), optimizer, scheduler,
   scaler, step (completed steps), rng {torch, cuda, numpy, python}, params (the whole resolved params.yaml),
-  data {sampler, seed, world_size, keys}.
+  data {sampler, seed, world_size, keys, manifest_sha256, code_sha256}. Strings are interned before saving
+  (`canonical`), so equal runs give equal bytes whether or not they were resumed.
 - `config.json`: the resolved params, model config, loader config, seed, device, precision, world size, number
-  of parameters, train keys and versions.
+  of parameters, train keys, manifest sha256 and versions (nothing that differs between a resumed and a
+  straight run).
 And in --live (DVCLive, no dvc.yaml / experiment writing of its own; dvc.yaml declares the files): every
 `train.log_every` steps `loss/total`, `loss/<term>` (unweighted terms: reconstruct, consistency, rsmooth,
 ssmooth, shading_l1), `lr`, `time/step_s`, `time/data_s` (mean over the window, seconds) at step = completed
@@ -37,19 +39,23 @@ steps; `metrics.json` holds the latest values (`dvc exp show`), `plots/metrics/*
 
 A non-finite loss stops training with `NonFiniteLoss` naming the step and the sequence key (exit status 1), and
 leaves the last good checkpoint in place. `--resume` continues from `--out/checkpoint.pt`; on CPU the result is
-bit-identical to an uninterrupted run (tests/training/test_train.py). `--stop-at K` ends after K steps (with a
-checkpoint) while keeping the schedule of `train.steps`, to split a run.
+bit-identical to an uninterrupted run (tests/training/test_train.py). `--resume-if-valid` (the DVC stage, whose
+outputs are `persist: true`) resumes only when the checkpoint records the same model/loss/run-defining train
+params, the same shards manifest sha256 and the same training code (`code_hash`), and otherwise starts fresh,
+saying why. Every file of the shards folder is checked against the manifest's sha256 before training
+(`training.data.verify_shards`). `--stop-at K` ends after K steps (with a checkpoint) while keeping the schedule
+of `train.steps`, to split a run.
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import dataclasses
+import hashlib
 import json
 import os
 import random
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,11 +65,12 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline.atomic import atomic_write_json, atomic_write_text
-from pipeline.params import Params, load_params
-from training.data import LoaderConfig, ParquetSequences, make_item, read_manifest
+from pipeline.atomic import atomic_file, atomic_write_json, atomic_write_text, fault_point
+from pipeline.params import Params, ParamsError, load_params
+from pipeline.shard_format import sha256_file
+from training.data import LoaderConfig, ParquetSequences, ShardError, make_item, read_manifest, verify_shards
 from training.loss import LossConfig, build_lattice, intrinsic_loss
-from training.model import IntrinsicUNet, ModelConfig
+from training.model import CheckpointError, IntrinsicUNet, ModelConfig, read_checkpoint
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
@@ -225,7 +232,11 @@ def setup_device(params: Params, device: str | None = None) -> Setup:
 
 def build_training(params: Params, setup: Setup):
     """(model as trained (DDP-wrapped if several processes), raw model, optimizer, scheduler, scaler)."""
-    torch.manual_seed(params.train.seed)  # the model's initialisation, identical on every process
+    # every generator a run uses or saves: the model's initialisation is identical on every process, and the
+    # checkpoint's saved RNG states (so its bytes) are identical between runs
+    torch.manual_seed(params.train.seed)
+    random.seed(params.train.seed)
+    np.random.seed(params.train.seed)
     raw = IntrinsicUNet(ModelConfig.from_params(params.model)).to(setup.device)
     model = raw
     if setup.world > 1:
@@ -266,26 +277,50 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path: Path, checkpoint: dict) -> None:
-    """torch.save to a temp file beside `path`, fsync, os.replace: a crash leaves the old file or the new."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(checkpoint, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save through `pipeline.atomic.atomic_file` (temp file, fsync, os.replace; leftovers of a killed
+    save are removed first): a crash leaves the old file or the new."""
+    with atomic_file(path) as handle:
+        torch.save(canonical(checkpoint), handle)
+
+
+def canonical(obj):
+    """A copy of nested dicts/lists/tuples with every string interned and every container fresh, so pickle's memo
+    (shared objects are written once, then referenced) depends only on the values: a resumed run's checkpoint is
+    byte-identical to the straight run's, whose state dicts share string objects differently."""
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, dict):
+        out = type(obj)((canonical(k), canonical(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):  # nn.Module.state_dict's OrderedDict carries per-module versions
+            out._metadata = canonical(obj._metadata)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(canonical(v) for v in obj)
+    return obj
+
+
+def code_hash() -> str:
+    """sha256 over the training package's sources and the torch version: a checkpoint made by other code is not
+    resumed (DVC reruns this stage when its code changes; resuming the old run would skip the new code)."""
+    digest = hashlib.sha256(torch.__version__.encode())
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def manifest_hash(shards: str | Path) -> str:
+    """sha256 of the shards manifest (which holds every shard's sha256): the data a checkpoint was trained on."""
+    return sha256_file(Path(shards) / "manifest.json")
 
 
 def truncate_live(live: Path, step: int) -> None:
     """Drop DVCLive history rows after `step` (logged by a run that died after its last checkpoint)."""
     for tsv in Path(live).glob("plots/metrics/**/*.tsv"):
         lines = tsv.read_text().splitlines(keepends=True)
-        kept = lines[:1] + [line for line in lines[1:] if int(line.split("\t", 1)[0]) <= step]
+        columns = lines[0].count("\t") if lines else 0
+        # a row cut short by a kill (no newline or missing columns) is dropped as well
+        kept = lines[:1] + [line for line in lines[1:] if line.endswith("\n") and line.count("\t") == columns
+                            and line.split("\t", 1)[0].isdigit() and int(line.split("\t", 1)[0]) <= step]
         if len(kept) != len(lines):
             atomic_write_text(tsv, "".join(kept))
 
@@ -302,9 +337,16 @@ def _load_scheduler_state(scheduler, state: dict) -> None:
     scheduler.load_state_dict(state)
 
 
-def check_resumable(saved: dict, params: Params, keys: list[str], world: int) -> None:
-    """Refuse to resume when the model, loss, data or the run-defining train settings changed."""
+def check_resumable(saved: dict, params: Params, keys: list[str], world: int, data_hash: str | None = None,
+                    code: str | None = None) -> None:
+    """Refuse to resume when the model, loss, data (keys and, if given, the manifest hash), the run-defining
+    train settings or (if given) the training code changed."""
     problems = []
+    if data_hash is not None and saved["data"].get("manifest_sha256") != data_hash:
+        problems.append(f"shards manifest: checkpoint {str(saved['data'].get('manifest_sha256'))[:16]} != "
+                        f"data {data_hash[:16]}")
+    if code is not None and saved["data"].get("code_sha256") != code:
+        problems.append("training code or torch version differs from the checkpoint's")
     now = params.model_dump(mode="json")
     for section in ("model", "loss"):
         if saved["params"][section] != now[section]:
@@ -321,26 +363,62 @@ def check_resumable(saved: dict, params: Params, keys: list[str], world: int) ->
 
 
 # --------------------------------------------------------------------------------------------- the loop
+def load_resumable(path: Path, params: Params, keys: list[str], world: int, data_hash: str) -> tuple[dict | None, str]:
+    """(checkpoint, "") when `path` can be resumed bit-identically, else (None, why not)."""
+    if not path.exists():
+        return None, f"no checkpoint at {path}"
+    try:
+        ckpt = load_training_checkpoint(path)
+        check_resumable(ckpt, params, keys, world, data_hash, code_hash())
+    except (ValueError, KeyError, TypeError) as err:
+        return None, str(err)
+    return ckpt, ""
+
+
+def load_training_checkpoint(path: Path) -> dict:
+    """torch.load a training checkpoint; CheckpointError (a ValueError) names the file when it is unreadable or
+    lacks what resuming needs."""
+    ckpt = read_checkpoint(path)
+    missing = [k for k in ("optimizer", "scheduler", "scaler", "step", "rng", "params", "data") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: not a training checkpoint (lacks {', '.join(missing)})")
+    return ckpt
+
+
 def train(params: Params, *, shards: str | Path, out: str | Path, live: str | Path | None, resume: bool = False,
-          stop_at: int | None = None, device: str | None = None, loader_config: LoaderConfig | None = None) -> dict:
-    """Train (or resume) and write the checkpoint, config.json and DVCLive logs; return a summary dict."""
+          stop_at: int | None = None, device: str | None = None, loader_config: LoaderConfig | None = None,
+          resume_if_valid: bool = False) -> dict:
+    """Train (or resume) and write the checkpoint, config.json and DVCLive logs; return a summary dict.
+
+    `resume`: continue from out/checkpoint.pt (an error if it cannot be resumed). `resume_if_valid` (the DVC
+    stage): continue from it only when it records the same model/loss/train params and the same shards manifest
+    hash, else start fresh (the reason is printed)."""
     out = Path(out)
     tp = params.train
     stop = min(tp.steps, stop_at) if stop_at is not None else tp.steps
     setup = setup_device(params, device)
     loss_config = LossConfig.from_params(params.loss)
     model, raw_model, optimizer, scheduler, scaler = build_training(params, setup)
+    verify_shards(shards)
     keys = [k for shard in read_manifest(shards)["splits"]["train"]["shards"] for k in shard["keys"]]
+    data_hash = manifest_hash(shards)
 
     start = 0
+    ckpt = None
     if resume:
-        ckpt = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)
-        check_resumable(ckpt, params, keys, setup.world)
+        ckpt = load_training_checkpoint(out / CHECKPOINT)
+        check_resumable(ckpt, params, keys, setup.world, data_hash)
+    elif resume_if_valid:
+        ckpt, why_not = load_resumable(out / CHECKPOINT, params, keys, setup.world, data_hash)
+        if setup.master:
+            resuming = f"resuming from step {ckpt['step']}" if ckpt is not None else f"starting fresh ({why_not})"
+            print(f"train: {resuming}", flush=True)
+    resume = ckpt is not None
+    if resume:
         raw_model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         _load_scheduler_state(scheduler, ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
         start = int(ckpt["step"])
     loader, dataset = make_step_loader(shards, params, start=start, stop=stop, rank=setup.rank, world=setup.world,
                                        loader_config=loader_config,
@@ -357,7 +435,8 @@ def train(params: Params, *, shards: str | Path, out: str | Path, live: str | Pa
             "step": step,
             "rng": rng_state(),
             "params": params.model_dump(mode="json"),
-            "data": {"sampler": "step-indexed", "seed": tp.seed, "world_size": setup.world, "keys": keys},
+            "data": {"sampler": "step-indexed", "seed": tp.seed, "world_size": setup.world, "keys": keys,
+                     "manifest_sha256": data_hash, "code_sha256": code_hash()},
         })
 
     logger = None
@@ -368,7 +447,7 @@ def train(params: Params, *, shards: str | Path, out: str | Path, live: str | Pa
             "loader_config": dataclasses.asdict(dataset.sequences.config), "seed": tp.seed,
             "device": str(setup.device), "precision": str(setup.amp_dtype or torch.float32),
             "world_size": setup.world, "n_parameters": n_params, "train_keys": keys, "steps": tp.steps,
-            "resumed_from": start, "torch": torch.__version__, "numpy": np.__version__})
+            "manifest_sha256": data_hash, "torch": torch.__version__, "numpy": np.__version__})
         if live is not None:
             from dvclive import Live
 
@@ -383,7 +462,9 @@ def train(params: Params, *, shards: str | Path, out: str | Path, live: str | Pa
     n_window = 0
     last = {}
     model.train()
-    batches = iter(loader)
+    batches = iter(loader)  # draws the loader's base seed from the torch generator, as in the straight run
+    if resume:
+        set_rng_state(ckpt["rng"])  # after that draw, so the generators continue exactly (checkpoint bytes too)
     t_prev = time.perf_counter()
     for step in range(start, stop):
         # lr: MultiStepLR halves it at 1/3 and 2/3 of train.steps (stepped after every optimizer step)
@@ -392,6 +473,7 @@ def train(params: Params, *, shards: str | Path, out: str | Path, live: str | Pa
         # checkpoint: every checkpoint_every completed steps (the final one is written after the loop)
         if setup.master and step > start and step % tp.checkpoint_every == 0:
             checkpoint(step)
+        fault_point(f"step{step}")  # tests/faults: kill -9 here when BIGTIME_KILL_AT=train:step<k>
 
         # data: the prefetched item of this step (workers decode and augment ahead)
         t0 = time.perf_counter()
@@ -424,10 +506,11 @@ def train(params: Params, *, shards: str | Path, out: str | Path, live: str | Pa
                       + " ".join(f"{k} {v:.4g}" for k, v in zip(TERMS, losses[1:]))
                       + f" lr {lr:.2e} {last['time/step_s']:.2f}s/step (data wait {last['time/data_s']:.2f}s)",
                       flush=True)
-                if logger is not None:
+                if logger is not None:  # losses and lr only: timings would make the DVC outputs differ per run
                     logger.step = step + 1
                     for name, value in last.items():
-                        logger.log_metric(name, value)
+                        if not name.startswith("time/"):
+                            logger.log_metric(name, value)
                     logger.next_step()
             window.clear()
             n_window = 0
@@ -449,14 +532,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--live", default=None, help="DVCLive folder (metrics.json, plots/)")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
+    parser.add_argument("--resume-if-valid", action="store_true",
+                        help="continue from --out/checkpoint.pt when its params and data hash match, else start fresh")
     parser.add_argument("--stop-at", type=int, default=None, help="stop after this many steps (schedule unchanged)")
     parser.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK if available, else cpu")
     args = parser.parse_args(argv)
-    params = load_params(args.params)
     try:
+        params = load_params(args.params)
         train(params, shards=args.shards, out=args.out, live=args.live, resume=args.resume, stop_at=args.stop_at,
-              device=args.device)
-    except NonFiniteLoss as err:
+              device=args.device, resume_if_valid=args.resume_if_valid)
+    except (NonFiniteLoss, ParamsError, ShardError, ValueError) as err:
         print(f"train: stopped: {err}", file=sys.stderr)
         return 1
     finally:

@@ -187,9 +187,10 @@ def test_cli_single_and_all(served, tmp_path, capsys):
         "download": {"timeout_s": 10, "retries": 0},
     }))
     status = tmp_path / "status" / "good.json"
-    assert main(["--params", str(params_file), "--name", "good", "--url", f"{base}/clip.mp4",
-                 "--out", str(tmp_path / "one" / "good"), "--status", str(status)]) == 0
+    assert main(["--params", str(params_file), "--name", "good", "--out-root", str(tmp_path / "one"),
+                 "--status-root", str(tmp_path / "status")]) == 0
     assert read_status(status)["status"] == "ok"
+    assert read_status(tmp_path / "one" / "good" / "status.json")["status"] == "ok"
     assert main(["--all", "--params", str(params_file), "--out-root", str(tmp_path / "all")]) == 0
     assert "download: 1 ok, 1 failed" in capsys.readouterr().err
     params_file.write_text(json.dumps({"sources": [{"name": "gone", "url": f"{base}/gone.mp4"}],

@@ -3,6 +3,7 @@
 Copies pipeline/, dvc.yaml, .dvc/config and the project's params.yaml (with a tiny 2-source synthetic
 config) into tmp, then checks: the first `dvc repro frames` builds download@* and frames@*; a second run
 and `dvc status` report everything up to date; appending a third source reruns only that source's stages
+(and `sources`, which validates params.yaml)
 (the others' outputs keep their mtimes). Only the download/frames stages are targeted: masks/shards/train/
 evaluate belong to other parts.
 """
@@ -75,7 +76,7 @@ def test_dvc_repro_download_frames(tmp_path):
 
     # 1. first run builds both sources
     first = _run([str(DVC), "repro", "frames"], repo, env)
-    assert _ran(first) == {"download@0", "download@1", "frames@0", "frames@1"}, first
+    assert _ran(first) == {"sources", "download@0", "download@1", "frames@0", "frames@1"}, first
     for name in ("synth_a", "synth_b"):
         meta = json.loads((repo / "data" / "frames" / name / "meta.json").read_text())
         assert len(meta["frames"]) == 4 and (meta["width"], meta["height"]) == (96, 64)
@@ -93,9 +94,9 @@ def test_dvc_repro_download_frames(tmp_path):
     # 3. a third source reruns only its own stages
     _write_params(repo, sources + [{"name": "synth_c", "url": "synthetic://indoor", "scene": "indoor"}])
     pending = json.loads(_run([str(DVC), "status", "--json", "frames"], repo, env))
-    assert set(pending) <= {"download@2", "frames@2"} and pending, pending
+    assert set(pending) <= {"sources", "download@2", "frames@2"} and pending, pending
     third = _run([str(DVC), "repro", "frames"], repo, env)
-    assert _ran(third) == {"download@2", "frames@2"}, third
+    assert _ran(third) == {"sources", "download@2", "frames@2"}, third  # sources: rewrites the unchanged JSONs
     after = {(stage, name): _mtimes(repo / "data" / stage / name) for stage in ("raw", "frames") for name in ("synth_a", "synth_b")}
     assert after == before, "outputs of the unchanged sources were rewritten"
     assert len(list((repo / "data" / "frames" / "synth_c").glob("*.png"))) == 4

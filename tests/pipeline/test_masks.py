@@ -175,9 +175,10 @@ def _run_stage(tmp_path: Path, frames_dir: Path, masks_params: dict, manual: Pat
         source["manual_mask"] = str(manual)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"sources": [source], "masks": masks_params}))
     out, status = tmp_path / "masks" / "tiny", tmp_path / "status" / "tiny.json"
-    flags = [f"--{k}={v}" for k, v in source.items()]
-    proc = subprocess.run([sys.executable, "-m", "pipeline.masks", *flags, "--params", str(tmp_path / "params.yaml"),
-                           "--out", str(out), "--status", str(status), "--frames", str(frames_dir)],
+    proc = subprocess.run([sys.executable, "-m", "pipeline.masks", "--name", "tiny",
+                           "--params", str(tmp_path / "params.yaml"),
+                           "--out-root", str(out.parent), "--status-root", str(status.parent),
+                           "--frames-root", str(frames_dir.parent)],
                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], timeout=60)
     assert proc.returncode == 0, proc.stderr
     return out, json.loads(status.read_text())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import cv2
 import numpy as np
@@ -180,3 +181,29 @@ def test_iiw_scores_both_the_linear_reflectance_and_the_authors_gamma(tmp_path):
     assert summary["model"]["whdr"] == pytest.approx(1.0 / 2.3)
     assert summary["model"]["whdr_gamma"] == pytest.approx(0.4 / 2.3)
     assert set(summary) == {"n_images", "model", *E.SINGLE_IMAGE_BASELINES}
+
+
+def test_only_the_manifests_sequences_are_scored(tmp_path, checkpoint):
+    """A frames folder left by a source since removed from params (not in the manifest) is not scored."""
+    root = make_fixtures(tmp_path)
+    shutil.copytree(root / "frames" / "synth_a", root / "frames" / "removed_source")
+    splits = E.splits_from_manifest(root / "shards")
+    summary, rows = E.evaluate_synthetic(E.model_predictor(E_model(checkpoint)), root / "frames", 10, splits)
+    assert {r["image"].split("/")[0] for r in rows} == {"synth_a"}
+
+
+def test_decompose_reads_16bit_grey_and_names_bad_inputs(tmp_path, checkpoint, capsys):
+    grey = np.tile(np.linspace(2000, 40000, 40), (30, 1)).astype(np.uint16)
+    assert cv2.imwrite(str(tmp_path / "grey16.png"), grey)
+    srgb = D.read_srgb(tmp_path / "grey16.png")
+    np.testing.assert_allclose(srgb[..., 1], grey / 65535.0)  # not ~all white, as PIL's convert("RGB") made it
+    assert D.main([str(tmp_path / "grey16.png"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o")]) == 0
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(SystemExit) as exit_info:
+        D.main([str(tmp_path / "notes.png"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o")])
+    assert exit_info.value.code == 1 and "notes.png" in capsys.readouterr().err
+    (tmp_path / "text.pt").write_text("hello")
+    with pytest.raises(SystemExit):
+        D.main([str(tmp_path / "grey16.png"), "--checkpoint", str(tmp_path / "text.pt"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert "text.pt" in err and "not a readable PyTorch checkpoint" in err

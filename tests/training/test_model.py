@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.params import ModelParams
-from training.model import IntrinsicUNet, ModelConfig, count_parameters, load_checkpoint
+from training.model import CheckpointError, IntrinsicUNet, ModelConfig, count_parameters, load_checkpoint
 
 
 def test_forward_shapes_small():
@@ -81,7 +81,7 @@ def test_config_presets_from_params_and_checkpoint_round_trip(tmp_path):
     model.eval()
     assert torch.equal(model(x)[0], loaded(x)[0])
     torch.save({"model": model.state_dict()}, path)
-    with pytest.raises(KeyError, match="model_config"):
+    with pytest.raises(CheckpointError, match="model_config"):
         load_checkpoint(path)
 
 

@@ -4,6 +4,7 @@ weights_only=True; resume bit-identical to a straight run; a non-finite loss sto
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline.params import ShardsParams, validate_params
+from pipeline.params import ParamsError, ShardsParams, validate_params
 from pipeline.shards import build_shards
 from tests.shard_fixtures import random_sequence, write_source
 from training import train as T
@@ -171,3 +172,39 @@ def test_torchrun_ddp_on_cpu(shards, tmp_path, repo_root):
     assert "world 2" in proc.stdout + proc.stderr
     ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert ckpt["step"] == 2 and all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_resume_if_valid_is_byte_identical_or_starts_fresh(shards, tmp_path, capsys):
+    """The DVC stage's mode: a killed run continues to the straight run's bytes; changed params or data restart."""
+    params = validate_params(raw_params())
+    T.train(params, shards=shards, out=tmp_path / "a", live=tmp_path / "live_a")
+    T.train(params, shards=shards, out=tmp_path / "b", live=tmp_path / "live_b", stop_at=2)
+    with open(tmp_path / "live_b/plots/metrics/loss/total.tsv", "a") as handle:
+        handle.write("3\t1.2")  # a row cut short by the kill
+    T.train(params, shards=shards, out=tmp_path / "b", live=tmp_path / "live_b", resume_if_valid=True)
+    assert "resuming from step 2" in capsys.readouterr().out
+    for name in ("checkpoint.pt", "config.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    for path in sorted((tmp_path / "live_a").rglob("*.*")):
+        assert path.read_bytes() == (tmp_path / "live_b" / path.relative_to(tmp_path / "live_a")).read_bytes(), path
+
+    # other training code: not resumable
+    saved = torch.load(tmp_path / "b/checkpoint.pt", weights_only=True)
+    assert saved["data"]["code_sha256"] == T.code_hash()
+    with pytest.raises(ValueError, match="training code"):
+        T.check_resumable(saved, params, NAMES, 1, saved["data"]["manifest_sha256"], "0" * 64)
+    # other data (the manifest changed): fresh start
+    other = tmp_path / "shards"
+    shutil.copytree(shards, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    (other / "manifest.json").write_text(json.dumps({**manifest, "note": "rebuilt"}))
+    T.train(params, shards=other, out=tmp_path / "b", live=None, resume_if_valid=True, stop_at=1)
+    assert "starting fresh" in (out := capsys.readouterr().out) and "shards manifest" in out
+    # other params: fresh start, with the reason
+    T.train(validate_params(raw_params(lr=1e-3)), shards=shards, out=tmp_path / "b", live=None, resume_if_valid=True)
+    assert "starting fresh" in (out := capsys.readouterr().out) and "train.lr" in out
+
+
+def test_checkpoint_every_may_not_exceed_steps():
+    with pytest.raises(ParamsError, match="train.checkpoint_every"):
+        validate_params(raw_params(steps=60, checkpoint_every=100))

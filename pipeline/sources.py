@@ -1,0 +1,48 @@
+"""Sources stage: params.yaml -> `data/sources/<name>.json`, one validated entry per source.
+
+The first stage of the pipeline (dvc.yaml `sources`). It validates the whole params.yaml through the one schema
+(`pipeline.params.load_params`; an error names the key, e.g. ``sources[1].name: String should match pattern``)
+before any per-source stage runs, then writes each source's entry, defaults filled in, as
+`<out>/<name>.json` (`Source.model_dump(mode="json")`, sorted keys), in a folder built atomically.
+
+Each per-source stage (download, frames, masks) depends on its own `data/sources/<name>.json`: editing or adding
+one entry reruns only that source's stages, and no params value ever has to appear in a dvc.yaml command line.
+The per-source stages find their source through DVC's `DVC_STAGE` variable (`download@3` -> `sources[3]`,
+see pipeline/cli.py).
+
+CLI: ``python -m pipeline.sources --out data/sources [--params params.yaml]`` (exit 2 on invalid params).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline.atomic import atomic_dir, atomic_write_json
+from pipeline.params import Params, ParamsError, load_params
+
+
+def write_sources(params: Params, out_dir: Path) -> list[Path]:
+    """Write one `<name>.json` per source into `out_dir` (replaced whole); return the paths in params order."""
+    with atomic_dir(out_dir) as tmp:
+        for source in params.sources:
+            atomic_write_json(tmp / f"{source.name}.json", source.model_dump(mode="json"))
+    return [Path(out_dir) / f"{source.name}.json" for source in params.sources]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="BigTime sources stage: validate params.yaml, one JSON per source")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--out", required=True, type=Path, help="folder for <name>.json")
+    args = parser.parse_args(argv)
+    try:
+        params = load_params(args.params)
+    except ParamsError as err:
+        parser.exit(2, f"error: {err}\n")
+    paths = write_sources(params, args.out)
+    print(f"sources: {len(paths)} valid sources -> {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

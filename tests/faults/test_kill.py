@@ -1,0 +1,58 @@
+"""kill -9 every stage at points before, during and after its atomic rename; `dvc repro` then finishes cleanly.
+
+The test clones the reference repo (tests/faults/conftest.py) and runs `dvc repro` repeatedly. Every run but the
+last has BIGTIME_KILL_AT=<stage>:<point> set, so the named stage SIGKILLs itself at that point
+(`pipeline.atomic.fault_point`, once per marker file): the run fails there and the next run picks up after it,
+so one pass through the pipeline kills each stage several times. After the last, uninterrupted run every file
+under data/ must be byte-identical to the uninterrupted reference run (checkpoint, shards, statuses, metrics
+included), no temporaries may be left, and `dvc status` must be clean.
+
+Points: `dir.created` / `dir.filled` / `dir.renamed` are the three moments of `atomic_dir` (temp folder empty,
+complete, swapped in); `written:<file>` / `renamed:<file>` those of `atomic_file` (temp file complete, renamed);
+`step<k>` kills training after k steps. Training checkpoints every 2 of 4 steps: step1 dies before any
+checkpoint (a fresh restart), step3 after the step-2 checkpoint (resumed under `dvc repro`), and
+renamed:checkpoint.pt after the final checkpoint was renamed into place (nothing left to train).
+"""
+from __future__ import annotations
+
+import pytest
+
+from tests.faults.conftest import clone
+from tests.faults.repo import dvc, env_for, ran, tree
+
+BEFORE, DURING, AFTER = "before", "during", "after"
+KILLS = [  # (script stem, fault point, which moment of the atomic write it stands for)
+    ("sources", "dir.created", BEFORE), ("sources", "dir.renamed", AFTER),
+    ("download", "dir.created", BEFORE), ("download", "written:info.json", DURING), ("download", "dir.renamed", AFTER),
+    ("frames", "dir.created", BEFORE), ("frames", "written:meta.json", DURING), ("frames", "renamed:status.json", AFTER),
+    ("masks", "dir.created", BEFORE), ("masks", "dir.filled", DURING), ("masks", "dir.renamed", AFTER),
+    ("shards", "dir.created", BEFORE), ("shards", "written:manifest.json", DURING), ("shards", "dir.renamed", AFTER),
+    ("train", "step1", BEFORE), ("train", "step3", DURING), ("train", "renamed:checkpoint.pt", AFTER),
+    ("fetch_eval_data", "dir.filled", DURING),
+    ("evaluate", "dir.created", BEFORE), ("evaluate", "written:report.md", DURING), ("evaluate", "dir.renamed", AFTER),
+]
+DVC_STAGES = {"fetch_eval_data": ("fetch_iiw", "fetch_saw")}  # script stem -> its dvc.yaml stages, where they differ
+
+
+def _temporaries(files: dict[str, str]) -> list[str]:
+    return [f for f in files if any(part.endswith((".tmp", ".old")) for part in f.split("/"))]
+
+
+@pytest.mark.slow
+def test_killed_stages_rerun_to_identical_outputs(reference, tmp_path):
+    ref_repo, ref_tree = reference
+    repo = clone(ref_repo, tmp_path / "repo")
+    for k, (stage, point, _) in enumerate(KILLS):
+        marker = tmp_path / f"killed-{k}"
+        env = {**env_for(repo), "BIGTIME_KILL_AT": f"{stage}:{point}", "BIGTIME_KILL_ONCE": str(marker)}
+        proc = dvc(repo, "repro", check=False, env=env)
+        assert marker.exists(), f"{stage}:{point} was never reached:\n{proc.stdout}\n{proc.stderr}"
+        assert proc.returncode != 0, f"dvc repro succeeded although {stage} was killed at {point}"
+        killed = [s for s in ran(proc.stdout) if s.split("@")[0] in DVC_STAGES.get(stage, (stage,))]
+        assert killed, f"no {stage} stage ran:\n{proc.stdout}"
+    dvc(repo, "repro")
+    files = tree(repo)
+    assert not _temporaries(files), f"stale temporaries left: {_temporaries(files)}"
+    differ = sorted(f for f in set(files) | set(ref_tree) if files.get(f) != ref_tree.get(f))
+    assert not differ, f"outputs differ from the uninterrupted run: {differ}"
+    assert dvc(repo, "status", "--json").stdout.strip() in ("{}", "")
