@@ -7,6 +7,9 @@ before any per-source stage runs, then writes each source's entry, defaults fill
 
 Each per-source stage (download, frames, masks) depends on its own `data/sources/<name>.json`: editing or adding
 one entry reruns only that source's stages, and no params value ever has to appear in a dvc.yaml command line.
+The download stages also depend on `data/sources/_download.json` (`download_settings`: the download section
+less allow_local, and the synthetic section), so params.yaml need not spell out every download key (DVC fails
+on a tracked params key that the file lacks) and allowing local sources reruns no download.
 The per-source stages find their source through DVC's `DVC_STAGE` variable (`download@3` -> `sources[3]`,
 see pipeline/cli.py).
 
@@ -22,11 +25,23 @@ from pipeline.atomic import atomic_dir, atomic_write_json
 from pipeline.params import Params, ParamsError, load_params
 
 
+DOWNLOAD_SETTINGS = "_download.json"  # not a source name: names start with a letter or digit
+
+
+def download_settings(params: Params) -> dict:
+    """What a download's result depends on besides its own entry: the `download` section less `allow_local`
+    (which only admits local sources and changes no built output) and the `synthetic` renderer settings."""
+    return {"download": params.download.model_dump(mode="json", exclude={"allow_local"}),
+            "synthetic": params.synthetic.model_dump(mode="json")}
+
+
 def write_sources(params: Params, out_dir: Path) -> list[Path]:
-    """Write one `<name>.json` per source into `out_dir` (replaced whole); return the paths in params order."""
+    """Write one `<name>.json` per source and DOWNLOAD_SETTINGS into `out_dir` (replaced whole); return the
+    sources' paths in params order."""
     with atomic_dir(out_dir) as tmp:
         for source in params.sources:
             atomic_write_json(tmp / f"{source.name}.json", source.model_dump(mode="json"))
+        atomic_write_json(tmp / DOWNLOAD_SETTINGS, download_settings(params))
     return [Path(out_dir) / f"{source.name}.json" for source in params.sources]
 
 
