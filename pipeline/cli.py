@@ -67,6 +67,17 @@ def summary_line(stage: str, records: list[dict]) -> str:
     return f"{stage}: {ok} ok, {len(failed)} failed" + (f" ({detail})" if detail else "")
 
 
+def parse_with_params(parser, argv=None):
+    """Add `--params` (default params.yaml) to an argparse parser, parse argv, load and validate the params:
+    (args, Params). An invalid or unreadable params file exits with status 2 and the message naming the key."""
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    try:
+        return args, load_params(args.params)
+    except ParamsError as err:
+        parser.exit(2, f"error: {err}\n")
+
+
 def dvc_stage_index(stage: str, environ: dict | None = None) -> int:
     """The source position DVC's foreach gave this stage run: `DVC_STAGE` = ``<stage>@<i>`` -> i."""
     value = (os.environ if environ is None else environ).get("DVC_STAGE", "")

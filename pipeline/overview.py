@@ -24,7 +24,7 @@ from PIL import Image
 from pipeline.atomic import atomic_dir, read_status
 from pipeline.frames import evenly_spread
 from pipeline.masks import load_frames
-from pipeline.params import ParamsError, load_params
+from pipeline.cli import parse_with_params
 
 MAX_FRAMES = 8
 TILE_SIDE = 160  # pixels, long side of one tile
@@ -79,15 +79,10 @@ def write_overviews(names: list[str], frames_root: Path, masks_root: Path, out_d
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Masks overview pictures (one per source) for dvc plots")
-    parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--frames", required=True, type=Path, help="frames root (data/frames)")
     parser.add_argument("--masks", required=True, type=Path, help="masks root (data/masks)")
     parser.add_argument("--out", required=True, type=Path, help="output folder (data/plots/masks)")
-    args = parser.parse_args(argv)
-    try:
-        params = load_params(args.params)
-    except ParamsError as err:
-        parser.exit(2, f"error: {err}\n")
+    args, params = parse_with_params(parser, argv)
     index = write_overviews([s.name for s in params.sources], args.frames, args.masks, args.out)
     ok = sum(row["status"] == "ok" for row in index.values())
     skipped = "; ".join(f"{name}: {row['stage']} {row['category']}" for name, row in index.items() if row["status"] != "ok")

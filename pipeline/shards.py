@@ -313,20 +313,15 @@ class _NothingWritten(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.params import ParamsError, load_params
+    from pipeline.cli import parse_with_params
 
     parser = argparse.ArgumentParser(description="BigTime shards stage: frames + masks -> WebDataset/Parquet shards")
-    parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--frames", required=True, type=Path, help="frames root (one folder per source)")
     parser.add_argument("--masks", required=True, type=Path, help="masks root (one folder per source)")
     parser.add_argument("--out", required=True, type=Path, help="shards output folder")
     parser.add_argument("--stats", type=Path, default=None, help="stats JSON (a DVC metric)")
     parser.add_argument("--progress", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        params = load_params(args.params)
-    except ParamsError as err:
-        parser.exit(2, f"error: {err}\n")
+    args, params = parse_with_params(parser, argv)
     names = [s.name for s in params.sources]
     manifest, records = build_shards(names, args.frames, args.masks, args.out, params.shards, progress=args.progress)
     ok = [r for r in records if r["status"] == "ok"]

@@ -22,7 +22,8 @@ import sys
 from pathlib import Path
 
 from pipeline.atomic import atomic_dir, atomic_write_json
-from pipeline.params import Params, ParamsError, load_params
+from pipeline.cli import parse_with_params
+from pipeline.params import Params
 
 
 DOWNLOAD_SETTINGS = "_download.json"  # not a source name: names start with a letter or digit
@@ -47,13 +48,8 @@ def write_sources(params: Params, out_dir: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="BigTime sources stage: validate params.yaml, one JSON per source")
-    parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", required=True, type=Path, help="folder for <name>.json")
-    args = parser.parse_args(argv)
-    try:
-        params = load_params(args.params)
-    except ParamsError as err:
-        parser.exit(2, f"error: {err}\n")
+    args, params = parse_with_params(parser, argv)
     paths = write_sources(params, args.out)
     print(f"sources: {len(paths)} valid sources -> {args.out}", file=sys.stderr)
     return 0
