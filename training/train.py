@@ -187,7 +187,7 @@ def train_step(model, optimizer, scaler, item: dict, loss_config: LossConfig, *,
                             f"(frames {item['indices'].tolist()}; terms {shown})")
 
     optimizer.zero_grad(set_to_none=True)
-    outputs = [o for o in outputs]
+    outputs = [o for o in outputs if o.requires_grad]  # log_c is a constant 0 without the colour head
     grads = torch.autograd.grad(scaler.scale(total), outputs)  # loss backward: d total / d outputs
     lap("loss_backward")
     torch.autograd.backward(outputs, grads)  # network backward

@@ -153,3 +153,20 @@ def test_bilinear_decoder_has_no_checkerboard_period():
             assert parity > 1e-3
         else:
             assert parity < 1e-5 and out.std(dim=(1, 2)).max().item() < 1e-5
+
+
+def test_a_train_step_runs_without_the_colour_head():
+    """The grey-shading ablation trains: log_c = 0 is a constant, so the loss backward skips it."""
+    from training.train import train_step
+
+    torch.manual_seed(0)
+    model = IntrinsicUNet(dataclasses.replace(ModelConfig.preset("small"), color_head=False))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    srgb = torch.rand(3, 3, 64, 64) * 0.8 + 0.1
+    item = {"key": "k", "indices": torch.arange(3), "srgb": srgb, "mask": torch.ones(3, 1, 64, 64),
+            "shading_weights": [torch.ones(4, 64 >> l, 64 >> l) for l in range(2)]}
+    before = [p.detach().clone() for p in model.parameters()]
+    result = train_step(model, optimizer, scaler, item, LossConfig(w_rsmooth=0.0), device=torch.device("cpu"))
+    assert torch.isfinite(result.total)
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))
