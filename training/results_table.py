@@ -3,7 +3,7 @@
     python -m training.results_table --repo . --csv docs/experiments.csv --out docs/results.md
     python -m training.results_table --from-csv docs/experiments.csv --out docs/results.md   (rebuild only)
 
-Consumes the experiments of a DVC repository (`dvc exp show --json`: per baseline commit its experiments with
+Consumes the experiments of a DVC repository (`dvc exp show --json --all-commits`: per baseline commit its experiments with
 their params and the metrics of `data/eval_metrics.json`, training/evaluate.py) or a CSV saved by an earlier
 call. Produces
 - `--csv`: the experiments as one flat table (params + metrics; the raw data of the table below).
@@ -55,8 +55,8 @@ def experiments_frame(exp_show: list) -> pd.DataFrame:
     Experiment "<baseline>" (no metrics needed): the reference that variants are described against."""
     rows = []
     for baseline in exp_show:
-        if baseline.get("rev") == "workspace":
-            continue
+        if baseline.get("rev") == "workspace" or not baseline.get("experiments"):
+            continue  # commits without experiments add nothing
         rows.append({"Experiment": "<baseline>", "rev": baseline["rev"], "baseline": baseline["rev"],
                      **_data_row(baseline.get("data"))})
         for exp in baseline.get("experiments") or []:
@@ -70,11 +70,11 @@ def experiments_frame(exp_show: list) -> pd.DataFrame:
 
 
 def dvc_exp_show(repo: str) -> list:
-    """Run `dvc exp show --json` in repo (all experiments of the current baseline) and parse it."""
+    """Run `dvc exp show --json --all-commits` in repo (the experiments of every commit) and parse it."""
     import json
     import subprocess
 
-    done = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=repo, check=True,
+    done = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json", "--all-commits"], cwd=repo, check=True,
                           capture_output=True, text=True)
     return json.loads(done.stdout)
 

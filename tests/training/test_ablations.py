@@ -82,7 +82,7 @@ def test_local_smoothness_equals_an_explicit_pair_sum():
 def test_all_pixel_normaliser_scales_rsmooth_by_the_valid_fraction(kind):
     srgb, mask, log_r, log_s, log_c = (t.float() for t in _sequence(2, m=3, h=16, w=16))
     weights = [torch.ones(4, 16 >> l, 16 >> l) for l in range(2)]
-    valid = LossConfig(rsmooth_kind=kind)
+    valid = LossConfig(rsmooth_kind=kind, rsmooth_normaliser="valid")
     all_pixels = dataclasses.replace(valid, rsmooth_normaliser="all")
     _, t_valid = intrinsic_loss(srgb, mask, log_r, log_s, log_c, weights, valid)
     _, t_all = intrinsic_loss(srgb, mask, log_r, log_s, log_c, weights, all_pixels)
