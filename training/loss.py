@@ -210,7 +210,7 @@ class LocalBilateralSmoothness:
         return cls(weights, int(valid.sum().item()), (m, h, w))
 
     def energy(self, log_r: torch.Tensor) -> torch.Tensor:
-        m, h, w = self.shape
+        _, h, w = self.shape
         channels = log_r.shape[1]
         total = log_r.new_zeros(())
         for wk, (dy, dx) in zip(self.weights, NEIGHBOUR_OFFSETS):

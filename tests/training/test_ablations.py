@@ -92,7 +92,7 @@ def test_all_pixel_normaliser_scales_rsmooth_by_the_valid_fraction(kind):
 
 
 def test_model_without_colour_head_outputs_zero_log_c():
-    config = dataclasses.replace(ModelConfig.from_params(ModelParams(color_head=False)))
+    config = ModelConfig.from_params(ModelParams(color_head=False))
     assert config.color_head is False
     model = IntrinsicUNet(config)
     assert model.color is None
