@@ -11,8 +11,8 @@ Status records (one JSON per source per stage) are how failures become data: `st
 "failed", `category` is one of FAILURE_CATEGORIES, `reason` is a human sentence.
 
 `fault_point(name)` is the seam of the fault-injection tests (tests/faults/): when the environment variable
-BIGTIME_KILL_AT is `<stage>:<name>` (stage = the running script's stem, e.g. `frames`, `train`) the process
-SIGKILLs itself there, once per marker file BIGTIME_KILL_ONCE when that is set. Unset, it does nothing. Points:
+BIGTIME_KILL_AT is `<stage>:<name>` (stage = the per-source stage a Ray worker is running, set by
+`in_stage`, else the running script's stem, e.g. `sources`, `train`) the process SIGKILLs itself there, once per marker file BIGTIME_KILL_ONCE when that is set. Unset, it does nothing. Points:
 `dir.created`, `dir.filled`, `dir.renamed` (atomic_dir: temp folder empty, full, swapped in), `written:<file>`,
 `renamed:<file>` (atomic_file: temp file complete, renamed), and the trainer's `step<k>`.
 """
@@ -57,13 +57,37 @@ KILL_ENV = "BIGTIME_KILL_AT"
 KILL_ONCE_ENV = "BIGTIME_KILL_ONCE"
 
 
+_current_stage: str | None = None  # the per-source stage this process is running (`in_stage`)
+
+
+@contextlib.contextmanager
+def in_stage(stage: str) -> Iterator[None]:
+    """Within the block, `fault_point` names `stage` (a Ray worker runs any stage; its argv says nothing)."""
+    global _current_stage
+    previous, _current_stage = _current_stage, stage
+    try:
+        yield
+    finally:
+        _current_stage = previous
+
+
 def fault_point(name: str) -> None:
-    """SIGKILL this process here when BIGTIME_KILL_AT is `<stage>:<name>` (module docstring); else nothing."""
+    """SIGKILL this process here when BIGTIME_KILL_AT names `<stage>:<name>` (module docstring); else nothing.
+
+    BIGTIME_KILL_AT may list several points, comma-separated; with BIGTIME_KILL_ONCE=M the k-th point (from 0)
+    kills once, marked by the file `M.k` (a single point: by M itself).
+    """
     spec = os.environ.get(KILL_ENV)
-    if not spec or spec != f"{Path(sys.argv[0]).stem}:{name}":
+    if not spec:
+        return
+    points = spec.split(",")
+    here = f"{_current_stage or Path(sys.argv[0]).stem}:{name}"
+    if here not in points:
         return
     marker = os.environ.get(KILL_ONCE_ENV)
     if marker:
+        if len(points) > 1:
+            marker = f"{marker}.{points.index(here)}"
         try:
             os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         except FileExistsError:

@@ -1,20 +1,18 @@
 """Shared command-line plumbing for the per-source stages (download, frames, masks).
 
-No params value ever reaches a shell command line. dvc.yaml runs each per-source stage with fixed text only,
-``python -m pipeline.<stage> --out-root data/<stage> --status-root data/status/<stage> [--<input>-root DIR]``;
-the stage learns which source it is from DVC's `DVC_STAGE` environment variable (``<stage>@<i>``: DVC's
-`foreach` position of the entry in params.yaml's `sources`, text DVC generates, checked against that pattern).
-The stage loads and validates params.yaml through the one schema first (a bad name, URL or key stops it with a
-message naming the key, before anything is written), then builds its paths from the validated source name:
-``<out-root>/<name>``, ``<input-root>/<name>`` and ``<status-root>/<name>.json``. By hand, ``--index I`` or
-``--name NAME`` selects one source, and ``--all`` runs every source with a tqdm bar and prints one summary line
-(`summary_line`).
+Under `dvc repro` the per-source stages run as Ray tasks of the one `sources` stage (pipeline/sources.py), which
+writes every status record through `write_status`. Each stage module keeps a CLI for running it by hand, e.g. to
+debug one source: ``python -m pipeline.<stage> --name NAME | --index I | --all --out-root DIR
+[--<input>-root DIR] [--status-root DIR]``, built by `stage_main`. It loads and validates params.yaml through
+the one schema first (a bad name, URL or key stops it with a message naming the key, before anything is
+written), then builds its paths from the validated source name: ``<out-root>/<name>``, ``<input-root>/<name>``
+and ``<status-root>/<name>.json``. ``--all`` runs the sources one after another in this process with a tqdm bar
+and prints one summary line (`summary_line`); for all sources at once use `python -m pipeline.sources`.
+No params value ever reaches a shell command line.
 """
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import sys
 from pathlib import Path
 from typing import Callable
@@ -78,18 +76,8 @@ def parse_with_params(parser, argv=None):
         parser.exit(2, f"error: {err}\n")
 
 
-def dvc_stage_index(stage: str, environ: dict | None = None) -> int:
-    """The source position DVC's foreach gave this stage run: `DVC_STAGE` = ``<stage>@<i>`` -> i."""
-    value = (os.environ if environ is None else environ).get("DVC_STAGE", "")
-    match = re.fullmatch(rf"(?:.*:)?{re.escape(stage)}@(\d+)", value)
-    if match is None:
-        raise ParamsError(f"no source selected: give --index, --name or --all (DVC_STAGE={value!r} is not "
-                          f"'{stage}@<index>', so this is not a `dvc repro` run of a {stage} foreach stage)")
-    return int(match.group(1))
-
-
 def select_sources(params: Params, *, index: int | None, name: str | None) -> list[Source]:
-    """The sources a stage run covers: every source, the `index`-th (DVC's foreach position) or the one named."""
+    """The sources a stage run covers: every source, the `index`-th in params.yaml or the one named."""
     if index is not None:
         if not 0 <= index < len(params.sources):
             raise ParamsError(f"sources: no entry [{index}] (params.yaml lists {len(params.sources)} sources)")
@@ -105,7 +93,7 @@ def stage_main(
     argv: list[str] | None = None,
     inputs: dict[str, str] | None = None,
 ) -> int:
-    """CLI of a per-source stage: one source (DVC_STAGE, ``--index I`` or ``--name NAME``) or all (``--all``).
+    """CLI of a per-source stage: one source (``--index I`` or ``--name NAME``) or all (``--all``).
 
     `inputs` maps extra input roots to their help text, e.g. {"raw": "download output root"} adds a required
     ``--raw-root DIR`` whose `<name>` subfolder is passed to `run` as `raw=`. Per-source failures are data (a
@@ -113,8 +101,8 @@ def stage_main(
     source succeeded. Invalid params exit 2 before anything is written.
     """
     parser = argparse.ArgumentParser(description=f"BigTime {stage} stage")
-    which = parser.add_mutually_exclusive_group()  # none: DVC_STAGE names the source (`dvc repro`)
-    which.add_argument("--index", type=int, help="the source's position in params.yaml's sources (DVC's ${key})")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--index", type=int, help="the source's position in params.yaml's sources")
     which.add_argument("--name", help="the source's name in params.yaml")
     which.add_argument("--all", action="store_true", help="every source")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -125,8 +113,7 @@ def stage_main(
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         params = load_params(args.params)
-        index = args.index if args.index is not None or args.name or args.all else dvc_stage_index(stage)
-        sources = select_sources(params, index=index, name=args.name)
+        sources = select_sources(params, index=args.index, name=args.name)
     except ParamsError as err:
         parser.exit(2, f"error: {err}\n")
     input_roots = {flag: getattr(args, f"{flag}_root") for flag in inputs or {}}

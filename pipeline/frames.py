@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -137,8 +138,17 @@ def plan_candidates(n_frames: int, fps: float, start: float | None, end: float |
 
 
 # ------------------------------------------------------------------------------------------ decoding
+def cpu_budget() -> int | None:
+    """The CPUs this process may use: OMP_NUM_THREADS where set (Ray sets it to a task's `num_cpus`), else None."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return None
+
+
 def video_command(path: Path, plan: Plan, fps: float, size: tuple[int, int]) -> list[str]:
-    """The ffmpeg command that writes the planned frames, resized (area) to size=(w, h), as raw rgb24."""
+    """The ffmpeg command that writes the planned frames, resized (area) to size=(w, h), as raw rgb24; its
+    decoder and filter threads stay within `cpu_budget()` (a Ray task's CPUs), so parallel tasks do not oversubscribe."""
     w, h = size
     # Accurate input seeking keeps frames with pts >= ss; seeking half a frame before `first` makes the
     # first frame out exactly `first` whatever the rounding of ss.
@@ -148,7 +158,11 @@ def video_command(path: Path, plan: Plan, fps: float, size: tuple[int, int]) -> 
         video = video.filter("framestep", step=plan.step)
     video = video.filter("scale", w, h, flags="area")
     out = video.output("pipe:", format="rawvideo", pix_fmt="rgb24", vsync="passthrough", vframes=plan.count)
-    return out.global_args("-nostdin", "-loglevel", "error").compile()
+    threads = cpu_budget()
+    command = out.global_args("-nostdin", "-loglevel", "error").compile()
+    if threads is not None:  # before -i: decoder threads; then the scale filter graph's
+        command[1:1] = ["-threads", str(threads), "-filter_complex_threads", str(threads)]
+    return command
 
 
 def iter_video(path: Path, plan: Plan, fps: float, size: tuple[int, int]) -> Iterator[np.ndarray]:

@@ -276,6 +276,18 @@ class EvaluateParams(_Section):
     fetch_saw: bool = False  # DVC stage fetch_saw downloads SAW into data/external/saw (needs internet)
 
 
+class RayParams(_Section):
+    """Where the per-source work (download, frames, masks: `pipeline/sources.py`) runs. Changes no output, so
+    it is not a dependency of any stage: moving to a cluster reruns nothing."""
+
+    # None: the RAY_ADDRESS environment variable if set, else a local Ray cluster sized to this machine
+    # (`ray.init()`); "auto" or "HOST:PORT": the running cluster (`ray start --head` ..., see README).
+    address: Optional[Annotated[str, Field(min_length=1)]] = None
+    num_cpus: Optional[Annotated[int, Field(ge=1)]] = None  # local cluster only; None = every core here
+    cpus_per_task: Annotated[float, Field(gt=0)] = 1.0  # what each per-source task declares
+    max_retries: Annotated[int, Field(ge=0)] = 3  # a task whose worker or node died is rerun this often
+
+
 class Params(_Section):
     sources: list[Source] = Field(min_length=1)
     synthetic: SyntheticParams = SyntheticParams()
@@ -287,6 +299,7 @@ class Params(_Section):
     loss: LossParams = LossParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+    ray: RayParams = RayParams()
 
     @field_validator("sources")
     @classmethod
@@ -342,3 +355,22 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except yaml.YAMLError as err:
         raise ParamsError(f"{path}: not valid YAML: {err}") from None
     return validate_params(raw if raw is not None else {})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipeline.params [params.yaml]``: validate a params file without running anything."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    path = args[0] if args else "params.yaml"
+    try:
+        params = load_params(path)
+    except ParamsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{path}: valid, {len(params.sources)} sources")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

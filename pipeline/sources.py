@@ -1,57 +1,433 @@
-"""Sources stage: params.yaml -> `data/sources/<name>.json`, one validated entry per source.
+"""Sources stage: the per-source work (download -> frames -> masks) of every source as Ray tasks, by content.
 
-The first stage of the pipeline (dvc.yaml `sources`). It validates the whole params.yaml through the one schema
-(`pipeline.params.load_params`; an error names the key, e.g. ``sources[1].name: String should match pattern``)
-before any per-source stage runs, then writes each source's entry, defaults filled in, as
-`<out>/<name>.json` (`Source.model_dump(mode="json")`, sorted keys), in a folder built atomically.
+dvc.yaml runs this as ONE stage, whatever the number of sources (fixed text, no params value on the line):
+``python -m pipeline.sources --raw data/raw --frames data/frames --masks data/masks --status data/status``.
+It validates params.yaml through the one schema first (exit 2 naming the key, before anything is written), then:
 
-Each per-source stage (download, frames, masks) depends on its own `data/sources/<name>.json`: editing or adding
-one entry reruns only that source's stages, and no params value ever has to appear in a dvc.yaml command line.
-The download stages also depend on `data/sources/_download.json` (`download_settings`: the download section
-less allow_local, and the synthetic section), so params.yaml need not spell out every download key (DVC fails
-on a tracked params key that the file lacks) and allowing local sources reruns no download.
-The per-source stages find their source through DVC's `DVC_STAGE` variable (`download@3` -> `sources[3]`,
-see pipeline/cli.py).
+1. **Fingerprints** (`fingerprint`): each (source, stage) has a sha256 of what makes its output: the source's
+   params entry, the stage's params section (`stage_settings`), the code of the stage (`stage_code`: the stage
+   module and every `pipeline` module it imports, less `params`/`cli`/`atomic`/`sources` whose effect is the
+   values already hashed or the writing mechanics) and the upstream stage's fingerprint. It is stored in the
+   source's status record, written last (`write_status`): `<out>/<name>/status.json` and
+   `<status>/<stage>/<name>.json` (the per-source status records, one per source per stage, as before).
+2. **Plan** (`plan`): a (source, stage) whose two records both carry the expected fingerprint is up to date and
+   skipped, failures included (a failure is a result; change the entry or the params to retry). Everything
+   downstream of a stale stage is stale. Outputs of sources no longer in params.yaml are deleted
+   (`remove_stale`), with the leftovers of killed runs.
+3. **Ray** (`run_sources`): each stale (source, stage) is one Ray task running `process_source_stage` (the same
+   pure function the tests call), declaring its resources (`ray.cpus_per_task` CPUs; one GPU for the detectron2
+   mask backend on a CUDA device). A source's tasks are chained through their ObjectRefs, so sources move through
+   the three stages independently and all at once. A worker killed mid-task (or a node lost) is retried by Ray
+   (`ray.max_retries`); outputs are atomic, so a retry starts clean. A task that still fails is recorded as a
+   failed status ("error", no fingerprint: the next run retries it) and never stops the other sources.
+   `ray.init` happens only when something is stale: a no-op run starts no cluster.
 
-CLI: ``python -m pipeline.sources --out data/sources [--params params.yaml]`` (exit 2 on invalid params).
+Where Ray runs: `ray.address` in params.yaml, else RAY_ADDRESS, else a local cluster sized to this machine
+(`ray.num_cpus`). On a cluster the outputs must be on a filesystem every node mounts at the same path (README).
+
+Outputs (DVC `persist: true`, so DVC leaves them in place for this stage to update): `<raw>/<name>/`,
+`<frames>/<name>/`, `<masks>/<name>/`, `<status>/<stage>/<name>.json`, and `<status>/sources.json` (the DVC
+metric: ok / failed counts and failure categories per stage).
 """
 from __future__ import annotations
 
 import argparse
+import ast
+import hashlib
+import importlib
+import json
+import os
+import re
+import shutil
 import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
-from pipeline.atomic import atomic_dir, atomic_write_json
-from pipeline.cli import parse_with_params
-from pipeline.params import Params
+from pipeline.atomic import atomic_dir, atomic_write_json, fault_point, in_stage, status_record
+from pipeline.cli import parse_with_params, summary_line, write_status
+from pipeline.params import SOURCE_NAME, Params, Source
+
+STAGES = ("download", "frames", "masks")
+STAGE_FUNCTIONS = {  # stage -> (module, the pure per-source function: (params, source, out_dir, **inputs) -> record)
+    "download": ("pipeline.download", "download_source"),
+    "frames": ("pipeline.frames", "extract_frames"),
+    "masks": ("pipeline.masks", "make_masks"),
+}
+# pipeline modules whose change does not change what a stage writes: params (its values are hashed instead), the
+# CLI and atomic-write plumbing, and this driver
+NOT_FINGERPRINTED = {"pipeline.params", "pipeline.cli", "pipeline.atomic", "pipeline.sources"}
+SUMMARY = "sources.json"
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-DOWNLOAD_SETTINGS = "_download.json"  # not a source name: names start with a letter or digit
+@dataclass(frozen=True)
+class Roots:
+    """Where the per-source stages read and write: one folder per source under raw/frames/masks, status records
+    under `status/<stage>/<name>.json`."""
+
+    raw: Path
+    frames: Path
+    masks: Path
+    status: Path
+
+    def absolute(self) -> "Roots":
+        return Roots(*(Path(p).resolve() for p in (self.raw, self.frames, self.masks, self.status)))
+
+    def out(self, stage: str, name: str) -> Path:
+        return Path({"download": self.raw, "frames": self.frames, "masks": self.masks}[stage]) / name
+
+    def inputs(self, stage: str, name: str) -> dict[str, Path]:
+        """The keyword inputs of the stage function: frames reads raw=, masks reads frames=."""
+        return {"download": {}, "frames": {"raw": Path(self.raw) / name}, "masks": {"frames": Path(self.frames) / name}}[stage]
+
+    def status_file(self, stage: str, name: str) -> Path:
+        return Path(self.status) / stage / f"{name}.json"
 
 
-def download_settings(params: Params) -> dict:
-    """What a download's result depends on besides its own entry: the `download` section less `allow_local`
-    (which only admits local sources and changes no built output) and the `synthetic` renderer settings."""
-    return {"download": params.download.model_dump(mode="json", exclude={"allow_local"}),
-            "synthetic": params.synthetic.model_dump(mode="json")}
+# ------------------------------------------------------------------------------------------------ fingerprints
+def stage_settings(params: Params, stage: str) -> dict:
+    """The params a stage's output depends on besides the source entry. download: the `download` section less
+    `allow_local` (it admits local sources and changes no output) and the `synthetic` renderer settings."""
+    if stage == "download":
+        return {"download": params.download.model_dump(mode="json", exclude={"allow_local"}),
+                "synthetic": params.synthetic.model_dump(mode="json")}
+    return {stage: getattr(params, stage).model_dump(mode="json")}
 
 
-def write_sources(params: Params, out_dir: Path) -> list[Path]:
-    """Write one `<name>.json` per source and DOWNLOAD_SETTINGS into `out_dir` (replaced whole); return the
-    sources' paths in params order."""
-    with atomic_dir(out_dir) as tmp:
-        for source in params.sources:
-            atomic_write_json(tmp / f"{source.name}.json", source.model_dump(mode="json"))
-        atomic_write_json(tmp / DOWNLOAD_SETTINGS, download_settings(params))
-    return [Path(out_dir) / f"{source.name}.json" for source in params.sources]
+def _imported_pipeline_modules(module: str) -> set[str]:
+    """`module` and every `pipeline.*` module it imports, transitively (also imports inside functions)."""
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        path = PACKAGE_DIR / f"{name.split('.', 1)[1]}.py"
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "pipeline":  # from pipeline import x
+                todo.extend(f"pipeline.{a.name}" for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pipeline."):
+                todo.append(node.module)
+            elif isinstance(node, ast.Import):
+                todo.extend(a.name for a in node.names if a.name.startswith("pipeline."))
+    return seen
+
+
+def stage_modules(stage: str) -> list[str]:
+    """The pipeline modules whose source text is part of `stage`'s fingerprint (sorted)."""
+    return sorted(_imported_pipeline_modules(STAGE_FUNCTIONS[stage][0]) - NOT_FINGERPRINTED)
+
+
+@lru_cache(maxsize=None)
+def stage_code(stage: str) -> str:
+    """sha256 over the source text of `stage_modules(stage)`."""
+    digest = hashlib.sha256()
+    for module in stage_modules(stage):
+        digest.update(module.encode() + b"\0" + (PACKAGE_DIR / f"{module.split('.', 1)[1]}.py").read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _file_digest(path: str) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return "unreadable"
+
+
+def fingerprint(params: Params, source: Source, stage: str, upstream: str | None) -> str:
+    """sha256 hex of what makes (source, stage): entry, stage params, stage code, upstream fingerprint (and the
+    manual mask's bytes for masks)."""
+    payload = {"stage": stage, "source": source.model_dump(mode="json"), "settings": stage_settings(params, stage),
+               "code": stage_code(stage), "upstream": upstream}
+    if stage == "masks" and source.manual_mask:
+        payload["manual_mask_sha256"] = _file_digest(source.manual_mask)
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def fingerprints(params: Params, source: Source) -> dict[str, str]:
+    """{stage: fingerprint} along download -> frames -> masks."""
+    out, upstream = {}, None
+    for stage in STAGES:
+        upstream = out[stage] = fingerprint(params, source, stage, upstream)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ one task
+def process_source_stage(stage: str, params: Params, source: Source, roots: Roots, fingerprint: str | None = None) -> dict:
+    """Run one stage for one source (what each Ray task runs): the stage's pure function writes
+    `roots.out(stage, name)` atomically, then its status record, stamped with `fingerprint`, is written last into
+    that folder and to `roots.status_file(stage, name)`. Returns the record."""
+    module, function = STAGE_FUNCTIONS[stage]
+    run = getattr(importlib.import_module(module), function)
+    out = roots.out(stage, source.name)
+    with in_stage(stage):
+        record = run(params, source, out, **roots.inputs(stage, source.name))
+        out.mkdir(parents=True, exist_ok=True)  # DVC needs the folder even when the stage failed
+        if fingerprint is not None:
+            record = {**record, "fingerprint": fingerprint}
+        write_status(out, roots.status_file(stage, source.name), record)
+    return record
+
+
+def record_failure(stage: str, source: Source, roots: Roots, category: str, reason: str) -> dict:
+    """What the driver writes when a task could not run to its end (its worker or node kept dying): an empty
+    output folder and a failed record without fingerprint, so the next run retries it."""
+    out = roots.out(stage, source.name)
+    with atomic_dir(out):
+        pass
+    record = status_record(source.name, stage, category, reason)
+    write_status(out, roots.status_file(stage, source.name), record)
+    return record
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def current_record(roots: Roots, stage: str, name: str, expected: str) -> dict | None:
+    """The stored record of (name, stage) if both copies carry fingerprint `expected`, else None (stale)."""
+    record = _read_json(roots.out(stage, name) / "status.json")
+    if record is None or record.get("fingerprint") != expected:
+        return None
+    return record if _read_json(roots.status_file(stage, name)) == record else None
+
+
+# ------------------------------------------------------------------------------------------------ plan
+@dataclass
+class Plan:
+    """`done[stage][name]`: records of up-to-date (source, stage); `todo[name]`: the stale stages of a source in
+    order, with their fingerprints."""
+
+    done: dict[str, dict[str, dict]]
+    todo: dict[str, list[tuple[str, str]]]
+
+    @property
+    def n_tasks(self) -> int:
+        return sum(len(stages) for stages in self.todo.values())
+
+
+def plan(params: Params, roots: Roots, stages: tuple[str, ...] = STAGES) -> Plan:
+    """Which (source, stage) of `stages` are up to date and which must run (module docstring, 2.)."""
+    done: dict[str, dict[str, dict]] = {stage: {} for stage in stages}
+    todo: dict[str, list[tuple[str, str]]] = {}
+    for source in params.sources:
+        stale = False
+        for stage, expected in fingerprints(params, source).items():
+            if stage not in stages:
+                continue
+            record = None if stale else current_record(roots, stage, source.name, expected)
+            if record is None:
+                stale = True
+                todo.setdefault(source.name, []).append((stage, expected))
+            else:
+                done[stage][source.name] = record
+    return Plan(done, todo)
+
+
+def _is_temporary(name: str) -> bool:
+    return name.startswith(".") and (name.endswith(".tmp") or name.endswith(".old"))
+
+
+def remove_stale(params: Params, roots: Roots) -> list[str]:
+    """Delete the outputs and status records of sources no longer in params, and every temporary a killed run
+    left at the roots; returns the removed source names. Only entries named like a source are touched."""
+    keep = {source.name for source in params.sources}
+    removed: set[str] = set()
+    folders = [Path(roots.raw), Path(roots.frames), Path(roots.masks)]
+    for folder in folders + [Path(roots.status) / stage for stage in STAGES]:
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            name = entry.name[:-len(".json")] if folder.parent == Path(roots.status) and entry.name.endswith(".json") else entry.name
+            if _is_temporary(entry.name):
+                pass
+            elif re.fullmatch(SOURCE_NAME, name) and name not in keep:
+                removed.add(name)
+            else:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    return sorted(removed)
+
+
+# ------------------------------------------------------------------------------------------------ Ray
+def _after(upstream, stage: str, params: Params, source: Source, roots: Roots, fingerprint: str) -> dict:
+    """Ray task body: `upstream` (the previous stage's record, resolved by Ray) only orders the chain."""
+    return process_source_stage(stage, params, source, roots, fingerprint)
+
+
+def task_resources(params: Params, stage: str) -> dict:
+    """What a task of `stage` declares to Ray: CPUs, and a GPU for detectron2 masks on a CUDA device."""
+    resources = {"num_cpus": params.ray.cpus_per_task}
+    if stage == "masks" and params.masks.backend == "detectron2" and params.masks.detectron2.device.startswith("cuda"):
+        resources["num_gpus"] = 1
+    return resources
+
+
+def start_ray(params: Params, address: str | None = None):
+    """`ray.init` on `address`, else params' ray.address, else RAY_ADDRESS, else a new local cluster. When joining
+    an existing cluster the `pipeline` package travels with the job (runtime_env py_modules), so the workers run
+    the code the fingerprints name."""
+    import ray
+
+    address = address or params.ray.address or os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": True}
+    if address is None:
+        kwargs["num_cpus"] = params.ray.num_cpus
+    else:
+        kwargs["runtime_env"] = {"py_modules": [str(PACKAGE_DIR)]}
+    ray.init(address=address, **kwargs)
+    return ray
+
+
+class Progress:
+    """One tqdm bar per stage over sources: done / failed / running (running: started or waiting for a CPU)."""
+
+    def __init__(self, stages: tuple[str, ...], total: int, done: dict[str, dict[str, dict]], enabled: bool):
+        from tqdm import tqdm
+
+        self.counts = {stage: Counter(r["status"] for r in done[stage].values()) for stage in stages}
+        self.bars = {stage: tqdm(total=total, desc=f"{stage:>8}", unit="source", position=k, disable=not enabled,
+                                 initial=len(done[stage]), file=sys.stderr, dynamic_ncols=True)
+                     for k, stage in enumerate(stages)}
+        self.running = Counter()
+        for stage in stages:
+            self._show(stage)
+
+    def _show(self, stage: str) -> None:
+        c = self.counts[stage]
+        self.bars[stage].set_postfix_str(f"ok {c['ok']}, failed {c['failed']}, running {self.running[stage]}", refresh=False)
+
+    def start(self, stage: str) -> None:
+        self.running[stage] += 1
+        self._show(stage)
+
+    def finish(self, stage: str, record: dict) -> None:
+        self.running[stage] -= 1
+        self.counts[stage][record["status"]] += 1
+        self.bars[stage].update(1)
+        self._show(stage)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def run_sources(params: Params, roots: Roots, *, stages: tuple[str, ...] = STAGES, address: str | None = None,
+                progress: bool = True, keep_ray: bool = False) -> dict[str, list[dict]]:
+    """Bring every source's `stages` up to date (module docstring); return {stage: records in params order}.
+
+    With `keep_ray` an already connected Ray (a test's cluster) is used and left running; otherwise Ray is
+    started here when there is work and shut down at the end.
+    """
+    roots = roots.absolute()
+    removed = remove_stale(params, roots)
+    work = plan(params, roots, stages)
+    if progress:
+        print(f"sources: {len(params.sources)} sources, {len(work.todo)} to process ({work.n_tasks} tasks)"
+              + (f", removed {len(removed)} no longer in params" if removed else ""), file=sys.stderr)
+    records = {stage: dict(done) for stage, done in work.done.items()}
+    fault_point("planned")  # stale outputs removed, nothing started
+    bars = Progress(stages, len(params.sources), work.done, progress)
+    try:
+        if work.n_tasks:
+            records = _run_on_ray(params, roots, work, records, bars, address=address, keep_ray=keep_ray)
+    finally:
+        bars.close()
+    return {stage: [records[stage][s.name] for s in params.sources if s.name in records[stage]] for stage in stages}
+
+
+def _run_on_ray(params, roots, work: Plan, records, bars: Progress, *, address, keep_ray) -> dict:
+    import ray
+    from ray.exceptions import RayError
+
+    started = False
+    if not (keep_ray and ray.is_initialized()):
+        start_ray(params, address)
+        started = True
+    try:
+        task = ray.remote(_after)
+        params_ref = ray.put(params)
+        sources = {s.name: s for s in params.sources}
+        pending: dict = {}  # ObjectRef -> (name, position in its chain)
+        chains: dict[str, list] = {}
+        for name, stages in work.todo.items():
+            upstream = None
+            refs = []
+            for stage, expected in stages:
+                options = {**task_resources(params, stage), "max_retries": params.ray.max_retries,
+                           "retry_exceptions": False, "name": f"{stage}:{name}"}
+                upstream = task.options(**options).remote(upstream, stage, params_ref, sources[name], roots, expected)
+                refs.append(upstream)
+            chains[name] = refs
+            pending[refs[0]] = (name, 0)
+            bars.start(stages[0][0])
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in ready:
+                name, k = pending.pop(ref)
+                stage = work.todo[name][k][0]
+                try:
+                    record = ray.get(ref)
+                except RayError as err:  # the task's worker/node died more than max_retries times, or it raised
+                    reason = f"Ray task {stage}:{name} failed: {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+                    record = record_failure(stage, sources[name], roots, "error", reason)
+                    for later, _ in work.todo[name][k + 1:]:  # its downstream tasks fail with it: say why
+                        records[later][name] = record_failure(later, sources[name], roots, "upstream_failed",
+                                                              f"{stage} did not run to its end")
+                        bars.start(later)
+                        bars.finish(later, records[later][name])
+                    records[stage][name] = record
+                    bars.finish(stage, record)
+                    continue
+                records[stage][name] = record
+                bars.finish(stage, record)
+                fault_point("task.done")  # a task's outputs are written, others are in flight
+                if k + 1 < len(chains[name]):
+                    pending[chains[name][k + 1]] = (name, k + 1)
+                    bars.start(work.todo[name][k + 1][0])
+    finally:
+        if started:
+            ray.shutdown()
+    return records
+
+
+# ------------------------------------------------------------------------------------------------ summary + CLI
+def summary(results: dict[str, list[dict]]) -> dict:
+    """The DVC metric: per stage, ok / failed counts and failures by category (no times: reruns are identical)."""
+    out = {}
+    for stage, records in results.items():
+        failed = Counter(r.get("category", "error") for r in records if r["status"] != "ok")
+        out[stage] = {"sources": len(records), "ok": sum(r["status"] == "ok" for r in records),
+                      "failed": sum(failed.values()), "categories": dict(sorted(failed.items()))}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="BigTime sources stage: validate params.yaml, one JSON per source")
-    parser.add_argument("--out", required=True, type=Path, help="folder for <name>.json")
+    parser = argparse.ArgumentParser(description="BigTime per-source work (download, frames, masks) on Ray")
+    parser.add_argument("--raw", required=True, type=Path, help="download outputs, one folder per source")
+    parser.add_argument("--frames", required=True, type=Path, help="frames outputs, one folder per source")
+    parser.add_argument("--masks", required=True, type=Path, help="masks outputs, one folder per source")
+    parser.add_argument("--status", required=True, type=Path, help="status records <stage>/<name>.json and sources.json")
+    parser.add_argument("--address", default=None, help="Ray cluster address (default: params ray.address, "
+                                                       "RAY_ADDRESS, else a local cluster)")
+    parser.add_argument("--no-progress", action="store_true")
     args, params = parse_with_params(parser, argv)
-    paths = write_sources(params, args.out)
-    print(f"sources: {len(paths)} valid sources -> {args.out}", file=sys.stderr)
+    roots = Roots(args.raw, args.frames, args.masks, args.status)
+    started = time.monotonic()
+    results = run_sources(params, roots, address=args.address, progress=not args.no_progress)
+    atomic_write_json(Path(args.status) / SUMMARY, summary(results))
+    for stage, records in results.items():
+        print(summary_line(stage, records), file=sys.stderr)
+    print(f"sources: done in {time.monotonic() - started:.1f} s", file=sys.stderr)
     return 0
 
 

@@ -104,3 +104,22 @@ def tree(repo: Path, folder: str = "data") -> dict[str, str]:
         if path.is_file() or path.is_symlink():
             out[path.relative_to(repo).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
+
+
+def kill_tagged(tag: str) -> int:
+    """SIGKILL every process whose environment holds BIGTIME_TEST_TAG=`tag` (what a killed Ray driver leaves:
+    Ray's dashboard and runtime-env agents outlive a SIGKILLed driver); returns how many."""
+    import signal
+
+    needle = f"BIGTIME_TEST_TAG={tag}".encode()
+    killed = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if needle in (proc / "environ").read_bytes().split(b"\0"):
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed += 1
+        except (OSError, ProcessLookupError):
+            continue
+    return killed

@@ -9,23 +9,28 @@ included), no temporaries may be left, and `dvc status` must be clean.
 
 Points: `dir.created` / `dir.filled` / `dir.renamed` are the three moments of `atomic_dir` (temp folder empty,
 complete, swapped in); `written:<file>` / `renamed:<file>` those of `atomic_file` (temp file complete, renamed);
-`step<k>` kills training after k steps. Training checkpoints every 2 of 4 steps: step1 dies before any
+`step<k>` kills training after k steps. The `sources` stage is a Ray driver (pipeline/sources.py): it is killed
+before it starts Ray (`planned`), with tasks in flight (`task.done`: after the first task's result, others
+running) and after its summary was renamed into place. The per-source stages run in Ray workers: a worker killed
+mid-task is retried by Ray within the same run (here `download:written:info.json` beside the driver's kill; every
+worker point of download, frames and masks is in tests/faults/test_ray.py). Training checkpoints every 2 of 4 steps: step1 dies before any
 checkpoint (a fresh restart), step3 after the step-2 checkpoint (resumed under `dvc repro`), and
 renamed:checkpoint.pt after the final checkpoint was renamed into place (nothing left to train).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.faults.conftest import clone
-from tests.faults.repo import dvc, env_for, ran, tree
+from tests.faults.repo import dvc, env_for, kill_tagged, ran, tree
 
 BEFORE, DURING, AFTER = "before", "during", "after"
-KILLS = [  # (script stem, fault point, which moment of the atomic write it stands for)
-    ("sources", "dir.created", BEFORE), ("sources", "dir.renamed", AFTER),
-    ("download", "dir.created", BEFORE), ("download", "written:info.json", DURING), ("download", "dir.renamed", AFTER),
-    ("frames", "dir.created", BEFORE), ("frames", "written:meta.json", DURING), ("frames", "renamed:status.json", AFTER),
-    ("masks", "dir.created", BEFORE), ("masks", "dir.filled", DURING), ("masks", "dir.renamed", AFTER),
+KILLS = [  # (script stem, fault point(s) (comma-separated), which moment of the atomic write it stands for)
+    ("sources", "planned", BEFORE),
+    ("sources", "download:written:info.json,sources:task.done", DURING),  # a worker (retried) and the driver
+    ("sources", "renamed:sources.json", AFTER),
     ("shards", "dir.created", BEFORE), ("shards", "written:manifest.json", DURING), ("shards", "dir.renamed", AFTER),
     ("train", "step1", BEFORE), ("train", "step3", DURING), ("train", "renamed:checkpoint.pt", AFTER),
     ("fetch_eval_data", "dir.filled", DURING),
@@ -42,11 +47,20 @@ def _temporaries(files: dict[str, str]) -> list[str]:
 def test_killed_stages_rerun_to_identical_outputs(reference, tmp_path):
     ref_repo, ref_tree = reference
     repo = clone(ref_repo, tmp_path / "repo")
+    try:
+        _kill_and_rerun(repo, ref_tree, tmp_path)
+    finally:
+        kill_tagged(str(tmp_path))
+
+
+def _kill_and_rerun(repo, ref_tree, tmp_path):
     for k, (stage, point, _) in enumerate(KILLS):
         marker = tmp_path / f"killed-{k}"
-        env = {**env_for(repo), "BIGTIME_KILL_AT": f"{stage}:{point}", "BIGTIME_KILL_ONCE": str(marker)}
+        spec = point if "," in point else f"{stage}:{point}"  # several points: each spelled <stage>:<point>
+        env = {**env_for(repo), "BIGTIME_KILL_AT": spec, "BIGTIME_KILL_ONCE": str(marker), "BIGTIME_TEST_TAG": str(tmp_path)}
         proc = dvc(repo, "repro", check=False, env=env)
-        assert marker.exists(), f"{stage}:{point} was never reached:\n{proc.stdout}\n{proc.stderr}"
+        markers = [marker] if "," not in spec else [Path(f"{marker}.{i}") for i in range(spec.count(",") + 1)]
+        assert all(m.exists() for m in markers), f"{spec} was never reached:\n{proc.stdout}\n{proc.stderr}"
         assert proc.returncode != 0, f"dvc repro succeeded although {stage} was killed at {point}"
         killed = [s for s in ran(proc.stdout) if s.split("@")[0] in DVC_STAGES.get(stage, (stage,))]
         assert killed, f"no {stage} stage ran:\n{proc.stdout}"

@@ -1,11 +1,10 @@
 """The one end-to-end test of the download + frames part: real `dvc repro` in a throwaway git repo.
 
 Copies pipeline/, dvc.yaml, .dvc/config and the project's params.yaml (with a tiny 2-source synthetic
-config) into tmp, then checks: the first `dvc repro frames` builds download@* and frames@*; a second run
-and `dvc status` report everything up to date; appending a third source reruns only that source's stages
-(and `sources`, which validates params.yaml)
-(the others' outputs keep their mtimes). Only the download/frames stages are targeted: masks/shards/train/
-evaluate belong to other parts.
+config) into tmp, then checks: the first `dvc repro sources` builds both sources; a second run and
+`dvc status` report everything up to date; appending a third source reruns the stage, which processes only that
+source (the others' outputs keep their mtimes); removing a source deletes its outputs. Only the `sources` stage is
+targeted: shards/train/evaluate belong to other parts.
 """
 from __future__ import annotations
 
@@ -74,30 +73,40 @@ def test_dvc_repro_download_frames(tmp_path):
     located = _run(["python", "-c", "import pipeline; print(pipeline.__file__)"], repo, env)
     assert located.strip().startswith(str(repo)), f"stages would import {located.strip()}, not the copy"
 
-    # 1. first run builds both sources
-    first = _run([str(DVC), "repro", "frames"], repo, env)
-    assert _ran(first) == {"sources", "download@0", "download@1", "frames@0", "frames@1"}, first
+    # 1. first run builds both sources, all in the one `sources` stage
+    first = _run([str(DVC), "repro", "sources"], repo, env)
+    assert _ran(first) == {"sources"}, first
     for name in ("synth_a", "synth_b"):
         meta = json.loads((repo / "data" / "frames" / name / "meta.json").read_text())
         assert len(meta["frames"]) == 4 and (meta["width"], meta["height"]) == (96, 64)
         assert (repo / "data" / "frames" / name / "groundtruth.npz").exists()
-        assert json.loads((repo / "data" / "status" / "frames" / f"{name}.json").read_text())["status"] == "ok"
+        for stage in ("download", "frames", "masks"):
+            assert json.loads((repo / "data" / "status" / stage / f"{name}.json").read_text())["status"] == "ok"
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "first run"], repo, env)
 
     # 2. nothing changed: nothing runs, dvc status is clean
-    second = _run([str(DVC), "repro", "frames"], repo, env)
+    second = _run([str(DVC), "repro", "sources"], repo, env)
     assert _ran(second) == set(), second
-    assert json.loads(_run([str(DVC), "status", "--json", "frames"], repo, env) or "{}") == {}
-    before = {(stage, name): _mtimes(repo / "data" / stage / name) for stage in ("raw", "frames") for name in ("synth_a", "synth_b")}
+    assert json.loads(_run([str(DVC), "status", "--json", "sources"], repo, env) or "{}") == {}
+    before = {(stage, name): _mtimes(repo / "data" / stage / name) for stage in ("raw", "frames", "masks")
+              for name in ("synth_a", "synth_b")}
 
-    # 3. a third source reruns only its own stages
+    # 3. a third source: the stage reruns and processes only that source (the others' files keep their mtimes)
     _write_params(repo, sources + [{"name": "synth_c", "url": "synthetic://indoor", "scene": "indoor"}])
-    pending = json.loads(_run([str(DVC), "status", "--json", "frames"], repo, env))
-    assert set(pending) <= {"sources", "download@2", "frames@2"} and pending, pending
-    third = _run([str(DVC), "repro", "frames"], repo, env)
-    assert _ran(third) == {"sources", "download@2", "frames@2"}, third  # sources: rewrites the unchanged JSONs
-    after = {(stage, name): _mtimes(repo / "data" / stage / name) for stage in ("raw", "frames") for name in ("synth_a", "synth_b")}
+    assert set(json.loads(_run([str(DVC), "status", "--json", "sources"], repo, env))) == {"sources"}
+    third = _run([str(DVC), "repro", "sources"], repo, env)
+    assert _ran(third) == {"sources"} and "3 sources, 1 to process (3 tasks)" in third, third
+    after = {(stage, name): _mtimes(repo / "data" / stage / name) for stage in ("raw", "frames", "masks")
+             for name in ("synth_a", "synth_b")}
     assert after == before, "outputs of the unchanged sources were rewritten"
     assert len(list((repo / "data" / "frames" / "synth_c").glob("*.png"))) == 4
-    assert json.loads(_run([str(DVC), "status", "--json", "frames"], repo, env) or "{}") == {}
+    assert json.loads(_run([str(DVC), "status", "--json", "sources"], repo, env) or "{}") == {}
+
+    # 4. a source removed from params: its outputs and status records go, the others stay untouched
+    _write_params(repo, sources[:1] + [{"name": "synth_c", "url": "synthetic://indoor", "scene": "indoor"}])
+    fourth = _run([str(DVC), "repro", "sources"], repo, env)
+    assert "2 sources, 0 to process (0 tasks), removed 1" in fourth, fourth
+    for sub in ("raw", "frames", "masks", "status/download", "status/frames", "status/masks"):
+        assert not any(p.name.startswith("synth_b") for p in (repo / "data" / sub).iterdir()), sub
+    assert _mtimes(repo / "data" / "frames" / "synth_a") == before[("frames", "synth_a")]
