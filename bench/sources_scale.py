@@ -66,7 +66,7 @@ def dvc_scale(n: int, work: Path) -> dict:
     params["sources"] = sources + make_image_sources(work / "images", 1, start=n)
     write_params(repo, params)
     append = _timed(lambda: dvc(repo, "repro", "shards"))
-    clean = dvc(repo, "status", "--json").stdout.strip() in ("{}", "")
+    clean = dvc(repo, "status", "--json", "shards").stdout.strip() in ("{}", "")
     return {"n": n, "build_s": build, "status_s": status, "append_s": append, "clean_after": clean}
 
 

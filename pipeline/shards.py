@@ -32,11 +32,12 @@ import hashlib
 import json
 import sys
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.atomic import atomic_dir, atomic_write_json, read_status, status_record
+from pipeline.atomic import atomic_dir, atomic_write_bytes, atomic_write_json, read_status, status_record
 from pipeline.color import luminance, srgb_to_linear
 from pipeline.params import ShardsParams
 from pipeline.shard_format import (
@@ -98,8 +99,20 @@ def _decode(decoder, data: bytes, path: Path) -> np.ndarray:
         raise ShardsError("corrupt", f"{path.parent.parent.name}/{path.parent.name}/{path.name}: {err}") from None
 
 
-def read_sequence(name: str, frames_dir: Path, masks_dir: Path) -> SequenceInput:
-    """Read one source's frames and masks (statuses must be ok); raises ShardsError with a category."""
+@dataclass
+class RawSequence:
+    """One source's files as bytes (statuses checked, nothing decoded yet)."""
+
+    name: str
+    frame_png: list[bytes]
+    mask_png: list[bytes]
+    frames_meta: dict
+    groundtruth_npz: bytes | None
+
+
+def read_raw(name: str, frames_dir: Path, masks_dir: Path) -> RawSequence:
+    """Read one source's frame/mask PNG bytes, frames meta and ground truth (statuses must be ok); raises
+    ShardsError with a category."""
     _upstream(frames_dir, "frames")
     _upstream(masks_dir, "masks")
     try:
@@ -110,22 +123,38 @@ def read_sequence(name: str, frames_dir: Path, masks_dir: Path) -> SequenceInput
             raise ShardsError("too_few_frames", f"no frames in frames/{name}")
         frame_png = [(frames_dir / n).read_bytes() for n in names]
         mask_png = [(masks_dir / n).read_bytes() for n in names]
-        frames = np.stack([_decode(decode_png_rgb, b, frames_dir / n) for b, n in zip(frame_png, names)])
-        masks = np.stack([_decode(decode_png_mask, b, masks_dir / n) for b, n in zip(mask_png, names)])
+        gt_path = frames_dir / "groundtruth.npz"
+        groundtruth = gt_path.read_bytes() if gt_path.exists() else None
     except FileNotFoundError as err:
         where = Path(err.filename or "?")
         raise ShardsError("corrupt", f"missing file {where.parent.parent.name}/{where.parent.name}/{where.name}") from None
-    except (SampleFormatError, ValueError, KeyError, json.JSONDecodeError) as err:
+    except (ValueError, KeyError, TypeError) as err:
         raise ShardsError("corrupt", f"{type(err).__name__}: {err}") from None
+    return RawSequence(name, frame_png, mask_png, frames_meta, groundtruth)
+
+
+def decode_sequence(raw: RawSequence, frames_dir: Path, masks_dir: Path) -> SequenceInput:
+    """Decode and check a RawSequence (PNG files named in errors as <stage>/<source>/<file>)."""
+    names = [f["file"] for f in raw.frames_meta.get("frames", [])] or [f"{i:04d}.png" for i in range(len(raw.frame_png))]
+    frames = np.stack([_decode(decode_png_rgb, b, frames_dir / n) for b, n in zip(raw.frame_png, names)])
+    masks = np.stack([_decode(decode_png_mask, b, masks_dir / n) for b, n in zip(raw.mask_png, names)])
     if masks.shape != frames.shape[:3]:
         raise ShardsError("corrupt", f"masks {masks.shape[1:]} and frames {frames.shape[1:3]} differ in size")
     groundtruth = None
-    if (frames_dir / "groundtruth.npz").exists():
-        groundtruth = load_npz((frames_dir / "groundtruth.npz").read_bytes())
+    if raw.groundtruth_npz is not None:
+        try:
+            groundtruth = load_npz(raw.groundtruth_npz)
+        except (SampleFormatError, ValueError, OSError) as err:
+            raise ShardsError("corrupt", f"frames/{raw.name}/groundtruth.npz: {err}") from None
         bad = [k for k, a in groundtruth.items() if k in ("reflectance", "shading") and a.shape[:3] != frames.shape[:3]]
         if bad:
             raise ShardsError("corrupt", f"groundtruth.npz {bad} not aligned with the {frames.shape[:3]} frames")
-    return SequenceInput(name, frame_png, mask_png, frames, masks, frames_meta, groundtruth)
+    return SequenceInput(raw.name, raw.frame_png, raw.mask_png, frames, masks, raw.frames_meta, groundtruth)
+
+
+def read_sequence(name: str, frames_dir: Path, masks_dir: Path) -> SequenceInput:
+    """Read and decode one source's frames and masks (statuses must be ok); raises ShardsError with a category."""
+    return decode_sequence(read_raw(name, frames_dir, masks_dir), frames_dir, masks_dir)
 
 
 def log_luminance(frames: np.ndarray) -> np.ndarray:
@@ -160,6 +189,81 @@ def build_sample(seq: SequenceInput, params: ShardsParams) -> tuple[dict, dict]:
         "weight_mean": [float(np.mean(x)) for x in weights],
     }
     return sample, info
+
+
+# --------------------------------------------------------------------------------------------- sample cache
+# Encoded samples keyed by everything that makes them, so adding one source to a large dataset encodes that
+# source only. A cache entry is `<key>.tar` (uncompressed: the sample's members plus INFO_MEMBER). The cache
+# is a build cache beside the DVC outputs, never an output: deleting it only costs time.
+CACHE_CODE = ("shards.py", "shading_weights.py", "shard_format.py", "color.py")
+INFO_MEMBER = "__info__.json"
+SPLIT_PARAMS = {"sequences_per_shard", "val_fraction", "val_sequences", "seed"}  # how samples are packed, not made
+
+
+@lru_cache(maxsize=None)
+def _cache_code_digest() -> bytes:
+    package = Path(__file__).resolve().parent
+    return hashlib.sha256(b"\0".join((package / module).read_bytes() for module in CACHE_CODE)).digest()
+
+
+def sample_cache_key(raw: RawSequence, params: ShardsParams) -> str:
+    """sha256 hex over the code of CACHE_CODE, the sample-making shards params, the name and every input byte."""
+    digest = hashlib.sha256(_cache_code_digest())
+    digest.update(json.dumps(params.model_dump(mode="json", exclude=SPLIT_PARAMS), sort_keys=True).encode() + b"\0")
+    digest.update(raw.name.encode() + b"\0" + json.dumps(raw.frames_meta, sort_keys=True).encode() + b"\0")
+    for chunk in [*raw.frame_png, *raw.mask_png, raw.groundtruth_npz or b"-"]:
+        digest.update(len(chunk).to_bytes(8, "big") + chunk)
+    return digest.hexdigest()
+
+
+def load_cached(cache_dir: Path, key: str) -> tuple[dict, dict] | None:
+    """(sample, info) from `<cache_dir>/<key>.tar`, or None when absent or unreadable (then rebuilt)."""
+    import tarfile
+
+    path = Path(cache_dir) / f"{key}.tar"
+    try:
+        with tarfile.open(path) as tar:
+            members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+        info = json.loads(members.pop(INFO_MEMBER))
+    except (OSError, tarfile.TarError, KeyError, ValueError, AttributeError):
+        return None
+    return {"__key__": info["key"], **members}, info
+
+
+def store_cached(cache_dir: Path, key: str, sample: dict, info: dict) -> None:
+    """Write `<cache_dir>/<key>.tar` atomically."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        entries = {**{k: v for k, v in sample.items() if k != "__key__"}, INFO_MEMBER: json.dumps(info).encode()}
+        for name, data in sorted(entries.items()):
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    atomic_write_bytes(Path(cache_dir) / f"{key}.tar", buffer.getvalue())
+
+
+def prune_cache(cache_dir: Path, keep: set[str]) -> None:
+    """Delete cache entries not in `keep` (the keys of the last build) and leftovers of killed writes."""
+    for entry in Path(cache_dir).iterdir() if Path(cache_dir).is_dir() else []:
+        if entry.is_file() and (entry.name.startswith(".") or entry.name.removesuffix(".tar") not in keep):
+            entry.unlink(missing_ok=True)
+
+
+def make_sample(name: str, frames_dir: Path, masks_dir: Path, params: ShardsParams,
+                cache_dir: Path | None = None) -> tuple[dict, dict, str | None]:
+    """(sample, info, cache key) of one source, from the cache when its key is there."""
+    raw = read_raw(name, frames_dir, masks_dir)
+    key = sample_cache_key(raw, params) if cache_dir is not None else None
+    cached = load_cached(cache_dir, key) if key is not None else None
+    if cached is not None:
+        return cached[0], cached[1], key
+    sample, info = build_sample(decode_sequence(raw, frames_dir, masks_dir), params)
+    if key is not None:
+        store_cached(cache_dir, key, sample, info)
+    return sample, info, key
 
 
 def _file_entry(path: Path, root: Path) -> dict:
@@ -251,8 +355,9 @@ class _SplitWriter:
 
 
 def build_shards(names: list[str], frames_root: Path, masks_root: Path, out_dir: Path, params: ShardsParams,
-                 *, progress: bool = False) -> tuple[dict | None, list[dict]]:
-    """Write the whole shards folder atomically; return (manifest or None when nothing succeeded, status rows)."""
+                 *, progress: bool = False, cache_dir: Path | None = None) -> tuple[dict | None, list[dict]]:
+    """Write the whole shards folder atomically; return (manifest or None when nothing succeeded, status rows).
+    With `cache_dir`, encoded samples are reused from / stored in that sample cache (pruned to this build)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from tqdm import tqdm
@@ -261,6 +366,7 @@ def build_shards(names: list[str], frames_root: Path, masks_root: Path, out_dir:
     split = {name: split_of(name, params.seed, params.val_fraction, params.val_sequences) for name in names}
     records: dict[str, dict] = {}
     infos: list[dict] = []
+    used_keys: set[str] = set()
     out_dir = Path(out_dir)
     try:
         with atomic_dir(out_dir) as tmp:
@@ -268,8 +374,9 @@ def build_shards(names: list[str], frames_root: Path, masks_root: Path, out_dir:
             writers = {s: _SplitWriter(tmp, s, params.sequences_per_shard) for s in SPLITS}
             for name in tqdm(names, desc=STAGE, unit="seq", disable=not progress):
                 try:
-                    seq = read_sequence(name, Path(frames_root) / name, Path(masks_root) / name)
-                    sample, info = build_sample(seq, params)
+                    sample, info, key = make_sample(name, Path(frames_root) / name, Path(masks_root) / name, params,
+                                                    cache_dir)
+                    used_keys.add(key)
                 except ShardsError as err:
                     records[name] = status_record(name, STAGE, err.category, err.reason)
                     continue
@@ -305,6 +412,8 @@ def build_shards(names: list[str], frames_root: Path, masks_root: Path, out_dir:
             atomic_write_json(tmp / "manifest.json", manifest)
     except _NothingWritten:
         return None, [records[n] for n in names]
+    if cache_dir is not None:
+        prune_cache(cache_dir, used_keys)
     return manifest, [records[n] for n in names]
 
 
@@ -320,10 +429,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--masks", required=True, type=Path, help="masks root (one folder per source)")
     parser.add_argument("--out", required=True, type=Path, help="shards output folder")
     parser.add_argument("--stats", type=Path, default=None, help="stats JSON (a DVC metric)")
+    parser.add_argument("--cache", type=Path, default=None, help="sample cache folder (a build cache, not an output)")
     parser.add_argument("--progress", action="store_true")
     args, params = parse_with_params(parser, argv)
     names = [s.name for s in params.sources]
-    manifest, records = build_shards(names, args.frames, args.masks, args.out, params.shards, progress=args.progress)
+    manifest, records = build_shards(names, args.frames, args.masks, args.out, params.shards, progress=args.progress,
+                                     cache_dir=args.cache)
     ok = [r for r in records if r["status"] == "ok"]
     failed = [r for r in records if r["status"] != "ok"]
     stats = {"stage": STAGE, "status": "ok" if manifest else "failed", "n_sources": len(records), "n_ok": len(ok),
