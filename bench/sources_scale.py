@@ -1,7 +1,7 @@
 """Sources at scale: DVC bookkeeping over N tiny sources, and the Ray speed-up on real videos.
 
 Part 1, `--n 120 1000` (DVC, in a throwaway git + DVC repo holding a copy of the project, tests/faults/repo.py):
-N tiny image-folder sources (4 PNG frames of 96x64 each, generated here), then
+N tiny image-folder sources (4 PNG frames of 96x64 each, generated here; shards of 8 sequences), then
 - build: `dvc repro shards` from nothing (download, frames and masks of every source on a local Ray cluster,
   then the shards);
 - status: `dvc status` with nothing changed (median of 3);
@@ -59,7 +59,8 @@ def dvc_scale(n: int, work: Path) -> dict:
     """Build / status / append timings of the DVC pipeline over n tiny sources (seconds)."""
     sources = make_image_sources(work / "images", n)
     params = tiny_params(sources=sources, download={"allow_local": True, "retries": 0},
-                         frames={"long_side": 96, "per_sequence": 4})
+                         frames={"long_side": 96, "per_sequence": 4},
+                         shards={"sequences_per_shard": 8, "val_fraction": 0.0, "seed": 0})  # the schema's shard size
     repo = make_repo(work / "repo", params)
     build = _timed(lambda: dvc(repo, "repro", "shards"))
     status = statistics.median(_timed(lambda: dvc(repo, "status")) for _ in range(3))

@@ -26,8 +26,9 @@ Where Ray runs: `ray.address` in params.yaml, else RAY_ADDRESS, else a local clu
 (`ray.num_cpus`). On a cluster the outputs must be on a filesystem every node mounts at the same path (README).
 
 Outputs (DVC `persist: true`, so DVC leaves them in place for this stage to update): `<raw>/<name>/`,
-`<frames>/<name>/`, `<masks>/<name>/`, `<status>/<stage>/<name>.json`, and `<status>/sources.json` (the DVC
-metric: ok / failed counts and failure categories per stage).
+`<frames>/<name>/`, `<masks>/<name>/`, `<status>/<stage>/<name>.json`; `<status>/sources.json` (the DVC
+metric: ok / failed counts and failure categories per stage) and `<status>/sources_digest.json` ({name: sha256
+of its records}, `digests`: what the later stages depend on in dvc.yaml instead of the folders).
 """
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ STAGE_FUNCTIONS = {  # stage -> (module, the pure per-source function: (params, 
 # CLI and atomic-write plumbing, and this driver
 NOT_FINGERPRINTED = {"pipeline.params", "pipeline.cli", "pipeline.atomic", "pipeline.sources"}
 SUMMARY = "sources.json"
+DIGESTS = "sources_digest.json"
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -411,6 +413,19 @@ def summary(results: dict[str, list[dict]]) -> dict:
     return out
 
 
+def digests(results: dict[str, list[dict]]) -> dict[str, str]:
+    """{source name: sha256 of its status records}: the stand-in for data/raw, frames and masks as the later
+    stages' DVC dependency. A record carries its stage's fingerprint and outputs are a function of it, so the
+    digest changes exactly when a source's outputs do, and DVC compares one small file instead of hashing
+    thousands of files for each stage that reads them."""
+    by_source: dict[str, list[dict]] = {}
+    for stage in STAGES:
+        for record in results.get(stage, []):
+            by_source.setdefault(record["source"], []).append(record)
+    return {name: hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()
+            for name, records in sorted(by_source.items())}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="BigTime per-source work (download, frames, masks) on Ray")
     parser.add_argument("--raw", required=True, type=Path, help="download outputs, one folder per source")
@@ -424,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     roots = Roots(args.raw, args.frames, args.masks, args.status)
     started = time.monotonic()
     results = run_sources(params, roots, address=args.address, progress=not args.no_progress)
+    atomic_write_json(Path(args.status) / DIGESTS, digests(results))
     atomic_write_json(Path(args.status) / SUMMARY, summary(results))
     for stage, records in results.items():
         print(summary_line(stage, records), file=sys.stderr)

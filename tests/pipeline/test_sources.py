@@ -149,3 +149,21 @@ def test_status_table_has_one_row_per_source_and_the_first_failure(tmp_path):
     assert table.loc["b", ["download", "frames", "masks"]].tolist() == ["ok", "camera_motion", "upstream_failed"]
     assert table.loc["b", "reason"] == "camera shift 0.1" and table.loc["a", "reason"] == ""
     assert table.loc["c", ["download", "frames", "masks"]].tolist() == ["-", "-", "-"]
+
+
+def test_digest_changes_with_a_sources_records_only():
+    from pipeline.sources import digests
+
+    records = {stage: [{"source": n, "stage": stage, "status": "ok", "fingerprint": f"{stage}{n}"} for n in "ab"]
+               for stage in STAGES}
+    base = digests(records)
+    assert sorted(base) == ["a", "b"] and base["a"] != base["b"]
+    changed = {stage: [dict(r) for r in rows] for stage, rows in records.items()}
+    changed["masks"][1]["fingerprint"] = "other"
+    after = digests(changed)
+    assert after["a"] == base["a"] and after["b"] != base["b"]
+    # the stages that read the per-source folders depend on the digest, not on the folders
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for name in ("masks_overview", "shards", "evaluate"):
+        deps = stages[name]["deps"]
+        assert "data/status/sources_digest.json" in deps and not {"data/frames", "data/masks", "data/raw"} & set(deps)
