@@ -98,9 +98,12 @@ def ran(output: str) -> set[str]:
 
 
 def tree(repo: Path, folder: str = "data") -> dict[str, str]:
-    """{relative path: sha256} of every file under repo/folder (hidden temporaries included)."""
+    """{relative path: sha256} of every file under repo/folder (hidden temporaries included), less data/cache/
+    (a build cache, not a DVC output: a `dvc pull` does not bring it)."""
     out = {}
     for path in sorted((repo / folder).rglob("*")):
+        if path.relative_to(repo).as_posix().startswith("data/cache/"):  # the shards' sample cache: no output
+            continue
         if path.is_file() or path.is_symlink():
             out[path.relative_to(repo).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out

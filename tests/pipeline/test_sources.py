@@ -167,3 +167,14 @@ def test_digest_changes_with_a_sources_records_only():
     for name in ("masks_overview", "shards", "evaluate"):
         deps = stages[name]["deps"]
         assert "data/status/sources_digest.json" in deps and not {"data/frames", "data/masks", "data/raw"} & set(deps)
+
+
+def test_tasks_declare_their_resources():
+    from pipeline.sources import task_resources
+
+    cpu = _params([_synth("a")], ray={"cpus_per_task": 2})
+    assert task_resources(cpu, "frames") == {"num_cpus": 2.0}
+    assert task_resources(cpu, "masks") == {"num_cpus": 2.0}  # the temporal backend needs no GPU
+    gpu = _params([_synth("a")], masks={"backend": "detectron2", "detectron2": {"device": "cuda"}})
+    assert task_resources(gpu, "masks") == {"num_cpus": 1.0, "num_gpus": 1}
+    assert task_resources(gpu, "download") == {"num_cpus": 1.0}
