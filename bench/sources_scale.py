@@ -12,7 +12,9 @@ Part 2, `--videos 8` (Ray, no DVC): 8 sources cut from ../shared/data/videos/vte
 different starts), run through download -> frames -> masks by `pipeline.sources.run_sources` with the default
 frames/masks params, on a local Ray cluster of 1 CPU and of 2 CPUs, and on a simulated 2-node cluster
 (`ray.cluster_utils.Cluster`: a head with no CPU, two nodes of 1 CPU). Timed: the task phase (Ray already up),
-with Ray's start-up printed apart; speed-up = 1-CPU time / time. Target: >= 1.7x on 2 workers.
+with Ray's start-up printed apart; settings interleaved, `--repeats` times (median); speed-up = 1-CPU time /
+time. Each task keeps to its CPUs (OMP_NUM_THREADS, OpenCV threads, ffmpeg -threads: pipeline/cli.py
+`limit_threads`), so 1 worker is 1 core. Target: >= 1.7x on 2 workers.
 Skipped with a message when vtest.avi is absent.
 
 Usage: python -m bench.sources_scale [--n 120 1000] [--videos 8] [--skip-dvc] [--skip-videos]
@@ -80,46 +82,61 @@ def video_params(folder: Path, n: int):
     return validate_params({"sources": sources, "download": {"allow_local": True}})
 
 
-def ray_speedup(n: int, work: Path) -> list[tuple[str, float, float]]:
-    """(setting, Ray start-up s, task phase s) for 1 CPU, 2 CPUs, and a 2-node simulated cluster."""
+SETTINGS = (("local, 1 worker", 1), ("local, 2 workers", 2), ("2 nodes x 1 CPU", None))
+
+
+def _one_run(params, label: str, cpus: int | None, work: Path) -> tuple[float, float]:
+    """(Ray start-up s, task phase s) of one fresh run of every source through download -> frames -> masks."""
+    import shutil
+
     import ray
     from ray.cluster_utils import Cluster
 
     from pipeline.sources import Roots, run_sources
 
+    folder = work / label.replace(" ", "_").replace(",", "")
+    shutil.rmtree(folder, ignore_errors=True)
+    roots = Roots(*(folder / p for p in ("raw", "frames", "masks", "status")))
+    cluster = None
+    t0 = time.perf_counter()
+    if cpus is None:
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+        for _ in range(2):
+            cluster.add_node(num_cpus=1)
+        ray.init(address=cluster.address, include_dashboard=False, logging_level="WARNING")
+        cluster.wait_for_nodes()
+    else:
+        ray.init(num_cpus=cpus, include_dashboard=False, logging_level="WARNING")
+    startup = time.perf_counter() - t0
+    try:
+        results: dict = {}
+        phase = _timed(lambda: results.update(run_sources(params, roots, progress=False, keep_ray=True)))
+    finally:
+        ray.shutdown()
+        if cluster is not None:
+            cluster.shutdown()
+    failed = [r.get("reason") for r in results["masks"] if r["status"] != "ok"]
+    if failed:
+        print(f"  warning: {label}: {len(failed)} sources failed: {failed}")
+    return startup, phase
+
+
+def ray_speedup(n: int, work: Path, repeats: int) -> list[tuple[str, float, list[float]]]:
+    """(setting, median Ray start-up s, task phase s of each repeat) for 1 CPU, 2 CPUs and a 2-node simulated
+    cluster; the settings are interleaved within each repeat (this VM's speed drifts)."""
     params = video_params(work, n)
-    rows = []
-    for label, cpus in (("local, 1 worker", 1), ("local, 2 workers", 2), ("2 nodes x 1 CPU", None)):
-        roots = Roots(*(work / label.replace(" ", "_").replace(",", "") / p for p in ("raw", "frames", "masks", "status")))
-        cluster = None
-        t0 = time.perf_counter()
-        if cpus is None:
-            cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-            for _ in range(2):
-                cluster.add_node(num_cpus=1)
-            ray.init(address=cluster.address, include_dashboard=False, logging_level="WARNING")
-            cluster.wait_for_nodes()
-        else:
-            ray.init(num_cpus=cpus, include_dashboard=False, logging_level="WARNING")
-        startup = time.perf_counter() - t0
-        try:
-            results = {}
-            phase = _timed(lambda: results.update(run_sources(params, roots, progress=False, keep_ray=True)))
-        finally:
-            ray.shutdown()
-            if cluster is not None:
-                cluster.shutdown()
-        ok = sum(r["status"] == "ok" for r in results["masks"])
-        if ok != n:
-            print(f"  warning: {label}: {ok}/{n} sources ok: {[r.get('reason') for r in results['masks'] if r['status'] != 'ok']}")
-        rows.append((label, startup, phase))
-    return rows
+    runs: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in SETTINGS}
+    for _ in range(repeats):
+        for label, cpus in SETTINGS:
+            runs[label].append(_one_run(params, label, cpus, work))
+    return [(label, statistics.median(r[0] for r in rows), [r[1] for r in rows]) for label, rows in runs.items()]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, nargs="*", default=[120, 1000])
     ap.add_argument("--videos", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=2, help="interleaved repeats of the Ray settings (median)")
     ap.add_argument("--skip-dvc", action="store_true")
     ap.add_argument("--skip-videos", action="store_true")
     args = ap.parse_args()
@@ -137,11 +154,13 @@ def main() -> int:
             return 0
         print(f"\nRay: {args.videos} real video sources (vtest.avi windows), download -> frames -> masks")
         with tempfile.TemporaryDirectory(prefix="bigtime-ray-") as tmp:
-            rows = ray_speedup(args.videos, Path(tmp))
-        base = rows[0][2]
-        print(f"{'setting':<18} {'ray start s':>11} {'tasks s':>8} {'speed-up':>9}")
-        for label, startup, phase in rows:
-            print(f"{label:<18} {startup:>11.1f} {phase:>8.1f} {base / phase:>8.2f}x")
+            rows = ray_speedup(args.videos, Path(tmp), args.repeats)
+        base = statistics.median(rows[0][2])
+        print(f"{'setting':<18} {'ray start s':>11} {'tasks s (median)':>17} {'each':>16} {'speed-up':>9}")
+        for label, startup, phases in rows:
+            each = " ".join(f"{p:.1f}" for p in phases)
+            print(f"{label:<18} {startup:>11.1f} {statistics.median(phases):>17.1f} {each:>16} "
+                  f"{base / statistics.median(phases):>8.2f}x")
     return 0
 
 

@@ -13,12 +13,31 @@ No params value ever reaches a shell command line.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Callable
 
 from pipeline.atomic import atomic_write_json
 from pipeline.params import Params, ParamsError, Source, load_params
+
+
+def cpu_budget() -> int | None:
+    """The CPUs this process may use: OMP_NUM_THREADS where set (Ray sets it to a task's `num_cpus`), else None."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return None
+
+
+def limit_threads() -> None:
+    """Keep OpenCV's thread pool within `cpu_budget()` (numpy's BLAS reads OMP_NUM_THREADS itself; ffmpeg gets
+    `-threads` from pipeline/frames.py), so parallel Ray tasks do not oversubscribe the cores."""
+    budget = cpu_budget()
+    if budget is not None:
+        import cv2
+
+        cv2.setNumThreads(budget)
 
 
 def write_status(out_dir: Path, status_path: Path | None, record: dict) -> None:

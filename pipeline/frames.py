@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 import tempfile
@@ -47,7 +46,7 @@ import ffmpeg
 import numpy as np
 
 from pipeline.atomic import atomic_dir, atomic_write_bytes, atomic_write_json, read_status, status_record
-from pipeline.cli import run_all_sources, stage_main
+from pipeline.cli import cpu_budget, run_all_sources, stage_main
 from pipeline.color import REC709_WEIGHTS, srgb_to_linear
 from pipeline.mask_backends import saturated_or_dark
 from pipeline.images import ImageReadError, read_srgb8
@@ -138,14 +137,6 @@ def plan_candidates(n_frames: int, fps: float, start: float | None, end: float |
 
 
 # ------------------------------------------------------------------------------------------ decoding
-def cpu_budget() -> int | None:
-    """The CPUs this process may use: OMP_NUM_THREADS where set (Ray sets it to a task's `num_cpus`), else None."""
-    try:
-        return max(1, int(os.environ["OMP_NUM_THREADS"]))
-    except (KeyError, ValueError):
-        return None
-
-
 def video_command(path: Path, plan: Plan, fps: float, size: tuple[int, int]) -> list[str]:
     """The ffmpeg command that writes the planned frames, resized (area) to size=(w, h), as raw rgb24; its
     decoder and filter threads stay within `cpu_budget()` (a Ray task's CPUs), so parallel tasks do not oversubscribe."""
@@ -475,7 +466,7 @@ def extract_frames(params: Params, source: Source, out_dir: Path, raw: Path) -> 
         height, width = frames[0].shape[:2]
         with atomic_dir(out_dir) as tmp:
             names = [f"{k:04d}.png" for k in range(len(chosen))]
-            with ThreadPoolExecutor(max_workers=2) as pool:  # cv2 releases the GIL while encoding
+            with ThreadPoolExecutor(max_workers=cpu_budget() or 2) as pool:  # cv2 releases the GIL while encoding
                 written = list(pool.map(lambda name, c: cv2.imwrite(str(tmp / name), np.ascontiguousarray(frames[c][..., ::-1]), PNG_OPTIONS), names, chosen))
             if not all(written):
                 raise FramesError("error", f"could not write {names[written.index(False)]}")

@@ -48,7 +48,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from pipeline.atomic import atomic_dir, atomic_write_json, fault_point, in_stage, status_record
-from pipeline.cli import parse_with_params, summary_line, write_status
+from pipeline.cli import limit_threads, parse_with_params, summary_line, write_status
 from pipeline.params import SOURCE_NAME, Params, Source
 
 STAGES = ("download", "frames", "masks")
@@ -165,6 +165,7 @@ def process_source_stage(stage: str, params: Params, source: Source, roots: Root
     module, function = STAGE_FUNCTIONS[stage]
     run = getattr(importlib.import_module(module), function)
     out = roots.out(stage, source.name)
+    limit_threads()
     with in_stage(stage):
         record = run(params, source, out, **roots.inputs(stage, source.name))
         out.mkdir(parents=True, exist_ok=True)  # DVC needs the folder even when the stage failed
@@ -363,17 +364,20 @@ def _run_on_ray(params, roots, work: Plan, records, bars: Progress, *, address, 
         chains: dict[str, list] = {}
         for name, stages in work.todo.items():
             upstream = None
-            refs = []
+            chain = []
             for stage, expected in stages:
                 options = {**task_resources(params, stage), "max_retries": params.ray.max_retries,
                            "retry_exceptions": False, "name": f"{stage}:{name}"}
                 upstream = task.options(**options).remote(upstream, stage, params_ref, sources[name], roots, expected)
-                refs.append(upstream)
-            chains[name] = refs
-            pending[refs[0]] = (name, 0)
+                chain.append(upstream)
+            chains[name] = chain
+            pending[chain[0]] = (name, 0)
             bars.start(stages[0][0])
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            refs = list(pending)
+            ready, _ = ray.wait(refs, num_returns=1, timeout=1.0)
+            if ready:  # and every other result already there, so a loop pass is not one result per 1000 refs
+                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
             for ref in ready:
                 name, k = pending.pop(ref)
                 stage = work.todo[name][k][0]
