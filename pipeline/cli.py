@@ -61,15 +61,19 @@ def run_all_sources(
     """Call `run(params, source, out_root/<name>, **{flag: root/<name>})` for every source (default: all of
     params.sources) with a tqdm bar.
 
-    Each record is written with `write_status` (into the output folder and, with `status_root`, to
-    `status_root/<name>.json`); the records are returned in params order.
+    Each record, stamped with the stage's fingerprint (pipeline/sources.py), is written with `write_status` (into
+    the output folder and, with `status_root`, to `status_root/<name>.json`); returned in params order.
     """
     from tqdm import tqdm
+
+    from pipeline.sources import fingerprints  # not at the top: pipeline.sources imports this module
 
     records = []
     for source in tqdm(params.sources if sources is None else sources, desc=stage, unit="source", disable=not progress):
         inputs = {flag: Path(root) / source.name for flag, root in (input_roots or {}).items()}
         record = run(params, source, Path(out_root) / source.name, **inputs)
+        # stamped like the `sources` stage's records, so a later `dvc repro` keeps what was built by hand
+        record = {**record, "fingerprint": fingerprints(params, source)[stage]}
         Path(out_root, source.name).mkdir(parents=True, exist_ok=True)  # DVC needs the out even when it failed
         write_status(Path(out_root) / source.name, Path(status_root) / f"{source.name}.json" if status_root else None, record)
         records.append(record)

@@ -178,3 +178,20 @@ def test_tasks_declare_their_resources():
     gpu = _params([_synth("a")], masks={"backend": "detectron2", "detectron2": {"device": "cuda"}})
     assert task_resources(gpu, "masks") == {"num_cpus": 1.0, "num_gpus": 1}
     assert task_resources(gpu, "download") == {"num_cpus": 1.0}
+
+
+def test_a_stage_run_by_hand_is_kept_by_the_next_sources_run(tmp_path):
+    """e.g. detectron2 masks run with .venv-d2's python: the records carry the same fingerprints."""
+    from pipeline.cli import run_all_sources
+    from pipeline.download import download_source
+    from pipeline.frames import extract_frames
+    from pipeline.masks import make_masks
+
+    params = _params([_synth("a")])
+    roots = _roots(tmp_path)
+    run_all_sources("download", download_source, params, roots.raw, roots.status / "download", progress=False)
+    run_all_sources("frames", extract_frames, params, roots.frames, roots.status / "frames",
+                    input_roots={"raw": roots.raw}, progress=False)
+    run_all_sources("masks", make_masks, params, roots.masks, roots.status / "masks",
+                    input_roots={"frames": roots.frames}, progress=False)
+    assert plan(params, roots).n_tasks == 0
