@@ -83,7 +83,7 @@ class LossConfig:
     rsmooth_masked_pixels: bool = False
     rsmooth_normaliser: str = "all"
     rsmooth_kind: str = "dense"
-    reconstruct_pairs: str = "all"
+    reconstruct_pairs: str = "same_frame"  # as pipeline/params.py LossParams (the measured rows are there)
 
     @classmethod
     def from_params(cls, params) -> "LossConfig":
