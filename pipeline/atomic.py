@@ -12,7 +12,8 @@ Status records (one JSON per source per stage) are how failures become data: `st
 
 `fault_point(name)` is the seam of the fault-injection tests (tests/faults/): when the environment variable
 BIGTIME_KILL_AT is `<stage>:<name>` (stage = the per-source stage a Ray worker is running, set by
-`in_stage`, else the running script's stem, e.g. `sources`, `train`) the process SIGKILLs itself there, once per marker file BIGTIME_KILL_ONCE when that is set. Unset, it does nothing. Points:
+`in_stage`, else the running script's stem, e.g. `sources`, `train`) the process SIGKILLs itself there, once
+per marker file BIGTIME_KILL_ONCE when that is set. Unset, it does nothing. Points:
 `dir.created`, `dir.filled`, `dir.renamed` (atomic_dir: temp folder empty, full, swapped in), `written:<file>`,
 `renamed:<file>` (atomic_file: temp file complete, renamed), and the trainer's `step<k>`.
 """

@@ -47,6 +47,18 @@ def write_status(out_dir: Path, status_path: Path | None, record: dict) -> None:
         atomic_write_json(status_path, record)
 
 
+def run_and_record(run: Callable[..., dict], params: Params, source: Source, out_dir: Path, inputs: dict[str, Path],
+                   status_path: Path | None, fingerprint: str | None) -> dict:
+    """`run(params, source, out_dir, **inputs)`, then its record, stamped with `fingerprint` when given, written
+    last with `write_status` (the output folder is created even when the stage failed: DVC needs it)."""
+    record = run(params, source, out_dir, **inputs)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    if fingerprint is not None:
+        record = {**record, "fingerprint": fingerprint}
+    write_status(out_dir, status_path, record)
+    return record
+
+
 def run_all_sources(
     stage: str,
     run: Callable[..., dict],
@@ -71,12 +83,10 @@ def run_all_sources(
     records = []
     for source in tqdm(params.sources if sources is None else sources, desc=stage, unit="source", disable=not progress):
         inputs = {flag: Path(root) / source.name for flag, root in (input_roots or {}).items()}
-        record = run(params, source, Path(out_root) / source.name, **inputs)
+        status_path = Path(status_root) / f"{source.name}.json" if status_root else None
         # stamped like the `sources` stage's records, so a later `dvc repro` keeps what was built by hand
-        record = {**record, "fingerprint": fingerprints(params, source)[stage]}
-        Path(out_root, source.name).mkdir(parents=True, exist_ok=True)  # DVC needs the out even when it failed
-        write_status(Path(out_root) / source.name, Path(status_root) / f"{source.name}.json" if status_root else None, record)
-        records.append(record)
+        records.append(run_and_record(run, params, source, Path(out_root) / source.name, inputs, status_path,
+                                      fingerprints(params, source)[stage]))
     return records
 
 

@@ -104,6 +104,7 @@ class RawSequence:
     """One source's files as bytes (statuses checked, nothing decoded yet)."""
 
     name: str
+    files: list[str]  # frame (and mask) file names, in time order
     frame_png: list[bytes]
     mask_png: list[bytes]
     frames_meta: dict
@@ -130,14 +131,13 @@ def read_raw(name: str, frames_dir: Path, masks_dir: Path) -> RawSequence:
         raise ShardsError("corrupt", f"missing file {where.parent.parent.name}/{where.parent.name}/{where.name}") from None
     except (ValueError, KeyError, TypeError) as err:
         raise ShardsError("corrupt", f"{type(err).__name__}: {err}") from None
-    return RawSequence(name, frame_png, mask_png, frames_meta, groundtruth)
+    return RawSequence(name, names, frame_png, mask_png, frames_meta, groundtruth)
 
 
 def decode_sequence(raw: RawSequence, frames_dir: Path, masks_dir: Path) -> SequenceInput:
     """Decode and check a RawSequence (PNG files named in errors as <stage>/<source>/<file>)."""
-    names = [f["file"] for f in raw.frames_meta.get("frames", [])] or [f"{i:04d}.png" for i in range(len(raw.frame_png))]
-    frames = np.stack([_decode(decode_png_rgb, b, frames_dir / n) for b, n in zip(raw.frame_png, names)])
-    masks = np.stack([_decode(decode_png_mask, b, masks_dir / n) for b, n in zip(raw.mask_png, names)])
+    frames = np.stack([_decode(decode_png_rgb, b, frames_dir / n) for b, n in zip(raw.frame_png, raw.files)])
+    masks = np.stack([_decode(decode_png_mask, b, masks_dir / n) for b, n in zip(raw.mask_png, raw.files)])
     if masks.shape != frames.shape[:3]:
         raise ShardsError("corrupt", f"masks {masks.shape[1:]} and frames {frames.shape[1:3]} differ in size")
     groundtruth = None

@@ -48,7 +48,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from pipeline.atomic import atomic_dir, atomic_write_json, fault_point, in_stage, status_record
-from pipeline.cli import limit_threads, parse_with_params, summary_line, write_status
+from pipeline.cli import limit_threads, parse_with_params, run_and_record, summary_line, write_status
 from pipeline.params import SOURCE_NAME, Params, Source
 
 STAGES = ("download", "frames", "masks")
@@ -167,12 +167,8 @@ def process_source_stage(stage: str, params: Params, source: Source, roots: Root
     out = roots.out(stage, source.name)
     limit_threads()
     with in_stage(stage):
-        record = run(params, source, out, **roots.inputs(stage, source.name))
-        out.mkdir(parents=True, exist_ok=True)  # DVC needs the folder even when the stage failed
-        if fingerprint is not None:
-            record = {**record, "fingerprint": fingerprint}
-        write_status(out, roots.status_file(stage, source.name), record)
-    return record
+        return run_and_record(run, params, source, out, roots.inputs(stage, source.name),
+                              roots.status_file(stage, source.name), fingerprint)
 
 
 def record_failure(stage: str, source: Source, roots: Roots, category: str, reason: str) -> dict:
@@ -186,7 +182,8 @@ def record_failure(stage: str, source: Source, roots: Roots, category: str, reas
     return record
 
 
-def _read_json(path: Path) -> dict | None:
+def read_record(path: Path) -> dict | None:
+    """A status record, or None when it is absent or unreadable."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -195,10 +192,10 @@ def _read_json(path: Path) -> dict | None:
 
 def current_record(roots: Roots, stage: str, name: str, expected: str) -> dict | None:
     """The stored record of (name, stage) if both copies carry fingerprint `expected`, else None (stale)."""
-    record = _read_json(roots.out(stage, name) / "status.json")
+    record = read_record(roots.out(stage, name) / "status.json")
     if record is None or record.get("fingerprint") != expected:
         return None
-    return record if _read_json(roots.status_file(stage, name)) == record else None
+    return record if read_record(roots.status_file(stage, name)) == record else None
 
 
 # ------------------------------------------------------------------------------------------------ plan
@@ -242,12 +239,13 @@ def remove_stale(params: Params, roots: Roots) -> list[str]:
     left at the roots; returns the removed source names. Only entries named like a source are touched."""
     keep = {source.name for source in params.sources}
     removed: set[str] = set()
-    folders = [Path(roots.raw), Path(roots.frames), Path(roots.masks)]
-    for folder in folders + [Path(roots.status) / stage for stage in STAGES]:
+    folders = [(Path(root), "") for root in (roots.raw, roots.frames, roots.masks)]  # <name>/
+    folders += [(Path(roots.status) / stage, ".json") for stage in STAGES]  # <name>.json
+    for folder, suffix in folders:
         if not folder.is_dir():
             continue
         for entry in folder.iterdir():
-            name = entry.name[:-len(".json")] if folder.parent == Path(roots.status) and entry.name.endswith(".json") else entry.name
+            name = entry.name.removesuffix(suffix)
             if _is_temporary(entry.name):
                 pass
             elif re.fullmatch(SOURCE_NAME, name) and name not in keep:

@@ -10,7 +10,6 @@ CLI: ``python -m pipeline.status [--status data/status] [--params params.yaml] [
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -18,22 +17,14 @@ import pandas as pd
 
 from pipeline.cli import parse_with_params
 from pipeline.params import Params
-
-STAGES = ("download", "frames", "masks")  # as pipeline.sources.STAGES (not imported: that pulls in the stages)
-
-
-def _record(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+from pipeline.sources import STAGES, read_record  # imports no stage module (those load per task)
 
 
 def status_table(params: Params, status_root: Path) -> pd.DataFrame:
     """DataFrame indexed by source name: `scene`, one column per stage (ok / category / -), `reason`."""
     frame = pd.DataFrame([
         {"status": "-", "category": None, "reason": None,
-         **(_record(Path(status_root) / stage / f"{source.name}.json") or {}), "source": source.name, "stage": stage}
+         **(read_record(Path(status_root) / stage / f"{source.name}.json") or {}), "source": source.name, "stage": stage}
         for source in params.sources for stage in STAGES])
     frame["cell"] = frame["category"].where(frame["status"] == "failed", frame["status"])
     table = frame.pivot(index="source", columns="stage", values="cell").reindex(
