@@ -211,6 +211,9 @@ class ModelParams(_Section):
     # decoder upsampling: "transposed" (ConvTranspose 4x4 stride 2, the authors') or "bilinear" (2x bilinear
     # then Conv 3x3: no checkerboard artefacts)
     upsample: Literal["transposed", "bilinear"] = "transposed"
+    # "decoder": a log-reflectance decoder beside the shading one (the paper, the authors' code);
+    # "image_ratio": no reflectance decoder, log R = log I - log S - log c of the input image (training/model.py)
+    reflectance: Literal["decoder", "image_ratio"] = "decoder"
 
 
 class LossParams(_Section):

@@ -16,6 +16,11 @@ Architecture (as the authors' pix2pix-style "multi U-Net", Li & Snavely CVPR 201
   outputs the log image (3 channels for reflectance, 1 for shading) with no activation.
 - colour head: global average pool of the innermost features -> Linear -> ReLU -> Linear -> 3 (absent with
   `color_head=False`: log_c = 0, grey shading only, the paper's ablation).
+- `reflectance="image_ratio"` builds no reflectance decoder: log_r = log I_linear - log_s - log_c, with
+  log I_linear = log(max(srgb_to_linear(srgb), LOG_EPS)) of the network's own input (float32). The per-image
+  reconstruction then holds exactly and reflectance keeps every pixel of detail the image has; the other terms
+  (consistency, reflectance and shading smoothness) act through the shading alone. "decoder" is the paper's
+  and the authors' (a log-reflectance decoder beside the shading one).
 Mixed precision: the output layers (each decoder's level 1 and the colour head) run in float32 with autocast
 disabled (and cuDNN's TF32 off), on their input features cast to float32, so log_r, log_s, log_c are float32 under bf16/fp16
 autocast. bf16 keeps 8 significant bits: a log value near 2 is stored in steps of 2^-6 = 0.016, coarser than
@@ -36,6 +41,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pipeline.color import srgb_to_linear
+
+LOG_EPS = 1e-4  # floor of linear RGB before the log in reflectance="image_ratio" (as the loss's default log_eps)
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -45,6 +54,7 @@ class ModelConfig:
     color_hidden: int = 64  # hidden units of the illumination-colour head
     color_head: bool = True  # False: no colour head, log_c = 0 (grey shading only; the paper's ablation)
     upsample: str = "transposed"  # decoder upsampling: "transposed" (authors) | "bilinear" (+ 3x3 conv)
+    reflectance: str = "decoder"  # "decoder" (paper) | "image_ratio": log R = log I - log S - log c (no decoder)
 
     PRESETS = {  # type: ignore[misc]  (class constant, not a field: no annotation)
         "small": dict(depth=5, base_channels=16, max_channels=128, color_hidden=64),
@@ -56,6 +66,8 @@ class ModelConfig:
             raise ValueError(f"depth must be >= 2, got {self.depth}")
         if self.upsample not in ("transposed", "bilinear"):
             raise ValueError(f"upsample must be transposed|bilinear, got {self.upsample!r}")
+        if self.reflectance not in ("decoder", "image_ratio"):
+            raise ValueError(f"reflectance must be decoder|image_ratio, got {self.reflectance!r}")
         if self.base_channels < 1 or self.max_channels < self.base_channels:
             raise ValueError(f"need 1 <= base_channels <= max_channels, got {self.base_channels}, {self.max_channels}")
 
@@ -69,7 +81,8 @@ class ModelConfig:
     @classmethod
     def from_params(cls, params) -> "ModelConfig":
         """From `pipeline.params.ModelParams` (the `model` section of params.yaml)."""
-        return dataclasses.replace(cls.preset(params.preset), color_head=params.color_head, upsample=params.upsample)
+        return dataclasses.replace(cls.preset(params.preset), color_head=params.color_head, upsample=params.upsample,
+                                   reflectance=params.reflectance)
 
     @property
     def multiple(self) -> int:
@@ -116,7 +129,7 @@ class IntrinsicUNet(nn.Module):
                 layers.append(nn.BatchNorm2d(ch[k]))
             encoder.append(nn.Sequential(*layers))
         self.encoder = nn.ModuleList(encoder)
-        self.reflectance = _decoder(config, 3)
+        self.reflectance = _decoder(config, 3) if config.reflectance == "decoder" else None
         self.shading = _decoder(config, 1)
         self.color = nn.Sequential(
             nn.Linear(ch[-1], config.color_hidden), nn.ReLU(inplace=False), nn.Linear(config.color_hidden, 3)
@@ -141,12 +154,17 @@ class IntrinsicUNet(nn.Module):
         for level in self.encoder:
             x = level(x)
             skips.append(x)
-        log_r = self._decode(self.reflectance, skips)
         log_s = self._decode(self.shading, skips)
         if self.color is None:
-            log_c = log_r.new_zeros(log_r.shape[0], 3)
+            log_c = log_s.new_zeros(log_s.shape[0], 3)
         else:
             log_c = _float32(self.color, F.adaptive_avg_pool2d(F.leaky_relu(skips[-1], 0.2), 1).flatten(1))
+        if self.reflectance is None:  # "image_ratio": the reconstruction solved for log R (float32)
+            with torch.autocast(device_type=srgb.device.type, enabled=False):
+                log_i = torch.log(srgb_to_linear(srgb.float().clamp(0.0, 1.0)).clamp_min(LOG_EPS))
+                log_r = log_i - log_s - log_c[:, :, None, None]
+        else:
+            log_r = self._decode(self.reflectance, skips)
         return log_r, log_s, log_c
 
 

@@ -170,3 +170,37 @@ def test_a_train_step_runs_without_the_colour_head():
     result = train_step(model, optimizer, scaler, item, LossConfig(w_rsmooth=0.0), device=torch.device("cpu"))
     assert torch.isfinite(result.total)
     assert any(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))
+
+
+def test_image_ratio_reflectance_reconstructs_the_input_exactly():
+    """reflectance="image_ratio": no reflectance decoder, and R * S * c is the input's linear RGB (floored at
+    LOG_EPS) to float32 rounding, under bf16 autocast too; the gradient of a loss on log R reaches the shading
+    decoder and the colour head."""
+    from training.model import LOG_EPS
+
+    torch.manual_seed(0)
+    decoder = IntrinsicUNet(ModelConfig.preset("small"))
+    model = IntrinsicUNet(dataclasses.replace(ModelConfig.preset("small"), reflectance="image_ratio"))
+    assert model.reflectance is None
+    n_dec = sum(p.numel() for p in decoder.reflectance.parameters())
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in decoder.parameters()) - n_dec
+    srgb = torch.rand(2, 3, 64, 96)
+    srgb[0, :, :4, :4] = 0.0  # black pixels: floored
+    expected = srgb_to_linear(srgb.double()).clamp_min(LOG_EPS)
+    for autocast in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            log_r, log_s, log_c = model(srgb)
+        assert log_r.dtype == torch.float32 and log_r.shape == (2, 3, 64, 96)
+        rebuilt = (log_r.double() + log_s.double() + log_c.double()[:, :, None, None]).exp()
+        assert torch.allclose(rebuilt, expected, rtol=1e-5, atol=0)
+    log_r.pow(2).mean().backward()
+    assert model.shading[-1][-1].weight.grad.abs().sum() > 0
+    assert model.color[-1].weight.grad.abs().sum() > 0
+
+
+def test_reflectance_param_is_validated_and_reaches_the_model():
+    assert ModelConfig.from_params(ModelParams(reflectance="image_ratio")).reflectance == "image_ratio"
+    with pytest.raises(ValueError, match="reflectance"):
+        ModelParams(reflectance="ratio")
+    with pytest.raises(ValueError, match="reflectance"):
+        ModelConfig(reflectance="ratio")
