@@ -271,6 +271,9 @@ class TrainParams(_Section):
     # 0.0364 / 0.0481 / 0.2103 (docs/results.md): a tie, so the paper's buckets stay the default; the MIT recipe
     # uses "fit" so that its training frames are never upsampled.
     bucket: Literal["paper", "fit"] = "paper"
+    # true: one random RGB channel permutation per training sequence (training/data.py), so the model cannot tie
+    # its decomposition to the few colours of its training objects
+    permute_channels: bool = False
 
     @model_validator(mode="after")
     def _checkpoint_within_run(self) -> "TrainParams":

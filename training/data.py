@@ -33,6 +33,11 @@ Shading weights w[k, y, x] (pair (y, x)-(y + dy, x + dx), (dy, dx) = NEIGHBOUR_O
   for the small rotations and near-1 scales used it is close to the weights of the transformed frames. At scale
   l the same continuous transform is used on the (H >> l, W >> l) grid (pixel-area convention of the 2x2
   averaging pyramid).
+With `permute_channels` (params `train.permute_channels`), one random permutation of the RGB channels per
+sequence, drawn after the geometry, is applied to the frames and the ground-truth reflectance: a green object
+becomes a red or blue one of the same shape and light, so the decomposer cannot learn colour-specific rules from
+a handful of training objects. The shading weights are kept: their intensity (mean of RGB) is unchanged and
+their chromaticity term is a distance between rg chromaticities, which a permutation changes only slightly.
 
 Distribution: the manifest's shards are ordered by a (seed, epoch) permutation shared by all processes;
 slot = rank * num_workers + worker of S = world_size * num_workers. With at least S shards, slot s reads shards
@@ -84,6 +89,7 @@ class LoaderConfig:
     flip_prob: float = 0.5
     max_rotation_deg: float = 5.0
     min_crop: float = 0.8  # crop side as a fraction of the largest crop that fits
+    permute_channels: bool = False  # one random RGB permutation per sequence (frames, GT reflectance)
     seed: int = 0
     shuffle: bool = True  # shard order per epoch + a sample buffer per slot
     shuffle_buffer: int = 8
@@ -267,6 +273,8 @@ def make_item(sample: Mapping, config: LoaderConfig, epoch: int = 0) -> dict:
     aug = sample_augmentation(rng, (h, w), out_hw, config)
     frames = transform_images(seq.frames.astype(np.float32) / np.float32(255), aug)
     masks = transform_images(seq.masks.astype(np.uint8), aug, nearest=True)
+    channels = rng.permutation(3) if (config.augment and config.permute_channels) else np.arange(3)
+    frames = frames[..., channels]
     item = {
         "key": key,
         "indices": torch.from_numpy(indices.astype(np.int64)),
@@ -276,7 +284,7 @@ def make_item(sample: Mapping, config: LoaderConfig, epoch: int = 0) -> dict:
     }
     gt = seq.groundtruth
     if gt is not None and "reflectance" in gt and "shading" in gt:
-        refl = transform_images(gt["reflectance"].astype(np.float32), aug)
+        refl = transform_images(gt["reflectance"].astype(np.float32), aug)[..., channels]
         shad = transform_images(gt["shading"].astype(np.float32), aug)
         item["gt_reflectance"] = torch.from_numpy(np.ascontiguousarray(refl.transpose(0, 3, 1, 2)))
         item["gt_shading"] = torch.from_numpy(np.ascontiguousarray(shad[:, None]))

@@ -3,6 +3,7 @@ truth, exact weight flip (against weights recomputed on flipped frames), worker 
 and corrupt-shard errors naming the shard."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -249,3 +250,32 @@ def test_items_feed_a_default_dataloader_over_parquet(dataset):
     items = list(loader)
     assert sorted(it["key"] for it in items) == NAMES
     assert all(it["srgb"].shape == (2, 3, 256, 384) and it["mask"].shape == (2, 1, 256, 384) for it in items)
+
+
+def test_channel_permutation_is_one_draw_per_sequence_applied_to_frames_and_reflectance(dataset):
+    """permute_channels: every frame and the ground-truth reflectance get the same RGB permutation, the rest of
+    the item (geometry, frames drawn, masks, weights, shading) is the unpermuted item's; over the keys and
+    epochs more than one permutation occurs."""
+    root, _, _ = dataset
+    base = LoaderConfig(frames=3, shuffle=False)
+    permuted = dataclasses.replace(base, permute_channels=True)
+    seen = set()
+    for epoch in (0, 1, 2):
+        plain_ds, perm_ds = (ShardedSequences(root / "shards", "train", c) for c in (base, permuted))
+        plain_ds.set_epoch(epoch)
+        perm_ds.set_epoch(epoch)
+        plain = {it["key"]: it for it in plain_ds}
+        for it in perm_ds:
+            ref = plain[it["key"]]
+            torch.testing.assert_close(it["indices"], ref["indices"])
+            torch.testing.assert_close(it["mask"], ref["mask"])
+            for a, b in zip(it["shading_weights"], ref["shading_weights"]):
+                torch.testing.assert_close(a, b)
+            # which permutation: the one that maps the reference's channels onto the item's, the same for all frames
+            perm = [next(j for j in range(3) if torch.equal(it["srgb"][:, c], ref["srgb"][:, j])) for c in range(3)]
+            assert sorted(perm) == [0, 1, 2]
+            seen.add(tuple(perm))
+            if "gt_reflectance" in it:
+                torch.testing.assert_close(it["gt_reflectance"], ref["gt_reflectance"][:, perm])
+                torch.testing.assert_close(it["gt_shading"], ref["gt_shading"])
+    assert len(seen) > 1
