@@ -30,6 +30,9 @@ METRICS = ("mse_avg", "lmse_avg", "dssim_avg")
 BASELINES = ("chromaticity", "constant_shading", "retinex", "weiss")
 FOLD_KEY = "shards.val_sequences"
 IGNORED_PARAMS = {FOLD_KEY, "evaluate.mit_dir", "sources"}  # machine paths and the fold are not a variant
+# Params added after a baseline commit, with the value that reproduces that commit's code: a row stating it is
+# not a variant of a baseline that lacks the key.
+ADDED_PARAMS = {"model.reflectance": "decoder", "train.permute_channels": False}
 PAPER_TABLE3 = {"mse_avg": 0.0141, "lmse_avg": 0.0297, "dssim_avg": 0.1332}  # Li & Snavely 2018, Table 3
 
 
@@ -101,8 +104,12 @@ def variant_labels(frame: pd.DataFrame) -> pd.Series:
 
     def label(row) -> str:
         base = reference.loc[row["baseline"]] if row["baseline"] in reference.index else row
+        def reference_value(c):
+            missing = base[c] is None or (isinstance(base[c], float) and pd.isna(base[c]))
+            return ADDED_PARAMS.get(c.removeprefix(PARAM), base[c]) if missing else base[c]
+
         diffs = [f"{c.removeprefix(PARAM)}={row[c]}" for c in params
-                 if str(row[c]) != str(base[c]) and c != PARAM + "train.steps"]
+                 if str(row[c]) != str(reference_value(c)) and c != PARAM + "train.steps"]
         return ", ".join(diffs) or "baseline params"
 
     return frame.apply(label, axis=1)

@@ -83,3 +83,16 @@ def test_table_round_trips_through_the_csv(tmp_path):
     out = tmp_path / "results.md"
     assert T.main(["--from-csv", str(csv), "--out", str(out)]) == 0
     assert "| baseline params | 400 | 2 | 0.0300 | 0.0500 | 0.1500 |" in out.read_text()
+
+
+def test_a_param_added_after_the_baseline_commit_is_a_variant_only_when_it_changes_the_old_code():
+    frame = pd.DataFrame([
+        {"Experiment": "<baseline>", "rev": "c0", "baseline": "c0", "param:loss.w_rsmooth": 4.0},
+        {"Experiment": "old-behaviour", "rev": "e1", "baseline": "c0", "param:loss.w_rsmooth": 4.0,
+         "param:model.reflectance": "decoder"},
+        {"Experiment": "new-option", "rev": "e2", "baseline": "c0", "param:loss.w_rsmooth": 4.0,
+         "param:model.reflectance": "image_ratio"},
+    ])
+    labels = dict(zip(frame["Experiment"], T.variant_labels(frame)))
+    assert labels["old-behaviour"] == "baseline params"
+    assert labels["new-option"] == "model.reflectance=image_ratio"
