@@ -104,12 +104,12 @@ def variant_labels(frame: pd.DataFrame) -> pd.Series:
 
     def label(row) -> str:
         base = reference.loc[row["baseline"]] if row["baseline"] in reference.index else row
-        def reference_value(c):
-            missing = base[c] is None or (isinstance(base[c], float) and pd.isna(base[c]))
-            return ADDED_PARAMS.get(c.removeprefix(PARAM), base[c]) if missing else base[c]
+        def value(c, of):  # a key the row or the baseline lacks: the value that reproduces the older code
+            missing = of[c] is None or (isinstance(of[c], float) and pd.isna(of[c]))
+            return ADDED_PARAMS.get(c.removeprefix(PARAM), of[c]) if missing else of[c]
 
         diffs = [f"{c.removeprefix(PARAM)}={row[c]}" for c in params
-                 if str(row[c]) != str(reference_value(c)) and c != PARAM + "train.steps"]
+                 if str(value(c, row)) != str(value(c, base)) and c != PARAM + "train.steps"]
         return ", ".join(diffs) or "baseline params"
 
     return frame.apply(label, axis=1)

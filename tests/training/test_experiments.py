@@ -92,7 +92,9 @@ def test_a_param_added_after_the_baseline_commit_is_a_variant_only_when_it_chang
          "param:model.reflectance": "decoder"},
         {"Experiment": "new-option", "rev": "e2", "baseline": "c0", "param:loss.w_rsmooth": 4.0,
          "param:model.reflectance": "image_ratio"},
+        {"Experiment": "older-run", "rev": "e3", "baseline": "c0", "param:loss.w_rsmooth": 12.0},  # lacks the key
     ])
     labels = dict(zip(frame["Experiment"], T.variant_labels(frame)))
     assert labels["old-behaviour"] == "baseline params"
     assert labels["new-option"] == "model.reflectance=image_ratio"
+    assert labels["older-run"] == "loss.w_rsmooth=12.0"
