@@ -273,8 +273,9 @@ def make_item(sample: Mapping, config: LoaderConfig, epoch: int = 0) -> dict:
     aug = sample_augmentation(rng, (h, w), out_hw, config)
     frames = transform_images(seq.frames.astype(np.float32) / np.float32(255), aug)
     masks = transform_images(seq.masks.astype(np.uint8), aug, nearest=True)
-    channels = rng.permutation(3) if (config.augment and config.permute_channels) else np.arange(3)
-    frames = frames[..., channels]
+    channels = rng.permutation(3) if (config.augment and config.permute_channels) else None
+    if channels is not None:  # (fancy indexing copies: only when permuting)
+        frames = frames[..., channels]
     item = {
         "key": key,
         "indices": torch.from_numpy(indices.astype(np.int64)),
@@ -284,7 +285,8 @@ def make_item(sample: Mapping, config: LoaderConfig, epoch: int = 0) -> dict:
     }
     gt = seq.groundtruth
     if gt is not None and "reflectance" in gt and "shading" in gt:
-        refl = transform_images(gt["reflectance"].astype(np.float32), aug)[..., channels]
+        refl = transform_images(gt["reflectance"].astype(np.float32), aug)
+        refl = refl if channels is None else refl[..., channels]
         shad = transform_images(gt["shading"].astype(np.float32), aug)
         item["gt_reflectance"] = torch.from_numpy(np.ascontiguousarray(refl.transpose(0, 3, 1, 2)))
         item["gt_shading"] = torch.from_numpy(np.ascontiguousarray(shad[:, None]))

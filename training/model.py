@@ -17,7 +17,7 @@ Architecture (as the authors' pix2pix-style "multi U-Net", Li & Snavely CVPR 201
 - colour head: global average pool of the innermost features -> Linear -> ReLU -> Linear -> 3 (absent with
   `color_head=False`: log_c = 0, grey shading only, the paper's ablation).
 - `reflectance="image_ratio"` builds no reflectance decoder: log_r = log I_linear - log_s - log_c, with
-  log I_linear = log(max(srgb_to_linear(srgb), LOG_EPS)) of the network's own input (float32). The per-image
+  log I_linear = training.loss.log_linear_image(srgb, LOG_EPS) of the network's own input (float32). The per-image
   reconstruction then holds exactly and reflectance keeps every pixel of detail the image has; the other terms
   (consistency, reflectance and shading smoothness) act through the shading alone. "decoder" is the paper's
   and the authors' (a log-reflectance decoder beside the shading one).
@@ -41,9 +41,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline.color import srgb_to_linear
+from training.loss import LossConfig, log_linear_image
 
-LOG_EPS = 1e-4  # floor of linear RGB before the log in reflectance="image_ratio" (as the loss's default log_eps)
+LOG_EPS = LossConfig.log_eps  # floor of linear RGB before the log in reflectance="image_ratio": the loss's default
 
 
 @dataclass(frozen=True)
@@ -161,8 +161,7 @@ class IntrinsicUNet(nn.Module):
             log_c = _float32(self.color, F.adaptive_avg_pool2d(F.leaky_relu(skips[-1], 0.2), 1).flatten(1))
         if self.reflectance is None:  # "image_ratio": the reconstruction solved for log R (float32)
             with torch.autocast(device_type=srgb.device.type, enabled=False):
-                log_i = torch.log(srgb_to_linear(srgb.float().clamp(0.0, 1.0)).clamp_min(LOG_EPS))
-                log_r = log_i - log_s - log_c[:, :, None, None]
+                log_r = log_linear_image(srgb.float(), LOG_EPS) - log_s - log_c[:, :, None, None]
         else:
             log_r = self._decode(self.reflectance, skips)
         return log_r, log_s, log_c
