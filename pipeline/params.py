@@ -214,6 +214,9 @@ class ModelParams(_Section):
     # "decoder": a log-reflectance decoder beside the shading one (the paper, the authors' code);
     # "image_ratio": no reflectance decoder, log R = log I - log S - log c of the input image (training/model.py)
     reflectance: Literal["decoder", "image_ratio"] = "decoder"
+    # true: each decoder's output layer is a Conv 3x3 at full resolution over its last features and the input image
+    # (training/model.py); false: the paper's, a transposed convolution from half resolution
+    input_skip: bool = False
 
 
 class LossParams(_Section):

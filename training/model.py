@@ -14,6 +14,11 @@ Architecture (as the authors' pix2pix-style "multi U-Net", Li & Snavely CVPR 201
   bilinear upsampling then Conv 3x3, which avoids the transposed convolution's checkerboard) (input: the innermost features at k = depth,
   else the previous decoder output concatenated with the encoder skip e_k), BatchNorm unless k = 1; level 1
   outputs the log image (3 channels for reflectance, 1 for shading) with no activation.
+- `input_skip=True` (off in the paper): decoder level 1 outputs `input_skip_channels` (8) features at full
+  resolution (BatchNorm), then
+  ReLU, concatenation with the network's input ([-1, 1] sRGB, 3 channels) and Conv 3x3 -> the log image. The
+  paper's level 1 upsamples straight from half resolution (the encoder's first conv has stride 2), so no layer sees
+  a full-resolution pixel; this one lets the output place edges where the photo has them.
 - colour head: global average pool of the innermost features -> Linear -> ReLU -> Linear -> 3 (absent with
   `color_head=False`: log_c = 0, grey shading only, the paper's ablation).
 - `reflectance="image_ratio"` builds no reflectance decoder: log_r = log I_linear - log_s - log_c, with
@@ -21,7 +26,7 @@ Architecture (as the authors' pix2pix-style "multi U-Net", Li & Snavely CVPR 201
   reconstruction then holds exactly and reflectance keeps every pixel of detail the image has; the other terms
   (consistency, reflectance and shading smoothness) act through the shading alone. "decoder" is the paper's
   and the authors' (a log-reflectance decoder beside the shading one).
-Mixed precision: the output layers (each decoder's level 1 and the colour head) run in float32 with autocast
+Mixed precision: the output layers (each decoder's level 1, or its `_InputSkipOutput`, and the colour head) run in float32 with autocast
 disabled (and cuDNN's TF32 off), on their input features cast to float32, so log_r, log_s, log_c are float32 under bf16/fp16
 autocast. bf16 keeps 8 significant bits: a log value near 2 is stored in steps of 2^-6 = 0.016, coarser than
 the ~1e-3 neighbour differences of smooth shading that the smoothness terms act on; the body of the network
@@ -55,6 +60,8 @@ class ModelConfig:
     color_head: bool = True  # False: no colour head, log_c = 0 (grey shading only; the paper's ablation)
     upsample: str = "transposed"  # decoder upsampling: "transposed" (authors) | "bilinear" (+ 3x3 conv)
     reflectance: str = "decoder"  # "decoder" (paper) | "image_ratio": log R = log I - log S - log c (no decoder)
+    input_skip: bool = False  # True: each decoder's output conv also sees the input image at full resolution
+    input_skip_channels: int = 8  # full-resolution features of level 1 with input_skip (16: 3x the step time on CPU)
 
     PRESETS = {  # type: ignore[misc]  (class constant, not a field: no annotation)
         "small": dict(depth=5, base_channels=16, max_channels=128, color_hidden=64),
@@ -82,7 +89,7 @@ class ModelConfig:
     def from_params(cls, params) -> "ModelConfig":
         """From `pipeline.params.ModelParams` (the `model` section of params.yaml)."""
         return dataclasses.replace(cls.preset(params.preset), color_head=params.color_head, upsample=params.upsample,
-                                   reflectance=params.reflectance)
+                                   reflectance=params.reflectance, input_skip=params.input_skip)
 
     @property
     def multiple(self) -> int:
@@ -96,22 +103,37 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
 
+class _InputSkipOutput(nn.Module):
+    """The output layer of `input_skip`: ReLU(features (B, C, H, W)), concatenated with the input image (B, 3, H, W)
+    in [-1, 1], then Conv 3x3 -> (B, out_channels, H, W)."""
+
+    def __init__(self, feature_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(feature_channels + 3, out_channels, 3, 1, 1)
+
+    def forward(self, features: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.cat([F.relu(features), image], dim=1))
+
+
 def _decoder(config: ModelConfig, out_channels: int) -> nn.ModuleList:
-    """Decoder levels ordered innermost first; level k's ConvTranspose maps to c_{k-1} (or out_channels)."""
+    """Decoder levels ordered innermost first; level k's upsampling maps to c_{k-1} (or, at level 1, out_channels;
+    with `input_skip`, `input_skip_channels` features followed by an `_InputSkipOutput` as one more, last, entry)."""
     ch = config.channels()
-    levels = []
+    levels: list[nn.Module] = []
     for k in range(config.depth - 1, -1, -1):  # 0-based level index
         in_ch = ch[k] if k == config.depth - 1 else 2 * ch[k]
-        out_ch = out_channels if k == 0 else ch[k - 1]
+        out_ch = (config.input_skip_channels if config.input_skip else out_channels) if k == 0 else ch[k - 1]
         if config.upsample == "bilinear":  # no transposed-convolution checkerboard
             up: list[nn.Module] = [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                                   nn.Conv2d(in_ch, out_ch, 3, 1, 1, bias=k == 0)]
+                                   nn.Conv2d(in_ch, out_ch, 3, 1, 1, bias=k == 0 and not config.input_skip)]
         else:
-            up = [nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=k == 0)]
+            up = [nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=k == 0 and not config.input_skip)]
         layers: list[nn.Module] = [nn.ReLU(inplace=False), *up]
-        if k > 0:
+        if k > 0 or config.input_skip:
             layers.append(nn.BatchNorm2d(out_ch))
         levels.append(nn.Sequential(*layers))
+    if config.input_skip:
+        levels.append(_InputSkipOutput(config.input_skip_channels, out_channels))
     return nn.ModuleList(levels)
 
 
@@ -137,9 +159,12 @@ class IntrinsicUNet(nn.Module):
         self.apply(_init_weights)
 
     @staticmethod
-    def _decode(levels: nn.ModuleList, skips: list[torch.Tensor]) -> torch.Tensor:
+    def _decode(levels: nn.ModuleList, skips: list[torch.Tensor], image: torch.Tensor) -> torch.Tensor:
+        """image: the network's input in [-1, 1] (used by an `_InputSkipOutput` last level only)."""
         x = skips[-1]
         for i, level in enumerate(levels):
+            if isinstance(level, _InputSkipOutput):
+                return _float32(level, x, image)  # the output layer: float32
             if i > 0:
                 x = torch.cat([x, skips[-1 - i]], dim=1)
             x = level(x) if i < len(levels) - 1 else _float32(level, x)  # the output layer: float32
@@ -149,12 +174,12 @@ class IntrinsicUNet(nn.Module):
         m = self.config.multiple
         if srgb.ndim != 4 or srgb.shape[1] != 3 or srgb.shape[2] % m or srgb.shape[3] % m:
             raise ValueError(f"expected (B, 3, H, W) with H, W multiples of {m}, got {tuple(srgb.shape)}")
-        x = srgb * 2.0 - 1.0
+        x = image = srgb * 2.0 - 1.0
         skips = []
         for level in self.encoder:
             x = level(x)
             skips.append(x)
-        log_s = self._decode(self.shading, skips)
+        log_s = self._decode(self.shading, skips, image)
         if self.color is None:
             log_c = log_s.new_zeros(log_s.shape[0], 3)
         else:
@@ -163,14 +188,14 @@ class IntrinsicUNet(nn.Module):
             with torch.autocast(device_type=srgb.device.type, enabled=False):
                 log_r = log_linear_image(srgb.float(), LOG_EPS) - log_s - log_c[:, :, None, None]
         else:
-            log_r = self._decode(self.reflectance, skips)
+            log_r = self._decode(self.reflectance, skips, image)
         return log_r, log_s, log_c
 
 
-def _float32(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """layer(x) in float32 with autocast off (x cast up: its values, computed in the autocast dtype, are kept)."""
-    with torch.autocast(device_type=x.device.type, enabled=False), _ieee_float32(x.device):
-        return layer(x.float())
+def _float32(layer: nn.Module, *xs: torch.Tensor) -> torch.Tensor:
+    """layer(*xs) in float32 with autocast off (xs cast up: their values, computed in the autocast dtype, are kept)."""
+    with torch.autocast(device_type=xs[0].device.type, enabled=False), _ieee_float32(xs[0].device):
+        return layer(*(x.float() for x in xs))
 
 
 @contextlib.contextmanager

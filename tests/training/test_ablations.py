@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pipeline.color import luminance, srgb_to_linear
 from pipeline.params import ModelParams
@@ -204,3 +205,49 @@ def test_reflectance_param_is_validated_and_reaches_the_model():
         ModelParams(reflectance="ratio")
     with pytest.raises(ValueError, match="reflectance"):
         ModelConfig(reflectance="ratio")
+
+
+def test_input_skip_output_layer_sees_the_input_at_full_resolution():
+    """model.input_skip: the output layer is Conv 3x3 over [ReLU(level-1 features), 2*srgb - 1]. With the
+    level-1 features switched off (BatchNorm scale and shift 0), the log outputs are that conv of the image alone:
+    one changed input pixel moves exactly its 3x3 output neighbourhood (no stride-2 layer in between)."""
+    torch.manual_seed(0)
+    config = dataclasses.replace(ModelConfig.preset("small"), input_skip=True)
+    model = IntrinsicUNet(config).eval()
+    for decoder in (model.reflectance, model.shading):
+        norm = decoder[-2][-1]
+        assert isinstance(norm, torch.nn.BatchNorm2d) and norm.num_features == config.input_skip_channels
+        with torch.no_grad():
+            norm.weight.zero_()
+            norm.bias.zero_()
+    srgb = torch.rand(1, 3, 64, 96)
+    moved = srgb.clone()
+    moved[0, :, 20, 30] += 0.5
+    with torch.no_grad():
+        (r0, s0, _), (r1, s1, _) = model(srgb), model(moved)
+    for before, after in ((r0, r1), (s0, s1)):
+        changed = (after - before).abs().amax(dim=1)[0] > 1e-6
+        expected = torch.zeros_like(changed)
+        expected[19:22, 29:32] = True
+        assert torch.equal(changed, expected)
+    conv = model.reflectance[-1].conv  # an independent float64 evaluation of that conv
+    ref = F.conv2d(srgb.double() * 2 - 1, conv.weight.double()[:, config.input_skip_channels:], conv.bias.double(),
+                   padding=1)
+    assert torch.allclose(r0.double(), ref, atol=1e-5)
+
+
+def test_input_skip_trains_every_parameter_and_reaches_the_model():
+    assert ModelConfig.from_params(ModelParams(input_skip=True)).input_skip
+    assert not ModelConfig.from_params(ModelParams()).input_skip  # the paper's network by default
+    with pytest.raises(ValueError, match="input_skip"):
+        ModelParams(input_skip="sometimes")
+    torch.manual_seed(0)
+    for reflectance in ("decoder", "image_ratio"):
+        model = IntrinsicUNet(dataclasses.replace(ModelConfig.preset("small"), input_skip=True,
+                                                  reflectance=reflectance))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            log_r, log_s, log_c = model(torch.rand(2, 3, 64, 64))
+        assert log_r.dtype == log_s.dtype == torch.float32  # the output conv runs in float32
+        (log_r.square().mean() + log_s.square().mean() + log_c.square().mean()).backward()
+        dead = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+        assert not dead, f"{reflectance}: no gradient: {dead}"
