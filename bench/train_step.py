@@ -11,9 +11,11 @@ stage (`pipeline.shards.build_shards`) and reads them back through the train sta
 - data: the time the loop waited for the next item (target ~0: hidden by the workers) and the time one item
   takes to decode + augment in the main process (what a worker must hide; it needs < step time x workers).
 Run: `.venv/bin/python -m bench.train_step [--threads 2] [--runs 3] [--presets small paper] [--workers 1]
-[--device cuda] [--precisions fp32 amp] [--json out.json]`. `--precisions`: `fp32`, and/or `amp` (`train.amp`:
-bf16 autocast on CUDA, fp16 where bf16 is unsupported; the CPU trains in float32 either way); `--json` also
-writes every figure (seconds, medians over the runs) to one JSON file.
+[--device cuda] [--precisions fp32 amp] [--input-skip] [--json out.json]`. `--precisions`: `fp32`, and/or `amp`
+(`train.amp`: bf16 autocast on CUDA, fp16 where bf16 is unsupported; the CPU trains in float32 either way);
+`--input-skip` also times each preset with `model.input_skip` (full-resolution output layers) and prints its
+step-time ratio to the paper's output layers; `--json` also writes every figure (seconds, medians over the runs)
+to one JSON file.
 """
 from __future__ import annotations
 
@@ -61,10 +63,10 @@ def write_shards(root: Path, n: int = 10, h: int = 256, w: int = 384) -> tuple[P
 
 
 def bench_preset(shards: Path, preset: str, *, runs: int, workers: int, device: str, lattice_in_loader: bool,
-                 amp: bool = True) -> dict:
+                 amp: bool = True, input_skip: bool = False) -> dict:
     params = validate_params({
         "sources": [{"name": n, "url": f"https://example.com/{n}.mp4"} for n in NAMES],
-        "model": {"preset": preset},
+        "model": {"preset": preset, "input_skip": input_skip},
         "train": {"steps": 1000, "frames_per_step": 8, "num_workers": workers, "amp": amp},
     })
     setup = setup_device(params, device)
@@ -110,6 +112,9 @@ def main() -> None:
                         help="build the lattice inside the loss (as on CUDA) instead of in the loader workers (CPU default)")
     parser.add_argument("--precisions", nargs="+", choices=["fp32", "amp"], default=["amp"],
                         help="fp32: train.amp false; amp: train.amp true (bf16 autocast on CUDA)")
+    parser.add_argument("--input-skip", action="store_true",
+                        help="also time each preset with model.input_skip (full-resolution output layers) and print "
+                             "the ratio of its step time to the paper's output layers'")
     parser.add_argument("--json", type=Path, default=None, help="also write all figures to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -119,12 +124,19 @@ def main() -> None:
         print(f"train_step: {args.device}, {args.threads} threads, {args.workers} loader worker(s), frames: {where}; "
               f"medians of {args.runs} steps after 1 warm-up")
         results = []
-        for preset, precision in [(p, q) for p in args.presets for q in args.precisions]:
+        skips = [False, True] if args.input_skip else [False]
+        for preset, precision, skip in [(p, q, k) for p in args.presets for q in args.precisions for k in skips]:
             r = bench_preset(shards, preset, runs=args.runs, workers=args.workers, device=args.device,
-                             lattice_in_loader=args.device == "cpu" and not args.lattice_in_step, amp=precision == "amp")
-            results.append({"preset": preset, "amp": precision == "amp", **r})
+                             lattice_in_loader=args.device == "cpu" and not args.lattice_in_step, amp=precision == "amp",
+                             input_skip=skip)
+            results.append({"preset": preset, "amp": precision == "amp", "input_skip": skip, **r})
             loss = r["loss_forward"] + r["loss_backward"]
-            print(f"\n[{preset}, {r['precision']}] {r['n_params'] / 1e6:.1f}M parameters, input {r['shape']} (m, 3, H, W)")
+            label = preset + (" + input_skip" if skip else "")
+            print(f"\n[{label}, {r['precision']}] {r['n_params'] / 1e6:.1f}M parameters, input {r['shape']} (m, 3, H, W)")
+            if skip:
+                plain = results[-2]
+                print(f"  input_skip / paper's output layers: step x{r['step'] / plain['step']:.2f}, network "
+                      f"(forward + backward) x{(r['forward'] + r['backward']) / (plain['forward'] + plain['backward']):.2f}")
             each = ", ".join(f"{x['step']:.2f}" for x in r["rows"])
             sums = ", ".join(f"{sum(v for k, v in x.items() if k != 'step'):.2f}" for x in r["rows"])
             print(f"  step             {r['step']:8.3f} s   (each step: {each}; sum of its phases: {sums})")
