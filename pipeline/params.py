@@ -215,8 +215,11 @@ class ModelParams(_Section):
     # "image_ratio": no reflectance decoder, log R = log I - log S - log c of the input image (training/model.py)
     reflectance: Literal["decoder", "image_ratio"] = "decoder"
     # true: each decoder's output layer is a Conv 3x3 at full resolution over its last features and the input image
-    # (training/model.py); false: the paper's, a transposed convolution from half resolution
-    input_skip: bool = False
+    # (training/model.py); false: the paper's, a transposed convolution from half resolution. Cross-object MIT folds
+    # (same_frame, no derivative term; docs/results.md), true vs false: 400 steps 0.0293 / 0.0401 / 0.2043 vs
+    # 0.0323 / 0.0424 / 0.2095, 1200 steps 0.0269 / 0.0380 / 0.1979 vs 0.0287 / 0.0407 / 0.2049. (A checkpoint that
+    # lacks the key is the paper's network: training/model.py ModelConfig keeps false as its default.)
+    input_skip: bool = True
 
 
 class LossParams(_Section):

@@ -60,7 +60,9 @@ class ModelConfig:
     color_head: bool = True  # False: no colour head, log_c = 0 (grey shading only; the paper's ablation)
     upsample: str = "transposed"  # decoder upsampling: "transposed" (authors) | "bilinear" (+ 3x3 conv)
     reflectance: str = "decoder"  # "decoder" (paper) | "image_ratio": log R = log I - log S - log c (no decoder)
-    input_skip: bool = False  # True: each decoder's output conv also sees the input image at full resolution
+    # True: each decoder's output conv also sees the input image at full resolution. False (the paper's network) is
+    # what a checkpoint without the key holds; the params default (pipeline/params.py) is True
+    input_skip: bool = False
     input_skip_channels: int = 8  # full-resolution features of level 1 with input_skip (16: 3x the step time on CPU)
 
     PRESETS = {  # type: ignore[misc]  (class constant, not a field: no annotation)

@@ -68,7 +68,7 @@ def test_deterministic_with_seed():
 
 
 def test_config_presets_from_params_and_checkpoint_round_trip(tmp_path):
-    assert ModelConfig.from_params(ModelParams(preset="paper")) == ModelConfig.preset("paper")
+    assert ModelConfig.from_params(ModelParams(preset="paper", input_skip=False)) == ModelConfig.preset("paper")
     with pytest.raises(ValueError, match="unknown model preset"):
         ModelConfig.preset("huge")
     config = ModelConfig(depth=3, base_channels=4, max_channels=8, color_hidden=5)
