@@ -14,11 +14,10 @@ Architecture (as the authors' pix2pix-style "multi U-Net", Li & Snavely CVPR 201
   bilinear upsampling then Conv 3x3, which avoids the transposed convolution's checkerboard) (input: the innermost features at k = depth,
   else the previous decoder output concatenated with the encoder skip e_k), BatchNorm unless k = 1; level 1
   outputs the log image (3 channels for reflectance, 1 for shading) with no activation.
-- `input_skip=True` (off in the paper): decoder level 1 outputs `input_skip_channels` (8) features at full
-  resolution (BatchNorm), then
-  ReLU, concatenation with the network's input ([-1, 1] sRGB, 3 channels) and Conv 3x3 -> the log image. The
-  paper's level 1 upsamples straight from half resolution (the encoder's first conv has stride 2), so no layer sees
-  a full-resolution pixel; this one lets the output place edges where the photo has them.
+- `input_skip=True` (not in the paper): decoder level 1 outputs `input_skip_channels` (8) features at full
+  resolution (BatchNorm), then ReLU, concatenation with the network's input ([-1, 1] sRGB, 3 channels) and
+  Conv 3x3 -> the log image. The paper's level 1 upsamples straight from half resolution (the encoder's first
+  conv has stride 2), so no layer sees a full-resolution pixel; this one lets the output follow the photo's edges.
 - colour head: global average pool of the innermost features -> Linear -> ReLU -> Linear -> 3 (absent with
   `color_head=False`: log_c = 0, grey shading only, the paper's ablation).
 - `reflectance="image_ratio"` builds no reflectance decoder: log_r = log I_linear - log_s - log_c, with
@@ -26,9 +25,9 @@ Architecture (as the authors' pix2pix-style "multi U-Net", Li & Snavely CVPR 201
   reconstruction then holds exactly and reflectance keeps every pixel of detail the image has; the other terms
   (consistency, reflectance and shading smoothness) act through the shading alone. "decoder" is the paper's
   and the authors' (a log-reflectance decoder beside the shading one).
-Mixed precision: the output layers (each decoder's level 1, or its `_InputSkipOutput`, and the colour head) run in float32 with autocast
-disabled (and cuDNN's TF32 off), on their input features cast to float32, so log_r, log_s, log_c are float32 under bf16/fp16
-autocast. bf16 keeps 8 significant bits: a log value near 2 is stored in steps of 2^-6 = 0.016, coarser than
+Mixed precision: the output layers (each decoder's level 1, or its `_InputSkipOutput`, and the colour head) run
+in float32 with autocast disabled (and cuDNN's TF32 off), on their input features cast to float32, so log_r,
+log_s, log_c are float32 under bf16/fp16 autocast. bf16 keeps 8 significant bits: a log value near 2 is stored in steps of 2^-6 = 0.016, coarser than
 the ~1e-3 neighbour differences of smooth shading that the smoothness terms act on; the body of the network
 (everything before the output layers) still runs in the autocast dtype.
 Presets: "paper" = 7 downsamplings, 64 base channels, 512 max (68.4M parameters, like the authors' ~69M; the
