@@ -27,9 +27,9 @@ Architecture (as the authors' pix2pix-style "multi U-Net", Li & Snavely CVPR 201
   and the authors' (a log-reflectance decoder beside the shading one).
 Mixed precision: the output layers (each decoder's level 1, or its `_InputSkipOutput`, and the colour head) run
 in float32 with autocast disabled (and cuDNN's TF32 off), on their input features cast to float32, so log_r,
-log_s, log_c are float32 under bf16/fp16 autocast. bf16 keeps 8 significant bits: a log value near 2 is stored in steps of 2^-6 = 0.016, coarser than
-the ~1e-3 neighbour differences of smooth shading that the smoothness terms act on; the body of the network
-(everything before the output layers) still runs in the autocast dtype.
+log_s, log_c are float32 under bf16/fp16 autocast. bf16 keeps 8 significant bits: a log value near 2 is stored
+in steps of 2^-6 = 0.016, coarser than the ~1e-3 neighbour differences of smooth shading that the smoothness terms
+act on; the body of the network (everything before the output layers) still runs in the autocast dtype.
 Presets: "paper" = 7 downsamplings, 64 base channels, 512 max (68.4M parameters, like the authors' ~69M; the
 test prints the count); "small" = 5 downsamplings, 16 base channels, 128 max (trains on a CPU).
 Weights are initialised N(0, 0.02) (BatchNorm: N(1, 0.02), bias 0) as pix2pix, so a seed fixes the model.
