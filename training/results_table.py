@@ -2,6 +2,9 @@
 
     python -m training.results_table --repo . --csv docs/experiments.csv --out docs/results.md
     python -m training.results_table --from-csv docs/experiments.csv --out docs/results.md   (rebuild only)
+    python -m training.results_table --repo . --merge --csv docs/experiments.csv --out docs/results.md
+        (--merge: keep the rows of the existing --csv whose commits this repository no longer has, e.g. the
+        experiments of another clone or machine, and add this repository's experiments)
 
 Consumes the experiments of a DVC repository (`dvc exp show --json --all-commits`: per baseline commit its experiments with
 their params and the metrics of `data/eval_metrics.json`, training/evaluate.py) or a CSV saved by an earlier
@@ -9,7 +12,8 @@ call. Produces
 - `--csv`: the experiments as one flat table (params + metrics; the raw data of the table below).
 - `--out`: Markdown. A *variant* is every param that differs between experiments, except the fold
   (`shards.val_sequences`, which names the held-out MIT objects; empty = the ten-on-ten run) and the
-  schedule (`train.steps`, its own column); rows are described against the params of the commit they ran on. Per variant and
+  schedule (`train.steps`, its own column); every row is described against ONE reference, the params of the
+  first baseline commit in the table (the oldest, with --merge), so rows run on different commits compare. Per variant and
   fold the scores on the held-out objects ("mit_heldout", objects never trained on), then the mean over folds
   (the cross-object protocol), with the baselines scored on the same objects, and the ten-on-ten rows
   ("mit", a train-set score). Metrics: scale-invariant MSE, LMSE, DSSIM averaged over reflectance and
@@ -32,7 +36,8 @@ FOLD_KEY = "shards.val_sequences"
 IGNORED_PARAMS = {FOLD_KEY, "evaluate.mit_dir", "sources"}  # machine paths and the fold are not a variant
 # Params added after a baseline commit, with the value that reproduces that commit's code: a row stating it is
 # not a variant of a baseline that lacks the key.
-ADDED_PARAMS = {"model.reflectance": "decoder", "train.permute_channels": False, "model.input_skip": False}
+ADDED_PARAMS = {"model.reflectance": "decoder", "train.permute_channels": False, "model.input_skip": False,
+                "evaluate.mit_long_side": None, "evaluate.flip_average": False}
 PAPER_TABLE3 = {"mse_avg": 0.0141, "lmse_avg": 0.0297, "dssim_avg": 0.1332}  # Li & Snavely 2018, Table 3
 
 
@@ -72,6 +77,16 @@ def experiments_frame(exp_show: list) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def merge_frames(saved: pd.DataFrame, fresh: pd.DataFrame) -> pd.DataFrame:
+    """The saved rows (an earlier --csv) whose baseline commit `fresh` lacks, then `fresh`: experiments that live
+    in another clone, or were removed, stay in the table; a commit present in both is taken from `fresh`."""
+    kept = saved[~saved["baseline"].isin(set(fresh.get("baseline", pd.Series(dtype=str))))]
+    merged = pd.concat([kept, fresh], ignore_index=True)
+    # commits in the order the saved table first had them (new ones last): the reference commit stays the same
+    order = {rev: i for i, rev in enumerate(dict.fromkeys([*saved["baseline"], *fresh.get("baseline", [])]))}
+    return merged.sort_values("baseline", key=lambda b: b.map(order), kind="stable", ignore_index=True)
+
+
 def dvc_exp_show(repo: str) -> list:
     """Run `dvc exp show --json --all-commits` in repo (the experiments of every commit) and parse it."""
     import json
@@ -96,14 +111,14 @@ def _fold_name(value) -> str:
 
 
 def variant_labels(frame: pd.DataFrame) -> pd.Series:
-    """'k=v, ...' of the params in which each row differs from its baseline commit's params (fold, paths and
-    the source list excluded); "baseline params" if none."""
+    """'k=v, ...' of the params in which each row differs from the reference, the first baseline commit's params
+    (fold, paths and the source list excluded); "baseline params" if none."""
     params = [c for c in frame.columns if c.startswith(PARAM) and c.removeprefix(PARAM) not in IGNORED_PARAMS
               and not c.removeprefix(PARAM).startswith("sources")]
-    reference = frame[frame["Experiment"] == "<baseline>"].set_index("baseline")
+    baselines = frame[frame["Experiment"] == "<baseline>"]
 
     def label(row) -> str:
-        base = reference.loc[row["baseline"]] if row["baseline"] in reference.index else row
+        base = baselines.iloc[0] if len(baselines) else row
         def value(c, of):  # a key the row or the baseline lacks: the value that reproduces the older code
             missing = of[c] is None or (isinstance(of[c], float) and pd.isna(of[c]))
             return ADDED_PARAMS.get(c.removeprefix(PARAM), of[c]) if missing else of[c]
@@ -167,7 +182,8 @@ def results_markdown(long: pd.DataFrame) -> str:
         out += ["## Cross-object MIT protocol (mean over folds; held-out objects only)", "",
                 f"Each fold trains on five objects' light sequences (no ground truth) and scores the other five "
                 f"({n_folds} folds: " + "; ".join(f"held out {f}" for f in sorted(folds["fold"].unique())) + ").",
-                "A variant lists the params it changes against the commit the experiments ran on.", ""]
+                "A variant lists the params it changes against the first baseline commit's params "
+                "(the project's defaults when the first experiments ran).", ""]
         out += [_fmt(mean), ""]
         # per fold first (every run of a fold scores the same objects), then the mean over folds
         base = folds[folds["method"] != "model"].groupby(["method", "fold"])[list(METRICS)].mean().groupby("method").mean()
@@ -197,11 +213,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from-csv", type=Path, default=None, help="rebuild from a saved --csv instead")
     parser.add_argument("--csv", type=Path, default=Path("docs/experiments.csv"))
     parser.add_argument("--out", type=Path, default=Path("docs/results.md"))
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the --csv rows of commits the repository's experiments do not include")
     args = parser.parse_args(argv)
     if args.from_csv is not None:
         frame = pd.read_csv(args.from_csv)
     else:
         frame = experiments_frame(dvc_exp_show(args.repo))
+        if args.merge and args.csv.exists():
+            frame = merge_frames(pd.read_csv(args.csv), frame)
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.csv, frame.to_csv(index=False))
     long = tidy(frame)

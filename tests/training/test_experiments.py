@@ -98,3 +98,22 @@ def test_a_param_added_after_the_baseline_commit_is_a_variant_only_when_it_chang
     assert labels["old-behaviour"] == "baseline params"
     assert labels["new-option"] == "model.reflectance=image_ratio"
     assert labels["older-run"] == "loss.w_rsmooth=12.0"
+
+
+def test_merge_keeps_saved_rows_of_commits_the_repository_lacks_and_labels_against_one_reference(tmp_path):
+    saved = T.experiments_frame(EXPERIMENTS)  # baseline commit c0ffee: rsmooth_kind dense
+    newer = {"params": {"params.yaml": {"data": {"shards": {"val_sequences": list(FOLDS[0])},
+                                                 "loss": {"rsmooth_kind": "local"}, "train": {"steps": 400},
+                                                 "evaluate": {"mit_dir": "y"}}}}}
+    fresh = T.experiments_frame([{"rev": "beef", "name": "main", "data": newer,
+                                  "experiments": [_exp("c-f0", FOLDS[0], "local", 0.01, 0.02, 0.03, 0.03)]}])
+    merged = T.merge_frames(saved, fresh)
+    assert set(merged["Experiment"]) == {"<baseline>", "a-f0", "a-f1", "b-f0", "b-f1", "all", "c-f0"}
+    labels = dict(zip(merged["Experiment"], T.variant_labels(merged)))
+    # c-f0 ran on a commit whose own params say "local": against the one reference (c0ffee) it is the local variant
+    assert labels["c-f0"] == labels["b-f0"] == "loss.rsmooth_kind=local" and labels["a-f0"] == "baseline params"
+    # a commit present in both: the repository's experiments replace the saved ones
+    again = T.merge_frames(merged, T.experiments_frame(_exp_show(_exp("a-f0", FOLDS[0], "dense", 0.5, 0.5, 0.5, 0.5))))
+    assert list(again[again["Experiment"] == "a-f0"]["metric:mit_heldout.model.mse_avg"]) == [0.5]
+    assert "b-f0" not in set(again["Experiment"]) and "c-f0" in set(again["Experiment"])
+    assert dict(zip(again["Experiment"], T.variant_labels(again)))["c-f0"] == "loss.rsmooth_kind=local"  # same reference
