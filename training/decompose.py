@@ -1,6 +1,6 @@
 """Decompose any photo into reflectance and shading with a trained checkpoint.
 
-Library: `decompose(model, srgb, long_side=None) -> Decomposition`
+Library: `decompose(model, srgb, long_side=None, flip_average=False) -> Decomposition`
   srgb         (H, W, 3) float in [0, 1], gamma-encoded (an ordinary photo)
   reflectance  (H, W, 3) float64 LINEAR albedo = exp(log_r), scale arbitrary (the model fixes it only up to
                the illumination colour: image_linear ~= reflectance * shading * light)
@@ -8,11 +8,13 @@ Library: `decompose(model, srgb, long_side=None) -> Decomposition`
   light        (3,)      float64 LINEAR illumination colour = exp(log_c)
 The network needs sides that are multiples of 2**depth: the image is resized (bilinear, antialiased) to the
 nearest such size — after first scaling its long side to `long_side` if given — and the log outputs are
-resized back to (H, W). `display(linear)` maps a linear layer to 8-bit sRGB for viewing (its 99th percentile
+resized back to (H, W). `flip_average`: the log layers are the mean of the network's outputs on the image and
+on its mirror image (mirrored back), a test-time average that cancels left/right-asymmetric artefacts (twice the
+time). `display(linear)` maps a linear layer to 8-bit sRGB for viewing (its 99th percentile
 -> white).
 
 CLI: `python -m training.decompose IMAGE --checkpoint data/models/checkpoint.pt --out DIR [--linear]
-[--long-side N] [--input-linear]` writes DIR/<stem>_reflectance.png, DIR/<stem>_shading.png and
+[--long-side N] [--input-linear] [--flip-average]` writes DIR/<stem>_reflectance.png, DIR/<stem>_shading.png and
 DIR/<stem>_light.json. Default output is 8-bit sRGB PNG, each layer scaled so its 99th percentile is 1
 (scales are arbitrary); `--linear` writes 16-bit LINEAR PNGs (value / 65535, same scaling; read them with
 cv2.imread(p, cv2.IMREAD_UNCHANGED), never PIL). The input is read as sRGB (any PIL image: 8- or 16-bit, grey
@@ -57,7 +59,8 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def decompose(model: torch.nn.Module, srgb: np.ndarray, long_side: Optional[int] = None) -> Decomposition:
+def decompose(model: torch.nn.Module, srgb: np.ndarray, long_side: Optional[int] = None,
+              flip_average: bool = False) -> Decomposition:
     srgb = np.asarray(srgb, np.float32)
     if srgb.ndim != 3 or srgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) sRGB image, got {srgb.shape}")
@@ -68,6 +71,9 @@ def decompose(model: torch.nn.Module, srgb: np.ndarray, long_side: Optional[int]
     x = torch.from_numpy(np.ascontiguousarray(srgb.transpose(2, 0, 1)))[None].to(device)
     x = _resize(x, network_size(h, w, model.config.multiple, long_side)).clamp(0, 1)
     log_r, log_s, log_c = model(x)
+    if flip_average:  # the mirror image's outputs, mirrored back; log_c is one value per image
+        log_r_f, log_s_f, log_c_f = model(x.flip(-1))
+        log_r, log_s, log_c = (log_r + log_r_f.flip(-1)) / 2, (log_s + log_s_f.flip(-1)) / 2, (log_c + log_c_f) / 2
     log_r, log_s = _resize(log_r.float(), (h, w)), _resize(log_s.float(), (h, w))
     model.train(was_training)
     return Decomposition(
@@ -148,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--linear", action="store_true", help="write 16-bit linear PNGs instead of 8-bit sRGB")
     parser.add_argument("--long-side", type=int, default=None, help="network input long side (default: native)")
     parser.add_argument("--input-linear", action="store_true", help="the input is a 16-bit linear PNG")
+    parser.add_argument("--flip-average", action="store_true", help="average with the mirror image's decomposition")
     args = parser.parse_args(argv)
 
     from training.model import CheckpointError, load_checkpoint
@@ -159,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(1, f"decompose: {err}\n")
     if srgb.ndim == 2:
         srgb = np.repeat(srgb[..., None], 3, axis=2)
-    result = decompose(model, srgb, args.long_side)
+    result = decompose(model, srgb, args.long_side, args.flip_average)
     for path in write_decomposition(result, args.out, args.image.stem, args.linear):
         print(path)
     return 0

@@ -83,9 +83,10 @@ def mit_srgb(linear: np.ndarray) -> np.ndarray:
     return linear_to_srgb(np.clip(linear, 0.0, 1.0))
 
 
-def model_predictor(model, long_side: Optional[int] = None) -> Predictor:
+def model_predictor(model, long_side: Optional[int] = None, flip_average: bool = False) -> Predictor:
+    """srgb (H, W, 3) -> the model's linear (R (H, W, 3), S (H, W)); `training.decompose.decompose` options."""
     def predict(srgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        d = decompose(model, srgb, long_side)
+        d = decompose(model, srgb, long_side, flip_average)
         return d.reflectance, d.shading
 
     return predict
@@ -361,21 +362,22 @@ def report_markdown(results: dict, skipped: dict[str, str], checkpoint: str) -> 
 
 def run_evaluation(predict: Predictor, *, mit_dir: Optional[Path], frames_dir: Optional[Path], shards_dir: Optional[Path],
                    iiw_dir: Optional[Path], saw_dir: Optional[Path], max_images: int, out_dir: Path,
-                   checkpoint: str = "") -> tuple[dict, dict]:
-    """Run every available dataset; write grids, per_image.json and report.md into out_dir; return (results, skipped)."""
+                   checkpoint: str = "", mit_predict: Optional[Predictor] = None) -> tuple[dict, dict]:
+    """Run every available dataset; write grids, per_image.json and report.md into out_dir; return (results, skipped).
+    `mit_predict` (default `predict`) decomposes the MIT objects (e.g. at another network size)."""
     results: dict = {}
     per_image: dict = {}
     skipped: dict[str, str] = {}
     grids = out_dir / "grids"
 
-    def attempt(name: str, path: Optional[Path], fn, *args):
+    def attempt(name: str, path: Optional[Path], fn, *args, predictor: Predictor = predict):
         if path is None or str(path) in ("", "."):
             skipped[name] = "not configured (empty evaluate.*_dir param or no --frames)"
             return
         if not Path(path).is_dir():
             skipped[name] = f"{path} not found"
             return
-        summary, rows = fn(predict, Path(path), max_images, *args)
+        summary, rows = fn(predictor, Path(path), max_images, *args)
         if not rows:
             skipped[name] = f"{path} holds no usable images"
             return
@@ -383,7 +385,7 @@ def run_evaluation(predict: Predictor, *, mit_dir: Optional[Path], frames_dir: O
         per_image[name] = rows
 
     splits = splits_from_manifest(shards_dir)
-    attempt("mit", mit_dir, evaluate_mit, grids / "mit")
+    attempt("mit", mit_dir, evaluate_mit, grids / "mit", predictor=mit_predict or predict)
     attempt("synthetic", frames_dir, evaluate_synthetic, splits, grids / "synthetic")
     for row in per_image.get("mit", []):  # MIT object <object> trained as source mit_<object> (params-mit*.yaml)
         row["split"] = splits.get(f"{MIT_SOURCE_PREFIX}{row['image']}", "unknown")
@@ -426,9 +428,10 @@ def _evaluate(args: argparse.Namespace, params, model, ckpt: dict) -> int:
     opt = lambda s: Path(s) if s else None  # noqa: E731
     with atomic_dir(args.out) as out:
         results, skipped = run_evaluation(
-            model_predictor(model), mit_dir=opt(params.mit_dir), frames_dir=args.frames, shards_dir=args.shards,
-            iiw_dir=opt(params.iiw_dir), saw_dir=opt(params.saw_dir), max_images=params.max_images, out_dir=out,
-            checkpoint=str(args.checkpoint))
+            model_predictor(model, flip_average=params.flip_average), mit_dir=opt(params.mit_dir),
+            frames_dir=args.frames, shards_dir=args.shards, iiw_dir=opt(params.iiw_dir), saw_dir=opt(params.saw_dir),
+            max_images=params.max_images, out_dir=out, checkpoint=str(args.checkpoint),
+            mit_predict=model_predictor(model, params.mit_long_side, params.flip_average))
         atomic_write_json(out / "config.json", {"evaluate": params.model_dump(), "checkpoint": str(args.checkpoint),
                                                 "model_config": ckpt["model_config"], "step": ckpt.get("step"),
                                                 "skipped": skipped})

@@ -207,3 +207,40 @@ def test_decompose_reads_16bit_grey_and_names_bad_inputs(tmp_path, checkpoint, c
         D.main([str(tmp_path / "grey16.png"), "--checkpoint", str(tmp_path / "text.pt"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert "text.pt" in err and "not a readable PyTorch checkpoint" in err
+
+
+def test_flip_average_is_mirror_equivariant_and_the_mean_of_both_passes(checkpoint):
+    model = E_model(checkpoint)
+    with torch.no_grad():  # a model whose outputs are far from mirror-symmetric
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    srgb = np.random.default_rng(1).uniform(0, 1, (24, 40, 3))
+    mirror = np.ascontiguousarray(srgb[:, ::-1])
+    plain, plain_m = D.decompose(model, srgb), D.decompose(model, mirror)
+    assert not np.allclose(np.log(plain.shading), np.log(plain_m.shading)[:, ::-1], atol=1e-3)
+    avg, avg_m = D.decompose(model, srgb, flip_average=True), D.decompose(model, mirror, flip_average=True)
+    np.testing.assert_allclose(np.log(avg_m.shading)[:, ::-1], np.log(avg.shading), atol=1e-4)
+    np.testing.assert_allclose(np.log(avg_m.reflectance)[:, ::-1], np.log(avg.reflectance), atol=1e-4)
+    expect = (np.log(plain.reflectance) + np.log(plain_m.reflectance)[:, ::-1]) / 2  # geometric mean of the passes
+    np.testing.assert_allclose(np.log(avg.reflectance), expect, atol=1e-4)
+
+
+def test_mit_long_side_sets_the_network_size_for_mit_only(tmp_path, checkpoint):
+    """The MIT object (48x64 here) is decomposed at long side 32 when evaluate.mit_long_side = 32: its model scores
+    then equal those of decomposing a 24x32 network input by hand; the baselines' scores do not change."""
+    root = make_fixtures(tmp_path)
+    scores = {}
+    for long_side in (None, 32):
+        params = {"sources": [{"name": "synth_a", "url": "synthetic://sun"}],
+                  "evaluate": {"mit_dir": str(root / "mit"), "max_images": 1, "mit_long_side": long_side}}
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        metrics = tmp_path / f"m{long_side}.json"
+        assert E.main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / f"e{long_side}"), "--metrics",
+                       str(metrics), "--params", str(tmp_path / "params.yaml")]) == 0
+        scores[long_side] = json.loads(metrics.read_text())["mit"]
+    assert scores[32]["retinex"] == scores[None]["retinex"]
+    assert scores[32]["model"]["mse_r"] != scores[None]["model"]["mse_r"]
+    data = E.load_mit_object(root / "mit" / "blocks")
+    by_hand = D.decompose(E_model(checkpoint), E.mit_srgb(data["diffuse"]), long_side=32)
+    expect = E.M.mit_scores(data["reflectance"], data["shading"], by_hand.reflectance, by_hand.shading, data["mask"])
+    assert scores[32]["model"]["mse_r"] == pytest.approx(expect["mse_r"], rel=1e-6)
