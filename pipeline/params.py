@@ -307,6 +307,10 @@ class EvaluateParams(_Section):
     # Same checkpoints, native size: 0.0164 / 0.0301 / 0.1700; 0.0440 / 0.0482 / 0.2182 against the plain pass's
     # numbers above: within noise, so off.
     flip_average: bool = False
+    # The model's layers made to reproduce the image (training/decompose.py `residual_split`): a share a of the log
+    # residual log I - log R - log S - log c goes to reflectance, 1 - a to shading; None: the decoders' layers.
+    # Measured rows: see the comment above the default when it is set from the cross-object folds.
+    residual_split: Optional[Annotated[float, Field(ge=0.0, le=1.0)]] = None
 
 
 class RayParams(_Section):

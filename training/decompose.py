@@ -1,6 +1,6 @@
 """Decompose any photo into reflectance and shading with a trained checkpoint.
 
-Library: `decompose(model, srgb, long_side=None, flip_average=False) -> Decomposition`
+Library: `decompose(model, srgb, long_side=None, flip_average=False, residual_split=None) -> Decomposition`
   srgb         (H, W, 3) float in [0, 1], gamma-encoded (an ordinary photo)
   reflectance  (H, W, 3) float64 LINEAR albedo = exp(log_r), scale arbitrary (the model fixes it only up to
                the illumination colour: image_linear ~= reflectance * shading * light)
@@ -10,11 +10,16 @@ The network needs sides that are multiples of 2**depth: the image is resized (bi
 nearest such size — after first scaling its long side to `long_side` if given — and the log outputs are
 resized back to (H, W). `flip_average`: the log layers are the mean of the network's outputs on the image and
 on its mirror image (mirrored back), a test-time average that cancels left/right-asymmetric artefacts (twice the
-time). `display(linear)` maps a linear layer to 8-bit sRGB for viewing (its 99th percentile
+time). `residual_split` a in [0, 1] makes the layers reproduce the image: with the log residual
+eps = log I - log R - log S - log c (I the input's linear RGB at full size, floored at `training.model.LOG_EPS`;
+(H, W, 3)), log R += a * eps and log S += (1 - a) * mean_c(eps), so R * S * c = I up to the colour part of eps
+left with weight 1 - a (exactly at a = 1). None: the decoders' layers as they are; the training energy never
+makes them reproduce the image exactly, and the residual holds full-resolution detail the decoders did not place.
+`display(linear)` maps a linear layer to 8-bit sRGB for viewing (its 99th percentile
 -> white).
 
 CLI: `python -m training.decompose IMAGE --checkpoint data/models/checkpoint.pt --out DIR [--linear]
-[--long-side N] [--input-linear] [--flip-average]` writes DIR/<stem>_reflectance.png, DIR/<stem>_shading.png and
+[--long-side N] [--input-linear] [--flip-average] [--residual-split A|none]` writes DIR/<stem>_reflectance.png, DIR/<stem>_shading.png and
 DIR/<stem>_light.json. Default output is 8-bit sRGB PNG, each layer scaled so its 99th percentile is 1
 (scales are arbitrary); `--linear` writes 16-bit LINEAR PNGs (value / 65535, same scaling; read them with
 cv2.imread(p, cv2.IMREAD_UNCHANGED), never PIL). The input is read as sRGB (any PIL image: 8- or 16-bit, grey
@@ -37,6 +42,8 @@ import torch.nn.functional as F
 from pipeline import images
 from pipeline.atomic import atomic_write_bytes, atomic_write_json
 from pipeline.color import linear_to_srgb
+from training.loss import log_linear_image
+from training.model import LOG_EPS
 
 
 @dataclass
@@ -60,21 +67,27 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 @torch.no_grad()
 def decompose(model: torch.nn.Module, srgb: np.ndarray, long_side: Optional[int] = None,
-              flip_average: bool = False) -> Decomposition:
+              flip_average: bool = False, residual_split: Optional[float] = None) -> Decomposition:
     srgb = np.asarray(srgb, np.float32)
     if srgb.ndim != 3 or srgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) sRGB image, got {srgb.shape}")
+    if residual_split is not None and not 0.0 <= residual_split <= 1.0:
+        raise ValueError(f"residual_split must be in [0, 1] or None, got {residual_split}")
     h, w = srgb.shape[:2]
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    x = torch.from_numpy(np.ascontiguousarray(srgb.transpose(2, 0, 1)))[None].to(device)
-    x = _resize(x, network_size(h, w, model.config.multiple, long_side)).clamp(0, 1)
+    full = torch.from_numpy(np.ascontiguousarray(srgb.transpose(2, 0, 1)))[None].to(device)
+    x = _resize(full, network_size(h, w, model.config.multiple, long_side)).clamp(0, 1)
     log_r, log_s, log_c = model(x)
     if flip_average:  # the mirror image's outputs, mirrored back; log_c is one value per image
         log_r_f, log_s_f, log_c_f = model(x.flip(-1))
         log_r, log_s, log_c = (log_r + log_r_f.flip(-1)) / 2, (log_s + log_s_f.flip(-1)) / 2, (log_c + log_c_f) / 2
-    log_r, log_s = _resize(log_r.float(), (h, w)), _resize(log_s.float(), (h, w))
+    log_r, log_s, log_c = _resize(log_r.float(), (h, w)), _resize(log_s.float(), (h, w)), log_c.float()
+    if residual_split is not None:
+        residual = log_linear_image(full.clamp(0, 1), LOG_EPS) - log_r - log_s - log_c[:, :, None, None]
+        log_r = log_r + residual_split * residual
+        log_s = log_s + (1.0 - residual_split) * residual.mean(dim=1, keepdim=True)
     model.train(was_training)
     return Decomposition(
         reflectance=np.exp(log_r[0].permute(1, 2, 0).cpu().double().numpy()),
@@ -146,6 +159,24 @@ def write_decomposition(result: Decomposition, out_dir: Path, stem: str, linear:
     return paths
 
 
+def _default_residual_split() -> Optional[float]:
+    from pipeline.params import EvaluateParams
+
+    return EvaluateParams().residual_split
+
+
+def _split_arg(text: str) -> Optional[float]:
+    if text.lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'none', got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'none', got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("image", type=Path)
@@ -155,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-side", type=int, default=None, help="network input long side (default: native)")
     parser.add_argument("--input-linear", action="store_true", help="the input is a 16-bit linear PNG")
     parser.add_argument("--flip-average", action="store_true", help="average with the mirror image's decomposition")
+    parser.add_argument("--residual-split", type=_split_arg, default=_default_residual_split(),
+                        help="share a in [0, 1] of the log reconstruction residual given to reflectance, or 'none' "
+                             "(default: evaluate.residual_split's default)")
     args = parser.parse_args(argv)
 
     from training.model import CheckpointError, load_checkpoint
@@ -166,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(1, f"decompose: {err}\n")
     if srgb.ndim == 2:
         srgb = np.repeat(srgb[..., None], 3, axis=2)
-    result = decompose(model, srgb, args.long_side, args.flip_average)
+    result = decompose(model, srgb, args.long_side, args.flip_average, args.residual_split)
     for path in write_decomposition(result, args.out, args.image.stem, args.linear):
         print(path)
     return 0

@@ -244,3 +244,38 @@ def test_mit_long_side_sets_the_network_size_for_mit_only(tmp_path, checkpoint):
     by_hand = D.decompose(E_model(checkpoint), E.mit_srgb(data["diffuse"]), long_side=32)
     expect = E.M.mit_scores(data["reflectance"], data["shading"], by_hand.reflectance, by_hand.shading, data["mask"])
     assert scores[32]["model"]["mse_r"] == pytest.approx(expect["mse_r"], rel=1e-6)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_residual_split_moves_the_reconstruction_residual_into_the_layers(checkpoint, share):
+    """numpy reference: eps = log(max(linear(srgb), 1e-4)) - log R - log S - log c of the raw layers; R gets
+    share * eps, S (1 - share) * its channel mean."""
+    model = E_model(checkpoint)
+    srgb = np.random.default_rng(2).uniform(0, 1, (20, 28, 3))
+    raw = D.decompose(model, srgb)
+    split = D.decompose(model, srgb, residual_split=share)
+    linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+    eps = np.log(np.maximum(linear, 1e-4)) - np.log(raw.reflectance) - np.log(raw.shading)[..., None] - np.log(raw.light)
+    assert np.abs(eps).mean() > 0.05  # the raw layers do not reproduce the image
+    np.testing.assert_allclose(np.log(split.reflectance), np.log(raw.reflectance) + share * eps, atol=2e-4)
+    np.testing.assert_allclose(np.log(split.shading), np.log(raw.shading) + (1 - share) * eps.mean(axis=2), atol=2e-4)
+    product = split.reflectance * split.shading[..., None] * split.light
+    if share == 1.0:  # the layers reproduce the image exactly
+        np.testing.assert_allclose(product, np.maximum(linear, 1e-4), rtol=1e-3)
+    with pytest.raises(ValueError, match="residual_split"):
+        D.decompose(model, srgb, residual_split=1.5)
+
+
+def test_decompose_cli_residual_split(tmp_path, checkpoint):
+    srgb = np.random.default_rng(3).uniform(0, 1, (16, 24, 3))
+    Image.fromarray(np.round(255 * srgb).astype(np.uint8)).save(tmp_path / "p.png")
+    base = ["--checkpoint", str(checkpoint), "--linear"]
+    assert D.main([str(tmp_path / "p.png"), *base, "--out", str(tmp_path / "one"), "--residual-split", "1"]) == 0
+    assert D.main([str(tmp_path / "p.png"), *base, "--out", str(tmp_path / "raw"), "--residual-split", "none"]) == 0
+    one = cv2.imread(str(tmp_path / "one" / "p_shading.png"), cv2.IMREAD_UNCHANGED)
+    raw = cv2.imread(str(tmp_path / "raw" / "p_shading.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(one, raw)  # a = 1 leaves the shading as the decoder made it
+    assert not np.array_equal(cv2.imread(str(tmp_path / "one" / "p_reflectance.png"), cv2.IMREAD_UNCHANGED),
+                              cv2.imread(str(tmp_path / "raw" / "p_reflectance.png"), cv2.IMREAD_UNCHANGED))
+    with pytest.raises(SystemExit):
+        D.main([str(tmp_path / "p.png"), *base, "--out", str(tmp_path / "bad"), "--residual-split", "2"])
