@@ -241,7 +241,10 @@ def test_mit_long_side_sets_the_network_size_for_mit_only(tmp_path, checkpoint):
     assert scores[32]["retinex"] == scores[None]["retinex"]
     assert scores[32]["model"]["mse_r"] != scores[None]["model"]["mse_r"]
     data = E.load_mit_object(root / "mit" / "blocks")
-    by_hand = D.decompose(E_model(checkpoint), E.mit_srgb(data["diffuse"]), long_side=32)
+    from pipeline.params import EvaluateParams
+
+    by_hand = D.decompose(E_model(checkpoint), E.mit_srgb(data["diffuse"]), long_side=32,
+                          residual_split=EvaluateParams().residual_split)  # the params default applies
     expect = E.M.mit_scores(data["reflectance"], data["shading"], by_hand.reflectance, by_hand.shading, data["mask"])
     assert scores[32]["model"]["mse_r"] == pytest.approx(expect["mse_r"], rel=1e-6)
 
