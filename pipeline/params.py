@@ -319,7 +319,7 @@ class EvaluateParams(_Section):
     # full-resolution detail they smoothed away; split evenly it puts that detail back into both layers.
     # Cross-object MIT folds, the MIT recipe at 1200 steps (params-mit.yaml), si-MSE / LMSE / DSSIM avg, mean of 2
     # folds (docs/results.md rows evaluate.residual_split=0.5 and =None on the same checkpoints):
-    #   None 0.0278 / 0.0379 / 0.1968    0.5 0.0291 / 0.0382 / 0.1696    (Retinex 0.0490 / 0.0468 / 0.1756)
+    #   None 0.0279 / 0.0379 / 0.1968    0.5 0.0291 / 0.0382 / 0.1696    (Retinex 0.0490 / 0.0468 / 0.1756)
     # and, same checkpoints scored by training/decompose.py directly: 0 0.0359 / 0.0505 / 0.1876, 0.25 0.0314 /
     # 0.0420 / 0.1734, 0.75 0.0289 / 0.0391 / 0.1745, 1 (R = I / (S c)) 0.0307 / 0.0447 / 0.1883; with bilinear
     # upsampling at 1200 steps None 0.0293 / 0.0392 / 0.1971, 0.5 0.0307 / 0.0387 / 0.1701. 0.5 costs ~5% si-MSE
