@@ -26,6 +26,7 @@ import ast
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipeline.atomic import atomic_write_text
@@ -110,21 +111,45 @@ def _fold_name(value) -> str:
     return "+".join(str(i).removeprefix("mit_") for i in items) or "all"
 
 
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and pd.isna(value)) or (isinstance(value, str) and value == "")
+
+
+def _param_value(column: str, value) -> str:
+    """One param value as text, the same whether it came from `dvc exp show --json` or a saved CSV: a missing value
+    (None, NaN, "": a key the commit lacks or an empty string read back from the CSV) is the value that
+    reproduces the older code (ADDED_PARAMS, else None); numbers compare as numbers (CSV reads 384 as 384.0)."""
+    if _missing(value):
+        value = ADDED_PARAMS.get(column.removeprefix(PARAM))
+    if isinstance(value, (bool, np.bool_)) or value is None:
+        return str(bool(value) if value is not None else None)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
 def variant_labels(frame: pd.DataFrame) -> pd.Series:
     """'k=v, ...' of the params in which each row differs from the reference, the first baseline commit's params
-    (fold, paths and the source list excluded); "baseline params" if none."""
+    (fold, paths and the source list excluded); "baseline params" if none. A key added after the reference commit
+    compares with ADDED_PARAMS (the value that reproduces the older code) or else with the value of the commit the
+    row ran on, so only an explicit `-S` of a new key makes a variant."""
     params = [c for c in frame.columns if c.startswith(PARAM) and c.removeprefix(PARAM) not in IGNORED_PARAMS
               and not c.removeprefix(PARAM).startswith("sources")]
     baselines = frame[frame["Experiment"] == "<baseline>"]
 
-    def label(row) -> str:
-        base = baselines.iloc[0] if len(baselines) else row
-        def value(c, of):  # a key the row or the baseline lacks: the value that reproduces the older code
-            missing = of[c] is None or (isinstance(of[c], float) and pd.isna(of[c]))
-            return ADDED_PARAMS.get(c.removeprefix(PARAM), of[c]) if missing else of[c]
+    own_commit = baselines.drop_duplicates("baseline").set_index("baseline")
 
-        diffs = [f"{c.removeprefix(PARAM)}={row[c]}" for c in params
-                 if str(value(c, row)) != str(value(c, base)) and c != PARAM + "train.steps"]
+    def reference(c, row):  # the first baseline's value; a key it lacks: ADDED_PARAMS, else the row's own commit's
+        first = baselines.iloc[0] if len(baselines) else row
+        if _missing(first[c]) and c.removeprefix(PARAM) not in ADDED_PARAMS and row["baseline"] in own_commit.index:
+            return _param_value(c, own_commit.loc[row["baseline"], c])
+        return _param_value(c, first[c])
+
+    def label(row) -> str:
+        diffs = [f"{c.removeprefix(PARAM)}={_param_value(c, row[c])}" for c in params
+                 if _param_value(c, row[c]) != reference(c, row) and c != PARAM + "train.steps"]
         return ", ".join(diffs) or "baseline params"
 
     return frame.apply(label, axis=1)

@@ -97,7 +97,22 @@ def test_a_param_added_after_the_baseline_commit_is_a_variant_only_when_it_chang
     labels = dict(zip(frame["Experiment"], T.variant_labels(frame)))
     assert labels["old-behaviour"] == "baseline params"
     assert labels["new-option"] == "model.reflectance=image_ratio"
-    assert labels["older-run"] == "loss.w_rsmooth=12.0"
+    assert labels["older-run"] == "loss.w_rsmooth=12"  # numbers as numbers: 12.0 (CSV) and 12 (JSON) are one value
+
+
+def test_a_key_the_reference_lacks_compares_with_the_commit_the_row_ran_on():
+    frame = pd.DataFrame([
+        {"Experiment": "<baseline>", "rev": "c0", "baseline": "c0", "param:loss.w_rsmooth": 4.0},
+        {"Experiment": "<baseline>", "rev": "c1", "baseline": "c1", "param:loss.w_rsmooth": 4,
+         "param:frames.usable_low": 0.02, "param:evaluate.iiw_dir": ""},
+        {"Experiment": "new-key-at-default", "rev": "e1", "baseline": "c1", "param:loss.w_rsmooth": 4,
+         "param:frames.usable_low": 0.02, "param:evaluate.iiw_dir": None},
+        {"Experiment": "new-key-set", "rev": "e2", "baseline": "c1", "param:loss.w_rsmooth": 4,
+         "param:frames.usable_low": 0.05, "param:evaluate.iiw_dir": ""},
+    ])
+    labels = dict(zip(frame["Experiment"], T.variant_labels(frame)))
+    assert labels["new-key-at-default"] == "baseline params"  # "" (JSON) and None / NaN (CSV) are one value
+    assert labels["new-key-set"] == "frames.usable_low=0.05"
 
 
 def test_merge_keeps_saved_rows_of_commits_the_repository_lacks_and_labels_against_one_reference(tmp_path):
