@@ -210,9 +210,10 @@ class ModelParams(_Section):
     color_head: bool = True
     # decoder upsampling: "transposed" (ConvTranspose 4x4 stride 2, the authors') or "bilinear" (2x bilinear
     # then Conv 3x3: no checkerboard artefacts, ~1.7x the step time). Cross-object MIT folds with the MIT recipe
-    # (input_skip, raw layers), si-MSE / LMSE / DSSIM avg, mean of 2 folds (docs/results.md), bilinear vs transposed:
-    # 400 steps 0.0302 / 0.0392 / 0.1947 vs 0.0293 / 0.0401 / 0.2043; 1200 steps 0.0293 / 0.0392 / 0.1971 vs
-    # 0.0269 / 0.0380 / 0.1979. Bilinear stops improving after 400 steps: transposed stays the default.
+    # (params-mit.yaml, raw layers: evaluate.residual_split null), si-MSE / LMSE / DSSIM avg, mean of 2 folds
+    # (docs/results.md), bilinear vs transposed: 400 steps 0.0302 / 0.0392 / 0.1947 vs 0.0289 / 0.0391 / 0.2026;
+    # 1200 steps 0.0293 / 0.0392 / 0.1971 vs 0.0279 / 0.0379 / 0.1968. Bilinear's DSSIM lead at 400 steps is gone
+    # at 1200 and it is worse on si-MSE at both: transposed stays the default.
     upsample: Literal["transposed", "bilinear"] = "transposed"
     # "decoder": a log-reflectance decoder beside the shading one (the paper, the authors' code);
     # "image_ratio": no reflectance decoder, log R = log I - log S - log c of the input image (training/model.py)
@@ -231,9 +232,9 @@ class LossParams(_Section):
     w_reconstruct: float = 2.0
     w_consistency: float = 2.0
     w_rsmooth: float = 4.0
-    # Cross-object MIT folds at 400 steps (the MIT recipe, docs/results.md): w_ssmooth 0.5 0.0299 / 0.0411 / 0.2028
-    # and 1 0.0293 / 0.0401 / 0.2043 with input_skip; 4 0.0315 / 0.0421 / 0.2142 and 1 0.0323 / 0.0424 / 0.2095
-    # without. The authors' 1 stays.
+    # Cross-object MIT folds at 400 steps (docs/results.md): the MIT recipe with w_ssmooth 0.5 0.0299 / 0.0411 /
+    # 0.2028 vs 1 0.0289 / 0.0391 / 0.2026 (raw layers); without input_skip, long side 256, 4 0.0315 / 0.0421 /
+    # 0.2142 vs 1 0.0323 / 0.0424 / 0.2095. The authors' 1 stays.
     w_ssmooth: float = 1.0
     w_shading_l1: float = 0.1
     lum_exponent: float = 0.125
