@@ -43,7 +43,7 @@ from pipeline import images
 from pipeline.atomic import atomic_write_bytes, atomic_write_json
 from pipeline.color import linear_to_srgb
 from training.loss import log_linear_image
-from training.model import LOG_EPS
+from training.model import LOG_EPS, CheckpointError, load_checkpoint
 
 
 @dataclass
@@ -85,7 +85,7 @@ def decompose(model: torch.nn.Module, srgb: np.ndarray, long_side: Optional[int]
         log_r, log_s, log_c = (log_r + log_r_f.flip(-1)) / 2, (log_s + log_s_f.flip(-1)) / 2, (log_c + log_c_f) / 2
     log_r, log_s, log_c = _resize(log_r.float(), (h, w)), _resize(log_s.float(), (h, w)), log_c.float()
     if residual_split is not None:
-        residual = log_linear_image(full.clamp(0, 1), LOG_EPS) - log_r - log_s - log_c[:, :, None, None]
+        residual = log_linear_image(full, LOG_EPS) - log_r - log_s - log_c[:, :, None, None]  # clamps to [0, 1]
         log_r = log_r + residual_split * residual
         log_s = log_s + (1.0 - residual_split) * residual.mean(dim=1, keepdim=True)
     model.train(was_training)
@@ -190,9 +190,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="share a in [0, 1] of the log reconstruction residual given to reflectance, or 'none' "
                              "(default: evaluate.residual_split's default)")
     args = parser.parse_args(argv)
-
-    from training.model import CheckpointError, load_checkpoint
-
     try:
         model, _ = load_checkpoint(args.checkpoint)
         srgb = linear_to_srgb(read_linear_png(args.image)) if args.input_linear else read_srgb(args.image)

@@ -136,20 +136,20 @@ def variant_labels(frame: pd.DataFrame) -> pd.Series:
     compares with ADDED_PARAMS (the value that reproduces the older code) or else with the value of the commit the
     row ran on, so only an explicit `-S` of a new key makes a variant."""
     params = [c for c in frame.columns if c.startswith(PARAM) and c.removeprefix(PARAM) not in IGNORED_PARAMS
-              and not c.removeprefix(PARAM).startswith("sources")]
+              and not c.removeprefix(PARAM).startswith("sources") and c != PARAM + "train.steps"]  # steps: own column
     baselines = frame[frame["Experiment"] == "<baseline>"]
-
     own_commit = baselines.drop_duplicates("baseline").set_index("baseline")
+    first = baselines.iloc[0] if len(baselines) else None
 
     def reference(c, row):  # the first baseline's value; a key it lacks: ADDED_PARAMS, else the row's own commit's
-        first = baselines.iloc[0] if len(baselines) else row
-        if _missing(first[c]) and c.removeprefix(PARAM) not in ADDED_PARAMS and row["baseline"] in own_commit.index:
+        base = row if first is None else first
+        if _missing(base[c]) and c.removeprefix(PARAM) not in ADDED_PARAMS and row["baseline"] in own_commit.index:
             return _param_value(c, own_commit.loc[row["baseline"], c])
-        return _param_value(c, first[c])
+        return _param_value(c, base[c])
 
     def label(row) -> str:
-        diffs = [f"{c.removeprefix(PARAM)}={_param_value(c, row[c])}" for c in params
-                 if _param_value(c, row[c]) != reference(c, row) and c != PARAM + "train.steps"]
+        values = {c: _param_value(c, row[c]) for c in params}
+        diffs = [f"{c.removeprefix(PARAM)}={v}" for c, v in values.items() if v != reference(c, row)]
         return ", ".join(diffs) or "baseline params"
 
     return frame.apply(label, axis=1)
