@@ -212,11 +212,14 @@ def frame_features(frame: np.ndarray) -> tuple[np.ndarray, float]:
     factor = max(1, round(max(h, w) / MOTION_SIDE))  # integer factor: cv2's fast area path
     small = cv2.resize(frame, (max(8, w // factor), max(8, h // factor)), interpolation=cv2.INTER_AREA) if factor > 1 else frame
     lum = cv2.transform(cv2.LUT(small, _LINEAR_LUT.reshape(1, 256)), _REC709)  # (h', w') linear luminance
-    mean_log_lum = float(cv2.log(lum + LOG_EPS).mean())
-    log_lum = cv2.log(lum + MOTION_EPS)
+    # numpy, not cv2.log / cv2.magnitude: OpenCV splits an image into stripes by its thread count and rounds
+    # the SIMD body and the scalar tail of each stripe differently, so the maps (and the camera shift in
+    # meta.json) changed in the last bit with the CPUs a Ray task got (tests/pipeline/test_frames.py).
+    mean_log_lum = float(np.log(lum + np.float32(LOG_EPS), dtype=np.float32).mean())
+    log_lum = np.log(lum + np.float32(MOTION_EPS), dtype=np.float32)
     gx = cv2.Sobel(log_lum, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(log_lum, cv2.CV_32F, 0, 1, ksize=3)
-    return cv2.magnitude(gx, gy), mean_log_lum
+    return np.sqrt(gx * gx + gy * gy), mean_log_lum
 
 
 def mean_log_luminance(frames: np.ndarray) -> np.ndarray:

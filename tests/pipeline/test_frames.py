@@ -15,7 +15,9 @@ import pytest
 from pipeline.atomic import atomic_write_json, status_record
 from pipeline.cli import write_status
 from pipeline.download import download_source
-from pipeline.frames import estimate_camera_shift, extract_frames, output_size, plan_candidates, select_frames
+from pipeline.frames import (MOTION_EPS, estimate_camera_shift, extract_frames, frame_features, output_size,
+                             plan_candidates, select_frames)
+from pipeline.color import srgb_to_linear
 from pipeline.params import validate_params
 from pipeline.synthetic import render_scene, write_scene
 
@@ -107,6 +109,36 @@ def test_camera_shift_ignores_illumination_and_moving_people():
     extent = 22 / np.hypot(120, 160)
     assert 0.45 * extent <= shift <= 1.05 * extent
     assert np.ptp(shifts[:, 0]) == pytest.approx(extent, rel=0.1) and np.ptp(shifts[:, 1]) < 0.005
+
+
+
+def test_frame_features_do_not_depend_on_the_opencv_thread_count():
+    """A Ray task gets OMP_NUM_THREADS = its CPUs and OpenCV uses that many threads: the motion map and the
+    mean log-luminance (hence camera_shift in meta.json) must be the same bytes for any count. They also match
+    a float64 numpy reference of the documented formula (area-downsampled sRGB -> linear Rec.709 luminance)."""
+    rng = np.random.default_rng(0)
+    frames = [cv2.GaussianBlur(rng.uniform(0, 255, shape).astype(np.uint8), (0, 0), sigma)
+              for shape in [(64, 96, 3), (120, 160, 3), (480, 640, 3)] for sigma in (0.5, 1.5)]
+    threads = cv2.getNumThreads()
+    try:
+        results = {}
+        for count in (1, 2, 8):
+            cv2.setNumThreads(count)
+            results[count] = [frame_features(frame) for frame in frames]
+    finally:
+        cv2.setNumThreads(threads)
+    for count in (2, 8):
+        for (motion, lum), (motion_1, lum_1) in zip(results[count], results[1]):
+            assert np.array_equal(motion, motion_1) and lum == lum_1, f"{count} OpenCV threads changed the features"
+    frame, (motion, _) = frames[-1], results[1][-1]
+    factor = 640 // motion.shape[1]
+    small = frame.reshape(motion.shape[0], factor, motion.shape[1], factor, 3).astype(np.float64).mean(axis=(1, 3))
+    linear = srgb_to_linear(np.round(small) / 255.0) @ np.array([0.2126, 0.7152, 0.0722])
+    log_lum = np.log(linear + MOTION_EPS)
+    padded = np.pad(log_lum, 1, mode="reflect")  # cv2.BORDER_DEFAULT
+    gx = (padded[:-2, 2:] - padded[:-2, :-2]) + 2 * (padded[1:-1, 2:] - padded[1:-1, :-2]) + (padded[2:, 2:] - padded[2:, :-2])
+    gy = (padded[2:, :-2] - padded[:-2, :-2]) + 2 * (padded[2:, 1:-1] - padded[:-2, 1:-1]) + (padded[2:, 2:] - padded[:-2, 2:])
+    np.testing.assert_allclose(motion, np.hypot(gx, gy), rtol=1e-3, atol=1e-3)
 
 
 # ------------------------------------------------------------------------------------------ stage
