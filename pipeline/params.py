@@ -287,6 +287,10 @@ class TrainParams(_Section):
     # true: one random RGB channel permutation per training sequence (training/data.py), so the model cannot tie
     # its decomposition to the few colours of its training objects
     permute_channels: bool = False
+    # > 0: one random RGB gain per training sequence, exp(N(0, color_gain^2)) per channel scaled to a largest
+    # channel of 1, on the frames in linear light (training/data.py): other albedo colours and brightnesses under
+    # the same light, against rules learnt from the few training objects' colours
+    color_gain: Annotated[float, Field(ge=0)] = 0.0
 
     @model_validator(mode="after")
     def _checkpoint_within_run(self) -> "TrainParams":

@@ -38,6 +38,11 @@ sequence, drawn after the geometry, is applied to the frames and the ground-trut
 becomes a red or blue one of the same shape and light, so the decomposer cannot learn colour-specific rules from
 a handful of training objects. The shading weights are kept: their intensity (mean of RGB) is unchanged and
 their chromaticity term is a distance between rg chromaticities, which a permutation changes only slightly.
+With `color_gain` > 0 (params `train.color_gain`), one RGB gain per sequence, drawn after the permutation,
+exp(N(0, color_gain^2)) per channel divided by its largest channel (so it only darkens and nothing new
+saturates), multiplies every frame in linear light (sRGB decoded, scaled, re-encoded) and the ground-truth
+reflectance: the same object under the same light, with another albedo colour and brightness. Every frame gets
+the same gain, so the time-lapse's shading (and its precomputed weights, up to the chromaticity term) holds.
 
 Distribution: the manifest's shards are ordered by a (seed, epoch) permutation shared by all processes;
 slot = rank * num_workers + worker of S = world_size * num_workers. With at least S shards, slot s reads shards
@@ -70,6 +75,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from pipeline.shard_format import (
     DecodedSequence, SampleFormatError, decode_sample, frame_count, sample_from_row, sha256_file,
 )
+from pipeline.color import linear_to_srgb, srgb_to_linear
 from pipeline.shading_weights import NEIGHBOUR_OFFSETS
 
 PAPER_BUCKETS = ((256, 384), (384, 256), (256, 256))  # (H, W)
@@ -90,6 +96,7 @@ class LoaderConfig:
     max_rotation_deg: float = 5.0
     min_crop: float = 0.8  # crop side as a fraction of the largest crop that fits
     permute_channels: bool = False  # one random RGB permutation per sequence (frames, GT reflectance)
+    color_gain: float = 0.0  # std of the per-sequence log RGB gain (frames, GT reflectance); 0 = off
     seed: int = 0
     shuffle: bool = True  # shard order per epoch + a sample buffer per slot
     shuffle_buffer: int = 8
@@ -102,6 +109,8 @@ class LoaderConfig:
             raise ValueError("frames must be >= 1 or None")
         if not 0 < self.min_crop <= 1:
             raise ValueError("min_crop must be in (0, 1]")
+        if not self.color_gain >= 0:
+            raise ValueError("color_gain must be >= 0")
 
 
 # --------------------------------------------------------------------------------------------- geometry
@@ -257,6 +266,12 @@ def choose_frames(rng: np.random.Generator, n: int, m: int | None) -> np.ndarray
     return np.sort(rng.choice(n, size=m, replace=False))
 
 
+def sample_color_gain(rng: np.random.Generator, sigma: float) -> np.ndarray:
+    """(3,) float32 linear RGB gain exp(N(0, sigma^2)) per channel, divided by its largest channel (max 1)."""
+    gain = np.exp(rng.normal(0.0, sigma, 3))
+    return (gain / gain.max()).astype(np.float32)
+
+
 def make_item(sample: Mapping, config: LoaderConfig, epoch: int = 0) -> dict:
     """One sample dict (shard_format layout) -> the loader item (module docstring)."""
     key = sample["__key__"]
@@ -276,6 +291,9 @@ def make_item(sample: Mapping, config: LoaderConfig, epoch: int = 0) -> dict:
     channels = rng.permutation(3) if (config.augment and config.permute_channels) else None
     if channels is not None:  # (fancy indexing copies: only when permuting)
         frames = frames[..., channels]
+    gain = sample_color_gain(rng, config.color_gain) if (config.augment and config.color_gain > 0) else None
+    if gain is not None:
+        frames = linear_to_srgb(srgb_to_linear(frames) * gain).astype(np.float32)
     item = {
         "key": key,
         "indices": torch.from_numpy(indices.astype(np.int64)),
@@ -287,6 +305,7 @@ def make_item(sample: Mapping, config: LoaderConfig, epoch: int = 0) -> dict:
     if gt is not None and "reflectance" in gt and "shading" in gt:
         refl = transform_images(gt["reflectance"].astype(np.float32), aug)
         refl = refl if channels is None else refl[..., channels]
+        refl = refl if gain is None else refl * gain
         shad = transform_images(gt["shading"].astype(np.float32), aug)
         item["gt_reflectance"] = torch.from_numpy(np.ascontiguousarray(refl.transpose(0, 3, 1, 2)))
         item["gt_shading"] = torch.from_numpy(np.ascontiguousarray(shad[:, None]))

@@ -128,7 +128,7 @@ def make_step_loader(shards: str | Path, params: Params, *, start: int, stop: in
     config = loader_config or LoaderConfig(
         frames=params.train.frames_per_step, seed=params.train.seed,
         size="fit" if params.train.bucket == "fit" else "bucket",
-        permute_channels=params.train.permute_channels,
+        permute_channels=params.train.permute_channels, color_gain=params.train.color_gain,
         size_multiple=ModelConfig.from_params(params.model).multiple)
     sequences = ParquetSequences(shards, "train", config)
     if len(sequences) == 0:

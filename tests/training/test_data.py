@@ -279,3 +279,35 @@ def test_channel_permutation_is_one_draw_per_sequence_applied_to_frames_and_refl
                 torch.testing.assert_close(it["gt_reflectance"], ref["gt_reflectance"][:, perm])
                 torch.testing.assert_close(it["gt_shading"], ref["gt_shading"])
     assert len(seen) > 1
+
+
+def test_color_gain_is_one_linear_rgb_gain_per_sequence_on_frames_and_reflectance(dataset):
+    """color_gain: every frame is the unaugmented item's frame times one per-sequence RGB gain in linear light
+    (largest channel 1), the ground-truth reflectance is times the same gain, everything else is unchanged; the
+    gains differ between sequences."""
+    from pipeline.color import srgb_to_linear
+
+    root, _, _ = dataset
+    base = LoaderConfig(frames=3, shuffle=False)
+    plain = {it["key"]: it for it in ShardedSequences(root / "shards", "train", base)}
+    gains = []
+    for it in ShardedSequences(root / "shards", "train", dataclasses.replace(base, color_gain=0.5)):
+        ref = plain[it["key"]]
+        torch.testing.assert_close(it["mask"], ref["mask"])
+        torch.testing.assert_close(it["indices"], ref["indices"])
+        lin, ref_lin = srgb_to_linear(it["srgb"].double()), srgb_to_linear(ref["srgb"].double())
+        bright = ref_lin > 0.05  # where the ratio is well defined (8-bit sRGB steps)
+        gain = torch.stack([(lin[:, c][bright[:, c]] / ref_lin[:, c][bright[:, c]]).median() for c in range(3)])
+        assert gain.max() == pytest.approx(1.0, abs=1e-4) and gain.min() < 0.999
+        torch.testing.assert_close(lin, ref_lin * gain[None, :, None, None], atol=2e-4, rtol=0)
+        if "gt_reflectance" in it:
+            torch.testing.assert_close(it["gt_reflectance"].double(),
+                                       ref["gt_reflectance"].double() * gain[None, :, None, None], atol=1e-5, rtol=1e-3)
+            torch.testing.assert_close(it["gt_shading"], ref["gt_shading"])
+        gains.append(gain)
+    assert len(gains) > 1 and not torch.allclose(gains[0], gains[1], atol=1e-3)
+
+
+def test_color_gain_must_not_be_negative():
+    with pytest.raises(ValueError, match="color_gain"):
+        LoaderConfig(color_gain=-0.1)
