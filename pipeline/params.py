@@ -224,6 +224,9 @@ class ModelParams(_Section):
     # 0.0323 / 0.0424 / 0.2095, 1200 steps 0.0269 / 0.0380 / 0.1979 vs 0.0287 / 0.0407 / 0.2049. (A checkpoint that
     # lacks the key is the paper's network: training/model.py ModelConfig keeps false as its default.)
     input_skip: bool = True
+    # with input_skip: false gives only the reflectance decoder the full-resolution output layer; the shading
+    # decoder keeps the paper's level 1, so shading cannot copy the photo's fine (albedo) edges
+    input_skip_shading: bool = True
 
 
 class LossParams(_Section):

@@ -18,6 +18,8 @@ Architecture (as the authors' pix2pix-style "multi U-Net", Li & Snavely CVPR 201
   resolution (BatchNorm), then ReLU, concatenation with the network's input ([-1, 1] sRGB, 3 channels) and
   Conv 3x3 -> the log image. The paper's level 1 upsamples straight from half resolution (the encoder's first
   conv has stride 2), so no layer sees a full-resolution pixel; this one lets the output follow the photo's edges.
+  With `input_skip_shading=False` only the reflectance decoder ends so; the shading decoder keeps the paper's
+  level 1 (shading cannot copy the photo's full-resolution edges).
 - colour head: global average pool of the innermost features -> Linear -> ReLU -> Linear -> 3 (absent with
   `color_head=False`: log_c = 0, grey shading only, the paper's ablation).
 - `reflectance="image_ratio"` builds no reflectance decoder: log_r = log I_linear - log_s - log_c, with
@@ -63,6 +65,7 @@ class ModelConfig:
     # what a checkpoint without the key holds; the params default (pipeline/params.py) is True
     input_skip: bool = False
     input_skip_channels: int = 8  # full-resolution features of level 1 with input_skip (16: 3x the step time on CPU)
+    input_skip_shading: bool = True  # with input_skip: False leaves the shading decoder the paper's level 1
 
     PRESETS = {  # type: ignore[misc]  (class constant, not a field: no annotation)
         "small": dict(depth=5, base_channels=16, max_channels=128, color_hidden=64),
@@ -90,7 +93,8 @@ class ModelConfig:
     def from_params(cls, params) -> "ModelConfig":
         """From `pipeline.params.ModelParams` (the `model` section of params.yaml)."""
         return dataclasses.replace(cls.preset(params.preset), color_head=params.color_head, upsample=params.upsample,
-                                   reflectance=params.reflectance, input_skip=params.input_skip)
+                                   reflectance=params.reflectance, input_skip=params.input_skip,
+                                   input_skip_shading=params.input_skip_shading)
 
     @property
     def multiple(self) -> int:
@@ -116,24 +120,24 @@ class _InputSkipOutput(nn.Module):
         return self.conv(torch.cat([F.relu(features), image], dim=1))
 
 
-def _decoder(config: ModelConfig, out_channels: int) -> nn.ModuleList:
+def _decoder(config: ModelConfig, out_channels: int, input_skip: bool) -> nn.ModuleList:
     """Decoder levels ordered innermost first; level k's upsampling maps to c_{k-1} (or, at level 1, out_channels;
     with `input_skip`, `input_skip_channels` features followed by an `_InputSkipOutput` as one more, last, entry)."""
     ch = config.channels()
     levels: list[nn.Module] = []
     for k in range(config.depth - 1, -1, -1):  # 0-based level index
         in_ch = ch[k] if k == config.depth - 1 else 2 * ch[k]
-        out_ch = (config.input_skip_channels if config.input_skip else out_channels) if k == 0 else ch[k - 1]
+        out_ch = (config.input_skip_channels if input_skip else out_channels) if k == 0 else ch[k - 1]
         if config.upsample == "bilinear":  # no transposed-convolution checkerboard
             up: list[nn.Module] = [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                                   nn.Conv2d(in_ch, out_ch, 3, 1, 1, bias=k == 0 and not config.input_skip)]
+                                   nn.Conv2d(in_ch, out_ch, 3, 1, 1, bias=k == 0 and not input_skip)]
         else:
-            up = [nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=k == 0 and not config.input_skip)]
+            up = [nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=k == 0 and not input_skip)]
         layers: list[nn.Module] = [nn.ReLU(inplace=False), *up]
-        if k > 0 or config.input_skip:
+        if k > 0 or input_skip:
             layers.append(nn.BatchNorm2d(out_ch))
         levels.append(nn.Sequential(*layers))
-    if config.input_skip:
+    if input_skip:
         levels.append(_InputSkipOutput(config.input_skip_channels, out_channels))
     return nn.ModuleList(levels)
 
@@ -152,8 +156,8 @@ class IntrinsicUNet(nn.Module):
                 layers.append(nn.BatchNorm2d(ch[k]))
             encoder.append(nn.Sequential(*layers))
         self.encoder = nn.ModuleList(encoder)
-        self.reflectance = _decoder(config, 3) if config.reflectance == "decoder" else None
-        self.shading = _decoder(config, 1)
+        self.reflectance = _decoder(config, 3, config.input_skip) if config.reflectance == "decoder" else None
+        self.shading = _decoder(config, 1, config.input_skip and config.input_skip_shading)
         self.color = nn.Sequential(
             nn.Linear(ch[-1], config.color_hidden), nn.ReLU(inplace=False), nn.Linear(config.color_hidden, 3)
         ) if config.color_head else None

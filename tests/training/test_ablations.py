@@ -18,7 +18,7 @@ from pipeline.shards import split_of
 from training.data import LoaderConfig, fit_bucket
 from training.lattice import bilateral_features
 from training.loss import LocalBilateralSmoothness, LossConfig, build_lattice, intrinsic_loss, same_frame_terms
-from training.model import IntrinsicUNet, ModelConfig
+from training.model import IntrinsicUNet, ModelConfig, _InputSkipOutput
 
 
 def _sequence(seed=0, m=3, h=6, w=7):
@@ -234,6 +234,23 @@ def test_input_skip_output_layer_sees_the_input_at_full_resolution():
     ref = F.conv2d(srgb.double() * 2 - 1, conv.weight.double()[:, config.input_skip_channels:], conv.bias.double(),
                    padding=1)
     assert torch.allclose(r0.double(), ref, atol=1e-5)
+
+
+def test_input_skip_shading_false_leaves_the_shading_decoder_the_papers_level_1():
+    """model.input_skip_shading false: the reflectance decoder ends in the full-resolution output layer, the
+    shading decoder exactly as the paper's (same modules and parameter count as input_skip=False's shading)."""
+    small = ModelConfig.preset("small")
+    config = ModelConfig.from_params(ModelParams(input_skip=True, input_skip_shading=False))
+    assert config.input_skip and not config.input_skip_shading
+    model = IntrinsicUNet(config)
+    paper = IntrinsicUNet(dataclasses.replace(small, input_skip=False))
+    both = IntrinsicUNet(dataclasses.replace(small, input_skip=True))
+    assert isinstance(model.reflectance[-1], _InputSkipOutput) and not isinstance(model.shading[-1], _InputSkipOutput)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(model.shading) == count(paper.shading) and count(model.reflectance) == count(both.reflectance)
+    assert [type(m) for m in model.shading.modules()] == [type(m) for m in paper.shading.modules()]
+    log_r, log_s, log_c = model(torch.rand(1, 3, 64, 96))
+    assert log_r.shape == (1, 3, 64, 96) and log_s.shape == (1, 1, 64, 96) and log_c.shape == (1, 3)
 
 
 def test_input_skip_trains_every_parameter_and_reaches_the_model():
