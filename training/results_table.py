@@ -37,7 +37,8 @@ FOLD_KEY = "shards.val_sequences"
 IGNORED_PARAMS = {FOLD_KEY, "evaluate.mit_dir", "sources"}  # machine paths and the fold are not a variant
 # Params added after a baseline commit, with the value that reproduces that commit's code: a row stating it is
 # not a variant of a baseline that lacks the key.
-ADDED_PARAMS = {"model.reflectance": "decoder", "train.permute_channels": False, "train.color_gain": 0.0, "model.input_skip": False, "model.input_skip_shading": True,
+ADDED_PARAMS = {"model.reflectance": "decoder", "model.input_skip": False, "model.input_skip_shading": True,
+                "train.permute_channels": False, "train.color_gain": 0.0,
                 "evaluate.mit_long_side": None, "evaluate.flip_average": False, "evaluate.residual_split": None}
 PAPER_TABLE3 = {"mse_avg": 0.0141, "lmse_avg": 0.0297, "dssim_avg": 0.1332}  # Li & Snavely 2018, Table 3
 

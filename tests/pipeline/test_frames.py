@@ -15,9 +15,9 @@ import pytest
 from pipeline.atomic import atomic_write_json, status_record
 from pipeline.cli import write_status
 from pipeline.download import download_source
+from pipeline.color import srgb_to_linear
 from pipeline.frames import (MOTION_EPS, estimate_camera_shift, extract_frames, frame_features, output_size,
                              plan_candidates, select_frames)
-from pipeline.color import srgb_to_linear
 from pipeline.params import validate_params
 from pipeline.synthetic import render_scene, write_scene
 
@@ -109,7 +109,6 @@ def test_camera_shift_ignores_illumination_and_moving_people():
     extent = 22 / np.hypot(120, 160)
     assert 0.45 * extent <= shift <= 1.05 * extent
     assert np.ptp(shifts[:, 0]) == pytest.approx(extent, rel=0.1) and np.ptp(shifts[:, 1]) < 0.005
-
 
 
 def test_frame_features_do_not_depend_on_the_opencv_thread_count():
