@@ -204,7 +204,7 @@ class ShardsParams(_Section):
 
 
 class ModelParams(_Section):
-    preset: Literal["small", "paper"] = "small"
+    preset: Literal["small", "medium", "paper"] = "small"
     # true: grey shading times a per-image illumination colour (the paper's model); false: grey shading and
     # no colour head, log c = 0 (the paper's "grey shading" ablation).
     color_head: bool = True
