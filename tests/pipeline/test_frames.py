@@ -14,8 +14,8 @@ import pytest
 
 from pipeline.atomic import atomic_write_json, status_record
 from pipeline.cli import write_status
-from pipeline.download import download_source
 from pipeline.color import srgb_to_linear
+from pipeline.download import download_source
 from pipeline.frames import (MOTION_EPS, estimate_camera_shift, extract_frames, frame_features, output_size,
                              plan_candidates, select_frames)
 from pipeline.params import validate_params
