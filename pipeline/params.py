@@ -190,6 +190,12 @@ class ShadingWeightsParams(_Section):
     # edge_offset + edge_scale (1 - median W) (off = 1).
     derivative_term: bool = True
     edge_term: bool = True
+    # What counts as a reflectance edge in the factor: "affinity" (the paper's median over frames of the per-frame
+    # affinity W, intensity and chroma); "median_derivative" (W from the median over frames of the log-intensity
+    # derivative, Weiss's reflectance derivative, and of the chroma step: a geometric bump whose shading flips with
+    # the light has a small median derivative, so it is not treated as a reflectance edge)
+    edge_source: Literal["affinity", "median_derivative"] = "affinity"
+    sigma_log_derivative: Annotated[float, Field(gt=0)] = 0.25  # median_derivative only: log-intensity scale
 
 
 class ShardsParams(_Section):
@@ -280,6 +286,11 @@ class LossParams(_Section):
     # (time-varying shading moved into R then costs only L_consistency), which the paper's cross-frame pairs
     # would penalise: the no-lattice test states reconstruct_pairs="all".
     reconstruct_pairs: Literal["all", "same_frame"] = "same_frame"
+    # None: L_ssmooth on squared log-shading differences (the paper's Eq. 10); a scale delta (log units): the
+    # Charbonnier 2 delta^2 (sqrt(1 + d^2 / delta^2) - 1), d^2 for small differences (so w_ssmooth keeps its meaning)
+    # and 2 delta |d| beyond delta. Over the frames of a sequence a robust shading prior makes the shared
+    # reflectance derivative a median-like (Weiss 2001) rather than a mean of the image derivatives.
+    ssmooth_robust_scale: Optional[Annotated[float, Field(gt=0)]] = None
 
 
 class TrainParams(_Section):

@@ -98,10 +98,14 @@ def shading_smoothness_weights(
     eps: float = 1e-4,
     derivative_term: bool = True,
     edge_term: bool = True,
+    edge_source: str = "affinity",
+    sigma_log_derivative: float = 0.25,
 ) -> list[np.ndarray]:
     """Pair weights per scale (see module docstring). srgb (m, H, W, 3) in [0, 1] -> list of float32 arrays."""
     srgb = np.asarray(srgb, dtype=np.float64)
     _check(srgb.shape, scales, reduce, intensity, downsample)
+    if edge_source not in ("affinity", "median_derivative"):
+        raise ValueError(f"edge_source must be affinity|median_derivative, got {edge_source!r}")
     lin = srgb_to_linear(np.clip(srgb, 0.0, 1.0))
     out = []
     for level in range(scales):
@@ -125,9 +129,12 @@ def shading_smoothness_weights(
                 v = np.ones_like(dev)
             if edge_term:
                 dchroma = ((chroma[:, py, px] - chroma[:, qy, qx]) ** 2).sum(axis=-1)
-                dint = (inten[:, py, px] - inten[:, qy, qx]) ** 2
-                affinity = np.exp(-dchroma / sigma_chroma**2 - dint / sigma_intensity**2)
-                factor = edge_offset + edge_scale * (1.0 - np.median(affinity, axis=0))
+                if edge_source == "affinity":
+                    dint = (inten[:, py, px] - inten[:, qy, qx]) ** 2
+                    affinity = np.median(np.exp(-dchroma / sigma_chroma**2 - dint / sigma_intensity**2), axis=0)
+                else:  # the persistent (Weiss) edge: median chroma step and median log-derivative
+                    affinity = np.exp(-np.median(dchroma, axis=0) / sigma_chroma**2 - med**2 / sigma_log_derivative**2)
+                factor = edge_offset + edge_scale * (1.0 - affinity)
             else:
                 factor = 1.0
             if reduce == "none":
@@ -157,4 +164,6 @@ def weights_from_params(srgb, params) -> list[np.ndarray]:
         eps=sw.eps,
         derivative_term=sw.derivative_term,
         edge_term=sw.edge_term,
+        edge_source=sw.edge_source,
+        sigma_log_derivative=sw.sigma_log_derivative,
     )

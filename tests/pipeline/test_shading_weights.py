@@ -19,7 +19,8 @@ def _srgb_to_linear_scalar(v: float) -> float:
     return v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4
 
 
-def _reference(srgb, scales, k_abs, k_rel, s_int, s_chr, edge_scale, edge_offset, reduce, intensity, downsample, eps):
+def _reference(srgb, scales, k_abs, k_rel, s_int, s_chr, edge_scale, edge_offset, reduce, intensity, downsample, eps,
+               edge_source="affinity", s_logd=0.25):
     """Per-pixel loops over plain Python floats; an independent reading of the module docstring."""
     m, h, w, _ = srgb.shape
     img = [[[[_srgb_to_linear_scalar(float(srgb[i, y, x, c])) for c in range(3)] for x in range(w)] for y in range(h)] for i in range(m)]
@@ -47,7 +48,7 @@ def _reference(srgb, scales, k_abs, k_rel, s_int, s_chr, edge_scale, edge_offset
                     qy, qx = y + dy, x + dx
                     if not (0 <= qy < h and 0 <= qx < w):
                         continue
-                    ds, affs = [], []
+                    ds, affs, dcs = [], [], []
                     for i in range(m):
                         a = [max(v, eps) for v in img[i][y][x]]
                         b = [max(v, eps) for v in img[i][qy][qx]]
@@ -60,10 +61,15 @@ def _reference(srgb, scales, k_abs, k_rel, s_int, s_chr, edge_scale, edge_offset
                         ca = [a[0] / sum(a), a[1] / sum(a)]
                         cb = [b[0] / sum(b), b[1] / sum(b)]
                         dc = (ca[0] - cb[0]) ** 2 + (ca[1] - cb[1]) ** 2
+                        dcs.append(dc)
                         affs.append(math.exp(-dc / s_chr**2 - (ia - ib) ** 2 / s_int**2))
                     med = statistics.median(ds)
                     vs = [max(math.exp(-k_abs * (d - med) ** 2), math.exp(-k_rel * ((d - med) / (abs(med) + 1e-6)) ** 2)) for d in ds]
-                    factor = edge_offset + edge_scale * (1 - statistics.median(affs))
+                    if edge_source == "affinity":
+                        aff = statistics.median(affs)
+                    else:
+                        aff = math.exp(-statistics.median(dcs) / s_chr**2 - med**2 / s_logd**2)
+                    factor = edge_offset + edge_scale * (1 - aff)
                     if reduce == "none":
                         for i in range(m):
                             res[i, k, y, x] = vs[i] * factor
@@ -78,10 +84,12 @@ CASES = [
     dict(reduce="mean", intensity="mean_rgb", downsample="average", edge_scale=1.0, edge_offset=0.0),
     dict(reduce="median", intensity="rec709", downsample="nearest", edge_scale=12.0, edge_offset=1.0),
     dict(reduce="none", intensity="mean_rgb", downsample="average", edge_scale=2.0, edge_offset=0.5),
+    dict(reduce="none", intensity="rec709", downsample="average", edge_scale=12.0, edge_offset=1.0,
+         edge_source="median_derivative", sigma_log_derivative=0.3),
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c["reduce"] for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[c["reduce"] + "-" + c.get("edge_source", "affinity") for c in CASES])
 @pytest.mark.parametrize("m", [4, 5])  # even and odd: the median of an even count averages the middle two
 def test_matches_per_pixel_loop(case, m):
     rng = np.random.default_rng(m)
@@ -89,7 +97,8 @@ def test_matches_per_pixel_loop(case, m):
     srgb[0, 0, 0] = 0.0  # exercises the clamp before log
     kw = dict(scales=3, k_abs=20.0, k_rel=4.0, sigma_intensity=0.3, sigma_chroma=0.2, eps=1e-4, **case)
     got = shading_smoothness_weights(srgb, **kw)
-    ref = _reference(srgb, 3, 20.0, 4.0, 0.3, 0.2, case["edge_scale"], case["edge_offset"], case["reduce"], case["intensity"], case["downsample"], 1e-4)
+    ref = _reference(srgb, 3, 20.0, 4.0, 0.3, 0.2, case["edge_scale"], case["edge_offset"], case["reduce"], case["intensity"],
+                     case["downsample"], 1e-4, case.get("edge_source", "affinity"), case.get("sigma_log_derivative", 0.25))
     assert len(got) == 3
     for level, (g, r) in enumerate(zip(got, ref)):
         assert g.dtype == np.float32 and g.shape == r.shape
@@ -126,11 +135,33 @@ def test_moving_shadow_lowers_weight_only_in_frames_it_crosses():
     np.testing.assert_allclose(seq, per_frame.mean(0), rtol=1e-6)
 
 
+def test_median_derivative_edge_ignores_a_geometric_edge_that_flips_with_the_light():
+    """A crease lit from either side: its image edge changes sign with the light, so Weiss's median derivative is 0
+    and edge_source="median_derivative" does not call it a reflectance edge; the per-frame affinity does."""
+    m, h, w = 5, 3, 8
+    shading = np.ones((m, h, w))
+    for i, right in enumerate([0.3, 0.3, 1.0, 1.0, 1.0]):
+        shading[i, :, 4:] = right
+    for i in (2, 3):
+        shading[i, :, :4] = 0.3  # lit from the right: the left face is dark
+    albedo = np.ones((h, w, 3)) * 0.6
+    albedo[:, 6:] = [0.6, 0.2, 0.2]  # a true (colour) reflectance edge between columns 5 and 6
+    srgb = (albedo[None] * shading[..., None]) ** (1 / 2.2)
+    kw = dict(scales=1, reduce="mean", edge_offset=1.0, edge_scale=12.0, derivative_term=False)
+    affinity = shading_smoothness_weights(srgb, **kw)[0][0, 1]  # horizontal pairs on row 1
+    weiss = shading_smoothness_weights(srgb, edge_source="median_derivative", **kw)[0][0, 1]
+    assert affinity[3] > 12 and weiss[3] < 1.01  # the crease: boosted vs left alone
+    assert affinity[5] > 12 and weiss[5] > 12  # the colour edge: boosted by both
+    np.testing.assert_allclose([affinity[1], weiss[1]], 1.0, atol=1e-6)  # flat: the offset
+
+
 def test_weights_from_params_uses_the_section():
-    params = ShardsParams(shading_scales=2, shading_weights={"edge_scale": 12.0, "edge_offset": 1.0, "reduce": "median"})
+    section = {"edge_scale": 12.0, "edge_offset": 1.0, "reduce": "median", "edge_source": "median_derivative",
+               "sigma_log_derivative": 0.4}
+    params = ShardsParams(shading_scales=2, shading_weights=section)
     srgb = np.random.default_rng(1).random((5, 8, 8, 3))
     got = weights_from_params(srgb, params)
-    want = shading_smoothness_weights(srgb, scales=2, edge_scale=12.0, edge_offset=1.0, reduce="median")
+    want = shading_smoothness_weights(srgb, scales=2, **section)
     assert len(got) == 2
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 
 import numpy as np
 import pytest
@@ -187,8 +188,13 @@ def test_ssmooth_by_hand():
     assert shading_smoothness_loss(log_s, mask, w).item() == pytest.approx(lvl1, rel=1e-12)
 
 
-def test_ssmooth_matches_loop_with_random_weights_and_per_frame_weights():
+@pytest.mark.parametrize("robust_scale", [None, 0.3])
+def test_ssmooth_matches_loop_with_random_weights_and_per_frame_weights(robust_scale):
     g = torch.Generator().manual_seed(4)
+    if robust_scale is None:
+        rho = lambda d: d**2  # noqa: E731
+    else:  # the Charbonnier, written out
+        rho = lambda d: 2 * robust_scale**2 * (math.sqrt(1 + (d / robust_scale) ** 2) - 1)  # noqa: E731
     m, H, W = 3, 8, 12
     log_s = torch.randn(m, 1, H, W, generator=g, dtype=torch.float64)
     mask = (torch.rand(m, 1, H, W, generator=g) > 0.2).double()
@@ -210,22 +216,23 @@ def test_ssmooth_matches_loop_with_random_weights_and_per_frame_weights():
                         qy, qx = y + dy, x + dx
                         if 0 <= qy < s.shape[1] and 0 <= qx < s.shape[2]:
                             pm = msk[i, y, x] * msk[i, qy, qx]
-                            num += w[i, k, y, x].item() * pm * (s[i, y, x] - s[i, qy, qx]) ** 2
+                            num += w[i, k, y, x].item() * pm * rho(s[i, y, x] - s[i, qy, qx])
                             den += pm
             level += num / max(den, 1.0)
         want += level / 4 / (l + 1)
-    assert shading_smoothness_loss(log_s, mask, per_frame).item() == pytest.approx(want, rel=1e-10)
+    assert shading_smoothness_loss(log_s, mask, per_frame, robust_scale).item() == pytest.approx(want, rel=1e-10)
     # a per-sequence map equals the per-frame one repeated
     seq = [w[0] for w in per_frame]
     rep = [w[0:1].expand(m, -1, -1, -1) for w in per_frame]
-    assert shading_smoothness_loss(log_s, mask, seq).item() == pytest.approx(
-        shading_smoothness_loss(log_s, mask, rep).item(), rel=1e-12
+    assert shading_smoothness_loss(log_s, mask, seq, robust_scale).item() == pytest.approx(
+        shading_smoothness_loss(log_s, mask, rep, robust_scale).item(), rel=1e-12
     )
     with pytest.raises(ValueError):
         shading_smoothness_loss(log_s, mask, [torch.ones(4, H, W + 1)])
 
 
-def test_ssmooth_gradient_matches_finite_differences():
+@pytest.mark.parametrize("robust_scale", [None, 0.3])
+def test_ssmooth_gradient_matches_finite_differences(robust_scale):
     """The hand-written backward of the neighbour energy (per-frame and per-sequence weights) vs gradcheck."""
     g = torch.Generator().manual_seed(6)
     m, H, W = 2, 6, 8
@@ -235,7 +242,17 @@ def test_ssmooth_gradient_matches_finite_differences():
         [torch.rand(m, 4, H >> l, W >> l, generator=g, dtype=torch.float64) for l in range(3)],
         [torch.rand(4, H >> l, W >> l, generator=g, dtype=torch.float64) for l in range(3)],
     ):
-        assert torch.autograd.gradcheck(lambda s: shading_smoothness_loss(s, mask, weights), (log_s,))
+        assert torch.autograd.gradcheck(lambda s: shading_smoothness_loss(s, mask, weights, robust_scale), (log_s,))
+
+
+def test_ssmooth_robust_is_quadratic_for_small_and_linear_for_large_differences():
+    """Two pixels, one pair: d = 0.001 costs d^2 to 0.01%; d = 3 (delta 0.1) costs 2 delta (|d| - delta) to 1%."""
+    weights = [torch.ones(4, 1, 2, dtype=torch.float64)]
+    mask = torch.ones(1, 1, 1, 2, dtype=torch.float64)
+    for d, want in ((0.001, 0.001**2), (3.0, 2 * 0.1 * (3.0 - 0.1))):
+        log_s = torch.tensor([[[[0.0, d]]]], dtype=torch.float64)
+        got = shading_smoothness_loss(log_s, mask, weights, robust_scale=0.1).item() * 4  # 1 of 4 offsets
+        assert got == pytest.approx(want, rel=1e-2 if d > 1 else 1e-4)
 
 
 # ------------------------------------------------------------------------------------------- config
