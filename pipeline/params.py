@@ -291,6 +291,17 @@ class LossParams(_Section):
     # and 2 delta |d| beyond delta. Over the frames of a sequence a robust shading prior makes the shared
     # reflectance derivative a median-like (Weiss 2001) rather than a mean of the image derivatives.
     ssmooth_robust_scale: Optional[Annotated[float, Field(gt=0)]] = None
+    # true: each pair's delta is ssmooth_robust_scale times its shading weight v_pq. Pairs the weights mark as a
+    # reflectance edge (edge factor up to edge_offset + edge_scale) keep the quadratic penalty that makes the image
+    # edge reflectance; pairs inside one reflectance (v ~ edge_offset) may hold a shading crease or shadow edge.
+    ssmooth_robust_by_weight: bool = False
+
+    @model_validator(mode="after")
+    def _robust_by_weight_needs_a_scale(self) -> "LossParams":
+        if self.ssmooth_robust_by_weight and self.ssmooth_robust_scale is None:
+            raise ValueError("loss.ssmooth_robust_by_weight is true but loss.ssmooth_robust_scale is null: "
+                             "give the Charbonnier scale the weights multiply")
+        return self
 
 
 class TrainParams(_Section):

@@ -32,7 +32,8 @@ Terms (i, j frames; p pixels; c colour channels; M masks; log I = log(clamp(srgb
   `rsmooth_masked_pixels`. Skipped (and the lattice not built) when w_rsmooth == 0 and no lattice is given.
 - L_ssmooth (Eq. 10-13): multiscale weighted L2 on log S over 8-neighbour pairs (`ssmooth_robust_scale` delta:
   each squared difference d^2 replaced by the Charbonnier 2 delta^2 (sqrt(1 + d^2/delta^2) - 1), equal to d^2 to
-  second order, so the weights keep their scale, and linear in |d| beyond delta),
+  second order, so the weights keep their scale, and linear in |d| beyond delta; `ssmooth_robust_by_weight`: delta
+  times the pair's weight v_pq, so reflectance edges (large v) stay quadratic),
       sum_{l=1..L} (1/l) * (1/4) sum_{k=1..4} [ sum_{i,p} v^l_{k,p} M_i(p) M_i(q) (s^l_i(p) - s^l_i(q))^2
                                                 / sum_{i,p} M_i(p) M_i(q) ],   q = p + offset_k
   where s^l is log S reduced l-1 times by 2x2 average pooling and M^l is valid only where all its 2x2
@@ -87,6 +88,7 @@ class LossConfig:
     rsmooth_kind: str = "dense"
     reconstruct_pairs: str = "same_frame"  # as pipeline/params.py LossParams (the measured rows are there)
     ssmooth_robust_scale: Optional[float] = None
+    ssmooth_robust_by_weight: bool = False
 
     @classmethod
     def from_params(cls, params) -> "LossConfig":
@@ -230,26 +232,27 @@ def _reduce_mask(mask: torch.Tensor) -> torch.Tensor:
 class _NeighbourEnergy(torch.autograd.Function):
     """sum_k sum_{i,p} coeff_k[i,p] rho(s_i(p) - s_i(p + offset_k)) over NEIGHBOUR_OFFSETS; s (m, h, w).
 
-    rho(d) = d^2, or with `robust_scale` delta the Charbonnier 2 delta^2 (sqrt(1 + d^2 / delta^2) - 1): d^2 for
-    |d| << delta, 2 delta |d| for |d| >> delta. coeff_k (1 or m, h_k, w_k) constants on the pair grid of offset k
+    rho(d) = d^2, or with `robust_scales` (one delta per offset k: a float or a tensor shaped like coeff_k) the
+    Charbonnier 2 delta^2 (sqrt(1 + d^2 / delta^2) - 1): d^2 for |d| << delta, 2 delta |d| for |d| >> delta. coeff_k (1 or m, h_k, w_k) constants on the pair grid of offset k
     (see _pair_slices). The gradient is accumulated in place into one buffer (autograd through the 8 slices
     would allocate one per slice).
     """
 
     @staticmethod
-    def forward(ctx, s, robust_scale, *coeffs):
+    def forward(ctx, s, robust_scales, *coeffs):
         h, w = s.shape[-2:]
         total = s.new_zeros(())
         scaled = []
-        for coeff, (dy, dx) in zip(coeffs, NEIGHBOUR_OFFSETS):
+        for k, (coeff, (dy, dx)) in enumerate(zip(coeffs, NEIGHBOUR_OFFSETS)):
             (py, px), (qy, qx) = _pair_slices(h, w, dy, dx)
             diff = s[:, py, px] - s[:, qy, qx]
-            if robust_scale is None:
+            if robust_scales is None:
                 weighted = coeff * diff  # rho'(d) / 2 times the weight
                 total += (weighted * diff).sum()
             else:
-                root = torch.sqrt(1.0 + (diff / robust_scale) ** 2)
-                total += (coeff * (2.0 * robust_scale**2) * (root - 1.0)).sum()
+                delta = robust_scales[k]  # a float, or a tensor on the pair grid like coeff
+                root = torch.sqrt(1.0 + (diff / delta) ** 2)
+                total += (coeff * (2.0 * delta**2) * (root - 1.0)).sum()
                 weighted = coeff * diff / root
             scaled.append(weighted)
         ctx.save_for_backward(*scaled)
@@ -271,11 +274,17 @@ class _NeighbourEnergy(torch.autograd.Function):
 
 
 def shading_smoothness_loss(
-    log_s, mask, shading_weights: Sequence[torch.Tensor], robust_scale: Optional[float] = None
+    log_s,
+    mask,
+    shading_weights: Sequence[torch.Tensor],
+    robust_scale: Optional[float] = None,
+    robust_by_weight: bool = False,
 ) -> torch.Tensor:
     """L_ssmooth (see module docstring). log_s, mask (m,1,H,W); weights per scale (4,H_l,W_l) or (m,4,H_l,W_l).
 
-    `robust_scale`: None for the paper's squared differences, else the Charbonnier scale delta (log units)."""
+    `robust_scale`: None for the paper's squared differences, else the Charbonnier scale delta (log units);
+    `robust_by_weight`: the pair's delta is robust_scale times its weight v_pq, so pairs the weights mark as
+    reflectance edges (v >> 1) stay quadratic while unit-weight pairs may hold a shading discontinuity."""
     total = log_s.new_zeros(())
     s, msk = log_s, mask
     for level, w in enumerate(shading_weights):
@@ -287,13 +296,15 @@ def shading_smoothness_loss(
             raise ValueError(f"shading_weights[{level}] has shape {tuple(w.shape)}, expected (..., 4, {h}, {wd})")
         w = w.to(device=s.device, dtype=s.dtype)
         w = w.unsqueeze(0) if w.dim() == 3 else w  # (1 or m, 4, h, w)
-        coeffs = []
+        coeffs, deltas = [], None if robust_scale is None else []
         with torch.no_grad():
             for k, (dy, dx) in enumerate(NEIGHBOUR_OFFSETS):
                 (py, px), (qy, qx) = _pair_slices(h, wd, dy, dx)
                 pair_mask = msk[:, 0, py, px] * msk[:, 0, qy, qx]  # (m, hp, wp)
                 coeffs.append(w[:, k, py, px] * (pair_mask / pair_mask.sum().clamp_min(1.0)))
-        total = total + _NeighbourEnergy.apply(s[:, 0], robust_scale, *coeffs) / (4.0 * (level + 1))
+                if deltas is not None:  # a zero weight's pair costs 0 whatever its delta: keep delta > 0
+                    deltas.append(robust_scale * w[:, k, py, px].clamp_min(1e-6) if robust_by_weight else robust_scale)
+        total = total + _NeighbourEnergy.apply(s[:, 0], deltas, *coeffs) / (4.0 * (level + 1))
     return total
 
 
@@ -369,7 +380,9 @@ def intrinsic_loss(
                 terms["rsmooth"] = terms["rsmooth"] * (lattice.num_pixels / mask32[:, 0].numel())
         else:
             terms["rsmooth"] = log_r.new_zeros(())
-        terms["ssmooth"] = shading_smoothness_loss(log_s, mask32, shading_weights, config.ssmooth_robust_scale)
+        terms["ssmooth"] = shading_smoothness_loss(
+            log_s, mask32, shading_weights, config.ssmooth_robust_scale, config.ssmooth_robust_by_weight
+        )
         terms["shading_l1"] = log_s.abs().mean()
         total = (
             config.w_reconstruct * terms["reconstruct"]

@@ -188,13 +188,16 @@ def test_ssmooth_by_hand():
     assert shading_smoothness_loss(log_s, mask, w).item() == pytest.approx(lvl1, rel=1e-12)
 
 
-@pytest.mark.parametrize("robust_scale", [None, 0.3])
-def test_ssmooth_matches_loop_with_random_weights_and_per_frame_weights(robust_scale):
+@pytest.mark.parametrize("robust_scale,by_weight", [(None, False), (0.3, False), (0.3, True)])
+def test_ssmooth_matches_loop_with_random_weights_and_per_frame_weights(robust_scale, by_weight):
     g = torch.Generator().manual_seed(4)
-    if robust_scale is None:
-        rho = lambda d: d**2  # noqa: E731
-    else:  # the Charbonnier, written out
-        rho = lambda d: 2 * robust_scale**2 * (math.sqrt(1 + (d / robust_scale) ** 2) - 1)  # noqa: E731
+
+    def rho(d, v):  # the penalty of one pair of weight v, written out
+        if robust_scale is None:
+            return d**2
+        delta = robust_scale * v if by_weight else robust_scale  # the Charbonnier
+        return 2 * delta**2 * (math.sqrt(1 + (d / delta) ** 2) - 1)
+
     m, H, W = 3, 8, 12
     log_s = torch.randn(m, 1, H, W, generator=g, dtype=torch.float64)
     mask = (torch.rand(m, 1, H, W, generator=g) > 0.2).double()
@@ -216,23 +219,25 @@ def test_ssmooth_matches_loop_with_random_weights_and_per_frame_weights(robust_s
                         qy, qx = y + dy, x + dx
                         if 0 <= qy < s.shape[1] and 0 <= qx < s.shape[2]:
                             pm = msk[i, y, x] * msk[i, qy, qx]
-                            num += w[i, k, y, x].item() * pm * rho(s[i, y, x] - s[i, qy, qx])
+                            v = w[i, k, y, x].item()
+                            num += v * pm * rho(s[i, y, x] - s[i, qy, qx], v)
                             den += pm
             level += num / max(den, 1.0)
         want += level / 4 / (l + 1)
-    assert shading_smoothness_loss(log_s, mask, per_frame, robust_scale).item() == pytest.approx(want, rel=1e-10)
+    got = shading_smoothness_loss(log_s, mask, per_frame, robust_scale, by_weight).item()
+    assert got == pytest.approx(want, rel=1e-10)
     # a per-sequence map equals the per-frame one repeated
     seq = [w[0] for w in per_frame]
     rep = [w[0:1].expand(m, -1, -1, -1) for w in per_frame]
-    assert shading_smoothness_loss(log_s, mask, seq, robust_scale).item() == pytest.approx(
-        shading_smoothness_loss(log_s, mask, rep, robust_scale).item(), rel=1e-12
+    assert shading_smoothness_loss(log_s, mask, seq, robust_scale, by_weight).item() == pytest.approx(
+        shading_smoothness_loss(log_s, mask, rep, robust_scale, by_weight).item(), rel=1e-12
     )
     with pytest.raises(ValueError):
         shading_smoothness_loss(log_s, mask, [torch.ones(4, H, W + 1)])
 
 
-@pytest.mark.parametrize("robust_scale", [None, 0.3])
-def test_ssmooth_gradient_matches_finite_differences(robust_scale):
+@pytest.mark.parametrize("robust_scale,by_weight", [(None, False), (0.3, False), (0.3, True)])
+def test_ssmooth_gradient_matches_finite_differences(robust_scale, by_weight):
     """The hand-written backward of the neighbour energy (per-frame and per-sequence weights) vs gradcheck."""
     g = torch.Generator().manual_seed(6)
     m, H, W = 2, 6, 8
@@ -242,7 +247,9 @@ def test_ssmooth_gradient_matches_finite_differences(robust_scale):
         [torch.rand(m, 4, H >> l, W >> l, generator=g, dtype=torch.float64) for l in range(3)],
         [torch.rand(4, H >> l, W >> l, generator=g, dtype=torch.float64) for l in range(3)],
     ):
-        assert torch.autograd.gradcheck(lambda s: shading_smoothness_loss(s, mask, weights, robust_scale), (log_s,))
+        assert torch.autograd.gradcheck(
+            lambda s: shading_smoothness_loss(s, mask, weights, robust_scale, by_weight), (log_s,)
+        )
 
 
 def test_ssmooth_robust_is_quadratic_for_small_and_linear_for_large_differences():
@@ -253,6 +260,24 @@ def test_ssmooth_robust_is_quadratic_for_small_and_linear_for_large_differences(
         log_s = torch.tensor([[[[0.0, d]]]], dtype=torch.float64)
         got = shading_smoothness_loss(log_s, mask, weights, robust_scale=0.1).item() * 4  # 1 of 4 offsets
         assert got == pytest.approx(want, rel=1e-2 if d > 1 else 1e-4)
+
+
+def test_ssmooth_robust_by_weight_keeps_a_heavy_pair_quadratic():
+    """One pair, d = 1, delta 0.05: weight 1 costs 2 delta (|d| - delta) ~ 0.095; weight 20 (delta 1) costs
+    20 * 2 (sqrt(2) - 1) = 16.6, against 20 d^2 = 20 for L2 and 20 * 0.095 = 1.9 with one delta for all pairs."""
+    mask = torch.ones(1, 1, 1, 2, dtype=torch.float64)
+    log_s = torch.tensor([[[[0.0, 1.0]]]], dtype=torch.float64)
+    unit = 2 * 0.05**2 * (math.sqrt(401) - 1)  # weight 1, delta 0.05, d = 1
+    for v, want_by_weight, want_global in ((1.0, unit, unit), (20.0, 20 * 2 * (math.sqrt(2) - 1), 20 * unit)):
+        weights = [torch.full((4, 1, 2), v, dtype=torch.float64)]
+        got = shading_smoothness_loss(log_s, mask, weights, 0.05, robust_by_weight=True).item() * 4  # 1 of 4 offsets
+        assert got == pytest.approx(want_by_weight, rel=1e-9)
+        assert shading_smoothness_loss(log_s, mask, weights, 0.05).item() * 4 == pytest.approx(want_global, rel=1e-9)
+
+
+def test_robust_by_weight_without_a_scale_is_refused():
+    with pytest.raises(ValueError, match="ssmooth_robust_scale"):
+        LossParams(ssmooth_robust_by_weight=True)
 
 
 # ------------------------------------------------------------------------------------------- config
