@@ -5,8 +5,8 @@ absent, random smooth synthetic frames. Prints (seconds, medians of >= 5 runs):
 1. the full training-step loss: forward + backward of `intrinsic_loss` INCLUDING the permutohedral lattice
    build, m = 8 frames of 256x384 (target <= 0.28 s; the authors' implementation: 1.66 s), with a
    breakdown (lattice build, rsmooth energy fwd+bwd, the step with a prebuilt lattice, APWLS terms, shading
-   smoothness). The machine is shared: under contention single figures can be several times slower, so the
-   headline also prints the fastest run;
+   smoothness, and its Charbonnier variants as ratios to the L2 one). The machine is shared: under contention
+   single figures can be several times slower, so the headline also prints the fastest run;
 2. naive O(m^2 n) vs fast O(m n) APWLS (forward + backward) at m = 8 and m = 32, per pixel, and their ratio
    (the naive one on 64x96 pixels, the fast one on 64x96 and 256x384);
 3. lattice build time against m*n at 4 sizes.
@@ -121,6 +121,10 @@ def main() -> None:
     t_rec = timed(fb(lambda: reconstruction_loss(srgb, mask, log_r, log_s, log_c, cfg) + consistency_loss(mask, log_r)), runs)
     t_ss = timed(fb(lambda: shading_smoothness_loss(log_s, mask, weights)), runs)
     print(f"  APWLS reconstruct+consistency fwd+bwd: {t_rec:.3f} s; shading smoothness fwd+bwd: {t_ss:.3f} s")
+    t_rob = timed(fb(lambda: shading_smoothness_loss(log_s, mask, weights, 0.05)), runs)
+    t_robw = timed(fb(lambda: shading_smoothness_loss(log_s, mask, weights, 0.05, robust_by_weight=True)), runs)
+    print(f"  shading smoothness, Charbonnier (loss.ssmooth_robust_scale 0.05): {t_rob:.3f} s = {t_rob / t_ss:.2f}x L2; "
+          f"delta by weight: {t_robw:.3f} s = {t_robw / t_ss:.2f}x L2")
 
     # ---------------------------------------------------------------- 2. naive vs fast APWLS
     print("\n[2] APWLS forward+backward, naive O(m^2 n) vs fast O(m n)")
