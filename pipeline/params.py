@@ -303,6 +303,7 @@ class LossParams(_Section):
     #   0.2                0.0299 / 0.0377 / 0.1692  (0.0185 / 0.0269 / 0.1401; 0.0414 / 0.0486 / 0.1982)
     #   0.05 by weight     0.0290 / 0.0378 / 0.1681  (0.0175 / 0.0278 / 0.1394; 0.0405 / 0.0478 / 0.1968)
     #   0.2 by weight      0.0297 / 0.0381 / 0.1699  (0.0174 / 0.0278 / 0.1406; 0.0420 / 0.0484 / 0.1991)
+    #   0.05 by weight, w_ssmooth 2  0.0305 / 0.0385 / 0.1702  (0.0184 / 0.0306 / 0.1425; 0.0425 / 0.0463 / 0.1979)
     # Robust shading helps the fold-0 objects (frog1 reflectance LMSE 0.071 -> 0.044 at 0.05: creases leave the
     # reflectance) and hurts fold 1, whose dark green paint on white (dinosaur, phone, teabag2) then moves into the
     # shading; by weight (below) recovers most of fold 1 but not all: None (the paper's L2) stays.
