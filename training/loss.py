@@ -233,8 +233,8 @@ class _NeighbourEnergy(torch.autograd.Function):
     """sum_k sum_{i,p} coeff_k[i,p] rho(s_i(p) - s_i(p + offset_k)) over NEIGHBOUR_OFFSETS; s (m, h, w).
 
     rho(d) = d^2, or with `robust_scales` (one delta per offset k: a float or a tensor shaped like coeff_k) the
-    Charbonnier 2 delta^2 (sqrt(1 + d^2 / delta^2) - 1): d^2 for |d| << delta, 2 delta |d| for |d| >> delta. coeff_k (1 or m, h_k, w_k) constants on the pair grid of offset k
-    (see _pair_slices). The gradient is accumulated in place into one buffer (autograd through the 8 slices
+    Charbonnier 2 delta^2 (sqrt(1 + d^2 / delta^2) - 1): d^2 for |d| << delta, 2 delta |d| for |d| >> delta.
+    coeff_k (1 or m, h_k, w_k) constants on the pair grid of offset k (see _pair_slices). The gradient is accumulated in place into one buffer (autograd through the 8 slices
     would allocate one per slice).
     """
 
@@ -301,9 +301,10 @@ def shading_smoothness_loss(
             for k, (dy, dx) in enumerate(NEIGHBOUR_OFFSETS):
                 (py, px), (qy, qx) = _pair_slices(h, wd, dy, dx)
                 pair_mask = msk[:, 0, py, px] * msk[:, 0, qy, qx]  # (m, hp, wp)
-                coeffs.append(w[:, k, py, px] * (pair_mask / pair_mask.sum().clamp_min(1.0)))
+                pair_weight = w[:, k, py, px]  # (1 or m, hp, wp)
+                coeffs.append(pair_weight * (pair_mask / pair_mask.sum().clamp_min(1.0)))
                 if deltas is not None:  # a zero weight's pair costs 0 whatever its delta: keep delta > 0
-                    deltas.append(robust_scale * w[:, k, py, px].clamp_min(1e-6) if robust_by_weight else robust_scale)
+                    deltas.append(robust_scale * pair_weight.clamp_min(1e-6) if robust_by_weight else robust_scale)
         total = total + _NeighbourEnergy.apply(s[:, 0], deltas, *coeffs) / (4.0 * (level + 1))
     return total
 
