@@ -347,6 +347,11 @@ class TrainParams(_Section):
     # MIT recipe at 1200 steps (docs/results.md), 0.3 scored 0.0318 / 0.0382 / 0.1728 against 0's 0.0291 / 0.0382 /
     # 0.1696 (si-MSE / LMSE / DSSIM avg, mean of 2 folds; fold 1 worse on all three), like permute_channels
     color_gain: Annotated[float, Field(ge=0)] = 0.0
+    # A float: evaluation uses an exponential moving average of the weights (and BatchNorm statistics), updated
+    # after every optimizer step as ema = d * ema + (1 - d) * weights (the first step copies them; torch.optim.
+    # swa_utils.AveragedModel); None: the last step's weights. The checkpoint keeps both (`model` to resume,
+    # `ema` to decompose).
+    ema_decay: Optional[Annotated[float, Field(gt=0, lt=1)]] = None
 
     @model_validator(mode="after")
     def _checkpoint_within_run(self) -> "TrainParams":

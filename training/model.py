@@ -255,6 +255,7 @@ def read_checkpoint(path, map_location="cpu") -> dict:
 
 def load_checkpoint(path, map_location="cpu") -> tuple[IntrinsicUNet, dict]:
     """Checkpoint {"model": state_dict, "model_config": asdict(ModelConfig), ...} -> (model in eval mode, dict).
+    The model gets the checkpoint's `ema` weights (`train.ema_decay`) where it has them, else its `model` weights.
 
     CheckpointError names the file when it is missing, unreadable, lacks keys or does not fit the model."""
     ckpt = read_checkpoint(path, map_location)
@@ -263,7 +264,7 @@ def load_checkpoint(path, map_location="cpu") -> tuple[IntrinsicUNet, dict]:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)} (have: {', '.join(map(str, ckpt))})")
     try:
         model = IntrinsicUNet(ModelConfig(**ckpt["model_config"]))
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(ckpt["ema"] if "ema" in ckpt else ckpt["model"])
     except (TypeError, RuntimeError, ValueError) as err:
         raise CheckpointError(f"{path}: checkpoint does not fit the model: {str(err).splitlines()[0]}") from None
     model.eval()

@@ -27,7 +27,8 @@ Produces, in --out (rank 0, each file written atomically: temp file + os.replace
 - `checkpoint.pt` every `train.checkpoint_every` steps and at the end (read with torch.load(weights_only=True);
   tensors / plain Python only): model (state_dict), model_config (asdict(ModelConfig)), optimizer, scheduler,
   scaler, step (completed steps), rng {torch, cuda, numpy, python}, params (the whole resolved params.yaml),
-  data {sampler, seed, world_size, keys, manifest_sha256, code_sha256}. Strings are interned before saving
+  data {sampler, seed, world_size, keys, manifest_sha256, code_sha256}; with `train.ema_decay` also ema (the
+  moving average's state_dict, the weights `load_checkpoint` decomposes with) and ema_updates (its count). Strings are interned before saving
   (`canonical`), so equal runs give equal bytes whether or not they were resumed.
 - `config.json`: the resolved params, model config, loader config, seed, device, precision, world size, number
   of parameters, train keys, manifest sha256 and versions (nothing that differs between a resumed and a
@@ -63,6 +64,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.atomic import atomic_file, atomic_write_json, atomic_write_text, fault_point
@@ -254,6 +256,15 @@ def build_training(params: Params, setup: Setup):
     return model, raw, optimizer, scheduler, scaler
 
 
+def make_ema(raw: torch.nn.Module, decay: float | None) -> AveragedModel | None:
+    """The exponential moving average of `raw`'s parameters and buffers (None when `decay` is None):
+    `update_parameters(raw)` after each optimizer step sets ema = decay * ema + (1 - decay) * current (the first
+    call copies); its `.module` is an IntrinsicUNet like `raw`."""
+    if decay is None:
+        return None
+    return AveragedModel(raw, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def rng_state() -> dict:
     """Every generator's state as tensors / plain Python (loadable with weights_only=True)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -352,9 +363,9 @@ def check_resumable(saved: dict, params: Params, keys: list[str], world: int, da
     for section in ("model", "loss"):
         if saved["params"][section] != now[section]:
             problems.append(f"{section}: checkpoint {saved['params'][section]} != params {now[section]}")
-    for key in ("seed", "frames_per_step", "lr", "steps", "amp", "sync_batchnorm"):
-        if saved["params"]["train"][key] != now["train"][key]:
-            problems.append(f"train.{key}: checkpoint {saved['params']['train'][key]} != params {now['train'][key]}")
+    for key in ("seed", "frames_per_step", "lr", "steps", "amp", "sync_batchnorm", "ema_decay"):
+        if saved["params"]["train"].get(key) != now["train"][key]:  # .get: keys added since (None = their default)
+            problems.append(f"train.{key}: checkpoint {saved['params']['train'].get(key)} != params {now['train'][key]}")
     if saved["data"]["keys"] != keys:
         problems.append(f"train sequences differ: checkpoint {saved['data']['keys']} != shards {keys}")
     if saved["data"]["world_size"] != world:
@@ -400,6 +411,7 @@ def train(params: Params, *, shards: str | Path, out: str | Path, live: str | Pa
     setup = setup_device(params, device)
     loss_config = LossConfig.from_params(params.loss)
     model, raw_model, optimizer, scheduler, scaler = build_training(params, setup)
+    ema = make_ema(raw_model, tp.ema_decay)
     verify_shards(shards)
     keys = [k for shard in read_manifest(shards)["splits"]["train"]["shards"] for k in shard["keys"]]
     data_hash = manifest_hash(shards)
@@ -420,6 +432,9 @@ def train(params: Params, *, shards: str | Path, out: str | Path, live: str | Pa
         optimizer.load_state_dict(ckpt["optimizer"])
         _load_scheduler_state(scheduler, ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
+        if ema is not None:
+            ema.module.load_state_dict(ckpt["ema"])
+            ema.n_averaged.fill_(int(ckpt["ema_updates"]))
         start = int(ckpt["step"])
     loader, dataset = make_step_loader(shards, params, start=start, stop=stop, rank=setup.rank, world=setup.world,
                                        loader_config=loader_config,
@@ -427,8 +442,10 @@ def train(params: Params, *, shards: str | Path, out: str | Path, live: str | Pa
     n_params = sum(p.numel() for p in raw_model.parameters())
 
     def checkpoint(step: int) -> None:
+        averaged = {} if ema is None else {"ema": ema.module.state_dict(), "ema_updates": int(ema.n_averaged)}
         save_checkpoint(out / CHECKPOINT, {
             "model": raw_model.state_dict(),
+            **averaged,
             "model_config": dataclasses.asdict(raw_model.config),
             "optimizer": optimizer.state_dict(),
             "scheduler": _scheduler_state(scheduler),
@@ -485,6 +502,8 @@ def train(params: Params, *, shards: str | Path, out: str | Path, live: str | Pa
         result = train_step(model, optimizer, scaler, item, loss_config, device=setup.device,
                             amp_dtype=setup.amp_dtype, step=step)
         scheduler.step()
+        if ema is not None:
+            ema.update_parameters(raw_model)
 
         # log: mean over the window of the terms (averaged over processes) and of the times
         now = time.perf_counter()

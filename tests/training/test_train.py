@@ -102,6 +102,41 @@ def test_resume_is_bit_identical(shards, tmp_path):
         T.train(validate_params(raw_params(lr=1e-3)), shards=shards, out=tmp_path / "b", live=None, resume=True)
 
 
+def test_ema_is_the_hand_computed_average_of_the_steps_weights(shards, tmp_path):
+    # the weights after 1, 2 and 3 steps (straight runs stopped there; the schedule of 4 steps kept), averaged by
+    # hand: e1 = w1, e_k = d e_(k-1) + (1 - d) w_k, for every parameter and floating-point buffer
+    decay = 0.75
+    params = validate_params(raw_params(ema_decay=decay))
+    weights = []
+    for k in (1, 2, 3):
+        T.train(params, shards=shards, out=tmp_path / f"s{k}", live=None, stop_at=k)
+        weights.append(torch.load(tmp_path / f"s{k}/checkpoint.pt", weights_only=True)["model"])
+    ckpt = torch.load(tmp_path / "s3/checkpoint.pt", weights_only=True)
+    assert ckpt["ema_updates"] == 3 and ckpt["ema"].keys() == ckpt["model"].keys()
+    n_float = 0
+    for name, value in ckpt["ema"].items():
+        if not value.is_floating_point():
+            continue
+        expect = weights[0][name].double()
+        for w in weights[1:]:
+            expect = decay * expect + (1 - decay) * w[name].double()
+        torch.testing.assert_close(value.double(), expect, rtol=1e-5, atol=1e-7, msg=name)
+        n_float += 1
+    assert n_float > 10
+    assert not torch.equal(ckpt["ema"][name], ckpt["model"][name])  # the average is not the last weights
+    # and the evaluate side decomposes with the average
+    model, _ = load_checkpoint(tmp_path / "s3/checkpoint.pt")
+    assert all(torch.equal(v, ckpt["ema"][k]) for k, v in model.state_dict().items())
+
+    # a resumed run's average is the straight run's, bit for bit
+    T.train(params, shards=shards, out=tmp_path / "s2", live=None, resume=True, stop_at=3)
+    resumed = torch.load(tmp_path / "s2/checkpoint.pt", weights_only=True)
+    assert all(torch.equal(v, resumed["ema"][k]) for k, v in ckpt["ema"].items()) and resumed["ema_updates"] == 3
+    with pytest.raises(ValueError, match="train.ema_decay"):  # another decay does not resume it
+        T.train(validate_params(raw_params(ema_decay=0.5)), shards=shards, out=tmp_path / "s2", live=None,
+                resume=True)
+
+
 def test_step_sampler_is_a_function_of_seed_and_step(shards):
     config = LoaderConfig(frames=3, seed=3)
     one = T.StepSequences(ParquetSequences(shards, "train", config), seed=3)
