@@ -220,7 +220,7 @@ class ModelParams(_Section):
     # "medium" (4.3M parameters) against "small" with the MIT recipe at 1200 steps, cross-object folds, si-MSE /
     # LMSE / DSSIM avg, mean of 2 folds (docs/results.md): 0.0310 / 0.0391 / 0.1731 vs 0.0279 / 0.0373 / 0.1664
     # (fold 1 worse on all three): small stays
-    preset: Literal["small", "medium", "paper"] = "small"
+    preset: Literal["tiny", "small", "medium", "paper"] = "small"
     # true: grey shading times a per-image illumination colour (the paper's model); false: grey shading and
     # no colour head, log c = 0 (the paper's "grey shading" ablation).
     color_head: bool = True

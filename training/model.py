@@ -34,7 +34,8 @@ in steps of 2^-6 = 0.016, coarser than the ~1e-3 neighbour differences of smooth
 act on; the body of the network (everything before the output layers) still runs in the autocast dtype.
 Presets: "paper" = 7 downsamplings, 64 base channels, 512 max (68.4M parameters, like the authors' ~69M; the
 test prints the count); "small" = 5 downsamplings, 16 base channels, 128 max (1.7M, trains on a CPU); "medium" =
-5 downsamplings, 24 base channels, 256 max (4.3M; about 2.2x small's FLOPs, same input multiple of 32).
+5 downsamplings, 24 base channels, 256 max (4.3M; about 2.2x small's FLOPs, same input multiple of 32); "tiny" =
+5 downsamplings, 8 base channels, 64 max (0.4M: does less capacity generalise better from five MIT objects?).
 Weights are initialised N(0, 0.02) (BatchNorm: N(1, 0.02), bias 0) as pix2pix, so a seed fixes the model.
 """
 from __future__ import annotations
@@ -69,6 +70,7 @@ class ModelConfig:
     input_skip_shading: bool = True  # with input_skip: False leaves the shading decoder the paper's level 1
 
     PRESETS = {  # type: ignore[misc]  (class constant, not a field: no annotation)
+        "tiny": dict(depth=5, base_channels=8, max_channels=64, color_hidden=64),
         "small": dict(depth=5, base_channels=16, max_channels=128, color_hidden=64),
         "medium": dict(depth=5, base_channels=24, max_channels=256, color_hidden=64),
         "paper": dict(depth=7, base_channels=64, max_channels=512, color_hidden=128),

@@ -26,12 +26,13 @@ def test_rejects_sides_not_multiple_of_2_pow_depth():
 
 
 def test_parameter_counts():
+    tiny = count_parameters(IntrinsicUNet(ModelConfig.preset("tiny")))
     small = count_parameters(IntrinsicUNet(ModelConfig.preset("small")))
     medium = count_parameters(IntrinsicUNet(ModelConfig.preset("medium")))
     paper = count_parameters(IntrinsicUNet(ModelConfig.preset("paper")))
-    print(f"\nparameters: small {small:,}  medium {medium:,}  paper {paper:,} (authors' network: ~69M)")
+    print(f"\nparameters: tiny {tiny:,}  small {small:,}  medium {medium:,}  paper {paper:,} (authors' network: ~69M)")
     assert 66e6 < paper < 71e6
-    assert small < 3e6
+    assert tiny < small / 3 and small < 3e6
     assert small < medium < 5e6
     assert ModelConfig.preset("medium").multiple == ModelConfig.preset("small").multiple == 32
     assert ModelConfig.preset("paper").multiple == 128
