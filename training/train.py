@@ -17,7 +17,7 @@ rank; epoch e = g // n, position g % n of a (seed, e) permutation of the n train
 augmentation come from the loader's (seed, e, key) generator. Nothing is iterated statefully, so a run resumed
 at step k sees exactly the sequences, frames and augmentations of the straight run (`StepSequences`).
 
-Optimiser: Adam (lr `train.lr`, 5e-4 as the authors), lr halved at 1/3 and 2/3 of `train.steps` (MultiStepLR).
+Optimiser: Adam (lr `train.lr`: 1e-3, the authors used 5e-4; pipeline/params.py cites the rows), lr halved at 1/3 and 2/3 of `train.steps` (MultiStepLR).
 Device: CUDA when present (bf16 autocast, or fp16 autocast + GradScaler where bf16 is unsupported, if
 `train.amp`), else CPU in float32. The loss always runs in float32. Several GPUs: `torchrun` sets WORLD_SIZE > 1;
 each process joins the group, wraps the model in DistributedDataParallel (SyncBatchNorm if

@@ -61,7 +61,7 @@ def test_cli_trains_logs_and_checkpoints(shards, tmp_path):
     metrics = json.loads((live / "metrics.json").read_text())
     assert metrics["step"] == 4 and set(metrics["loss"]) == {"total", *T.TERMS}
     lrs = [float(r.split("\t")[1]) for r in (live / "plots/metrics/lr.tsv").read_text().splitlines()[1:]]
-    assert lrs == pytest.approx([5e-4, 2.5e-4, 2.5e-4, 1.25e-4])  # halved at steps round(4/3), round(8/3)
+    assert lrs == pytest.approx([1e-3, 5e-4, 5e-4, 2.5e-4])  # halved at steps round(4/3), round(8/3)
     assert not (live / "dvc.yaml").exists()  # the stage's dvc.yaml declares the files, DVCLive writes none
 
     # checkpoint: tensors / plain Python only, everything needed to resume, loadable by the evaluate side
@@ -99,7 +99,7 @@ def test_resume_is_bit_identical(shards, tmp_path):
 
     # changing the run-defining settings is refused
     with pytest.raises(ValueError, match="train.lr"):
-        T.train(validate_params(raw_params(lr=1e-3)), shards=shards, out=tmp_path / "b", live=None, resume=True)
+        T.train(validate_params(raw_params(lr=2e-3)), shards=shards, out=tmp_path / "b", live=None, resume=True)
 
 
 def test_ema_is_the_hand_computed_average_of_the_steps_weights(shards, tmp_path):
@@ -236,7 +236,7 @@ def test_resume_if_valid_is_byte_identical_or_starts_fresh(shards, tmp_path, cap
     T.train(params, shards=other, out=tmp_path / "b", live=None, resume_if_valid=True, stop_at=1)
     assert "starting fresh" in (out := capsys.readouterr().out) and "shards manifest" in out
     # other params: fresh start, with the reason
-    T.train(validate_params(raw_params(lr=1e-3)), shards=shards, out=tmp_path / "b", live=None, resume_if_valid=True)
+    T.train(validate_params(raw_params(lr=2e-3)), shards=shards, out=tmp_path / "b", live=None, resume_if_valid=True)
     assert "starting fresh" in (out := capsys.readouterr().out) and "train.lr" in out
 
 
