@@ -219,7 +219,8 @@ class ShardsParams(_Section):
 class ModelParams(_Section):
     # "medium" (4.3M parameters) against "small" with the MIT recipe at 1200 steps, cross-object folds, si-MSE /
     # LMSE / DSSIM avg, mean of 2 folds (docs/results.md): 0.0310 / 0.0391 / 0.1731 vs 0.0279 / 0.0373 / 0.1664
-    # (fold 1 worse on all three): small stays
+    # (fold 1 worse on all three): small stays. "tiny" (0.4M) at lr 1e-3: 0.0316 / 0.0390 / 0.1709 (0.0162 / 0.0284 /
+    # 0.1355; 0.0471 / 0.0496 / 0.2062) vs small's 0.0261 / 0.0358 / 0.1624 (fold 1 worse again)
     preset: Literal["tiny", "small", "medium", "paper"] = "small"
     # true: grey shading times a per-image illumination colour (the paper's model); false: grey shading and
     # no colour head, log c = 0 (the paper's "grey shading" ablation).
