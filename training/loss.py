@@ -234,8 +234,8 @@ class _NeighbourEnergy(torch.autograd.Function):
 
     rho(d) = d^2, or with `robust_scales` (one delta per offset k: a float or a tensor shaped like coeff_k) the
     Charbonnier 2 delta^2 (sqrt(1 + d^2 / delta^2) - 1): d^2 for |d| << delta, 2 delta |d| for |d| >> delta.
-    coeff_k (1 or m, h_k, w_k) constants on the pair grid of offset k (see _pair_slices). The gradient is accumulated in place into one buffer (autograd through the 8 slices
-    would allocate one per slice).
+    coeff_k (1 or m, h_k, w_k) constants on the pair grid of offset k (see _pair_slices). The gradient is
+    accumulated in place into one buffer (autograd through the 8 slices would allocate one per slice).
     """
 
     @staticmethod

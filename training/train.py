@@ -17,7 +17,8 @@ rank; epoch e = g // n, position g % n of a (seed, e) permutation of the n train
 augmentation come from the loader's (seed, e, key) generator. Nothing is iterated statefully, so a run resumed
 at step k sees exactly the sequences, frames and augmentations of the straight run (`StepSequences`).
 
-Optimiser: Adam (lr `train.lr`: 1e-3, the authors used 5e-4; pipeline/params.py cites the rows), lr halved at 1/3 and 2/3 of `train.steps` (MultiStepLR).
+Optimiser: Adam (lr `train.lr`: 1e-3, the authors used 5e-4; pipeline/params.py cites the rows), lr halved at
+1/3 and 2/3 of `train.steps` (MultiStepLR).
 Device: CUDA when present (bf16 autocast, or fp16 autocast + GradScaler where bf16 is unsupported, if
 `train.amp`), else CPU in float32. The loss always runs in float32. Several GPUs: `torchrun` sets WORLD_SIZE > 1;
 each process joins the group, wraps the model in DistributedDataParallel (SyncBatchNorm if
@@ -28,8 +29,9 @@ Produces, in --out (rank 0, each file written atomically: temp file + os.replace
   tensors / plain Python only): model (state_dict), model_config (asdict(ModelConfig)), optimizer, scheduler,
   scaler, step (completed steps), rng {torch, cuda, numpy, python}, params (the whole resolved params.yaml),
   data {sampler, seed, world_size, keys, manifest_sha256, code_sha256}; with `train.ema_decay` also ema (the
-  moving average's state_dict, the weights `load_checkpoint` decomposes with) and ema_updates (its count). Strings are interned before saving
-  (`canonical`), so equal runs give equal bytes whether or not they were resumed.
+  moving average's state_dict, the weights `load_checkpoint` decomposes with) and ema_updates (its count).
+  Strings are interned before saving (`canonical`), so equal runs give equal bytes whether or not they were
+  resumed.
 - `config.json`: the resolved params, model config, loader config, seed, device, precision, world size, number
   of parameters, train keys, manifest sha256 and versions (nothing that differs between a resumed and a
   straight run).
@@ -364,8 +366,9 @@ def check_resumable(saved: dict, params: Params, keys: list[str], world: int, da
         if saved["params"][section] != now[section]:
             problems.append(f"{section}: checkpoint {saved['params'][section]} != params {now[section]}")
     for key in ("seed", "frames_per_step", "lr", "steps", "amp", "sync_batchnorm", "ema_decay"):
-        if saved["params"]["train"].get(key) != now["train"][key]:  # .get: keys added since (None = their default)
-            problems.append(f"train.{key}: checkpoint {saved['params']['train'].get(key)} != params {now['train'][key]}")
+        saved_value = saved["params"]["train"].get(key)  # .get: keys added since (None = their default)
+        if saved_value != now["train"][key]:
+            problems.append(f"train.{key}: checkpoint {saved_value} != params {now['train'][key]}")
     if saved["data"]["keys"] != keys:
         problems.append(f"train sequences differ: checkpoint {saved['data']['keys']} != shards {keys}")
     if saved["data"]["world_size"] != world:
