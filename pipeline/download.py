@@ -286,18 +286,19 @@ def fetch_video(url: str, dest: Path, params: DownloadParams, *, allow_file_urls
     return probe
 
 
-def fetch_synthetic(scene: str, dest: Path, params: Params) -> dict:
-    """Render synthetic://SCENE, encode it, fetch its mp4 through yt-dlp (file://), copy groundtruth.npz."""
+def fetch_synthetic(scene: str, dest: Path, params: Params, variant: int = 0) -> dict:
+    """Render synthetic://SCENE[?variant=N], encode it, fetch its mp4 through yt-dlp (file://), copy groundtruth.npz."""
     from pipeline import synthetic
 
+    shown_url = f"{SYNTHETIC_SCHEME}{scene}" + (f"?variant={variant}" if variant else "")
     with tempfile.TemporaryDirectory(prefix=f"synthetic-{scene}-") as tmp:
-        sequence = synthetic.render_scene_from_params(scene, params.synthetic)
+        sequence = synthetic.render_scene_from_params(scene, params.synthetic, variant=variant)
         synthetic.write_scene(sequence, Path(tmp), fps=params.synthetic.fps, crf=params.synthetic.crf)
         probe = fetch_video((Path(tmp) / "video.mp4").as_uri(), dest, params.download, allow_file_urls=True,
-                            shown_url=f"{SYNTHETIC_SCHEME}{scene}")
+                            shown_url=shown_url)
         shutil.copyfile(Path(tmp) / "groundtruth.npz", dest / "groundtruth.npz")
     info = json.loads((dest / "info.json").read_text())
-    info.update(synthetic={"scene": scene, **params.synthetic.model_dump()})
+    info.update(synthetic={"scene": scene, **({"variant": variant} if variant else {}), **params.synthetic.model_dump()})
     atomic_write_json(dest / "info.json", info)
     return probe
 
@@ -445,7 +446,8 @@ def download_source(params: Params, source: Source, out_dir: Path) -> dict:
                 info = fetch_images(source.url, tmp, params.download)
                 summary = f"{info['n_frames']} images {info['width']}x{info['height']}"
             elif source.is_synthetic:
-                probe = fetch_synthetic(source.url[len(SYNTHETIC_SCHEME):], tmp, params)
+                scene, variant = source.synthetic_scene
+                probe = fetch_synthetic(scene, tmp, params, variant=variant)
                 summary = f"synthetic {probe['n_frames']} frames {probe['width']}x{probe['height']} @ {probe['fps']:g} fps"
             else:
                 probe = fetch_video(source.url, tmp, params.download, allow_file_urls=params.download.allow_local)

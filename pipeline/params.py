@@ -28,11 +28,15 @@ class _Section(BaseModel):
 # --------------------------------------------------------------------------------------------- sources
 SOURCE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"  # used as a folder name and a WebDataset key (no dots)
 SYNTHETIC_SCHEME = "synthetic://"
+# synthetic://SCENE or synthetic://SCENE?variant=N: variant N > 0 draws the scene's random choices (objects,
+# textures, light path) from another stream, so one scene type gives many different sequences
+SYNTHETIC_URL = re.compile(r"^synthetic://([a-z]+)(?:\?variant=(0|[1-9][0-9]{0,5}))?$")
 RELEASE_SEQUENCE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # a BigTime release sequence folder (one path component)
 
 
 class Source(_Section):
-    """One video or image-folder source. `url` is http(s)://, file://, a local path or synthetic://SCENE.
+    """One video or image-folder source. `url` is http(s)://, file://, a local path or synthetic://SCENE
+    (optionally synthetic://SCENE?variant=N, see SYNTHETIC_URL).
 
     `type: bigtime` is one sequence of the published BigTime release (`url`: the release folder or its
     tar/zip; `sequence`: its folder name, default the source name; frames `<sequence>/data/<frame>.png|jpg`
@@ -61,6 +65,13 @@ class Source(_Section):
         return self
 
     @model_validator(mode="after")
+    def _synthetic_url(self) -> "Source":
+        if self.is_synthetic and not SYNTHETIC_URL.match(self.url):
+            raise ValueError(f"url {self.url!r}: a synthetic source is synthetic://SCENE or "
+                             "synthetic://SCENE?variant=N (N a whole number)")
+        return self
+
+    @model_validator(mode="after")
     def _release_fields(self) -> "Source":
         if self.type != "bigtime" and (self.sequence is not None or self.frame_list is not None):
             raise ValueError("sequence and frame_list are for type: bigtime only")
@@ -76,6 +87,12 @@ class Source(_Section):
     @property
     def is_synthetic(self) -> bool:
         return self.url.startswith(SYNTHETIC_SCHEME)
+
+    @property
+    def synthetic_scene(self) -> tuple[str, int]:
+        """synthetic:// sources: (scene name, variant); the variant is 0 when the URL names none."""
+        scene, variant = SYNTHETIC_URL.match(self.url).groups()
+        return scene, int(variant or 0)
 
     @property
     def is_local(self) -> bool:

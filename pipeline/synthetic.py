@@ -34,6 +34,12 @@ Scenes (progress s = t / (T - 1) in [0, 1], so fps and duration do not change wh
   1/3 <= s < 2/3: shading jumps at both switches; the wall beside the lamp clips. No sky.
 - "street": side view of a road, sidewalk and building facades under sky; clouds dim the sun at times; a car
   (white roof that clips in the sun) drives left to right and a person walks right to left (`dynamic`).
+- "objects": a row of 3-5 spheres and boxes on a grey table, each painted at random (plain, stripes, checkers,
+  tiles or sharp-edged paint blotches, random colours, often with value noise), under one white-ish light that
+  circles them (azimuth sweeps 120-200 deg, elevation rises and falls) and dims: attached and cast shadows move
+  over painted albedo. Black sky behind (above the horizon, mostly out of view). Every draw, object count and
+  placement included, comes from the seed and the variant, so `synthetic://objects?variant=N` gives as many
+  different sequences as wanted (training data beside real sequences: the MIT recipe's `--synthetic-objects`).
 
 `camera_pan` (pixels per frame) shifts the principal point: frame t shows the window of a wider canvas that
 starts camera_pan * t pixels to the right (sub-pixel exact), so static content moves LEFT by camera_pan px
@@ -60,7 +66,7 @@ from pipeline.atomic import atomic_write_bytes, atomic_write_json
 from pipeline.color import linear_to_srgb
 from pipeline.params import SyntheticParams, load_params
 
-SCENES = ("sun", "sunset", "indoor", "street")
+SCENES = ("sun", "sunset", "indoor", "street", "objects")
 GROUNDTRUTH_KEYS = ("reflectance", "shading", "light_rgb", "sky", "dynamic", "clipped", "times")
 EPS = 1e-4  # ray distance below which a hit is ignored
 SHADOW_OFFSET = 1e-3  # shadow rays start this far off the surface (world units, ~metres)
@@ -87,6 +93,7 @@ class SyntheticSequence:
     seed: int = 0
     camera_pan: float = 0.0
     description: str = ""
+    variant: int = 0  # synthetic://SCENE?variant=N
 
     @property
     def n_frames(self) -> int:
@@ -556,8 +563,72 @@ def _scene_street(rng: np.random.Generator, width: int, height: int) -> Scene:
                  static=static, lighting=lighting, moving=moving, sky=sky)
 
 
-_BUILDERS = {"sun": _scene_sun, "sunset": _scene_sunset, "indoor": _scene_indoor, "street": _scene_street}
-_SCENE_SEEDS = {"sun": 11, "sunset": 23, "indoor": 37, "street": 41}  # distinct streams per scene for one seed
+def blotches(a, b, scale: float, cover: float, seed: int) -> Material:
+    """Paint `b` over `a` where two-octave value noise exceeds 1 - cover: irregular patches with sharp edges."""
+    a, b = _rgb(a), _rgb(b)
+
+    def material(u, v, n):
+        noise = 0.65 * _value_noise(u, v, scale, seed) + 0.35 * _value_noise(u, v, scale / 3.7, seed + 1)
+        return np.where((noise > 1 - cover)[:, None], b, a)
+    return material
+
+
+def _random_colour(rng: np.random.Generator) -> tuple:
+    """A linear albedo colour: a random hue and saturation at a random level in [0.04, 0.9]."""
+    rgb = rng.uniform(0.15, 1.0, 3) ** rng.uniform(0.5, 3.0)
+    return tuple(rgb / rgb.max() * rng.uniform(0.04, 0.9))
+
+
+def _random_material(rng: np.random.Generator) -> Material:
+    """One painted surface: solid, stripes, checker, tiles or paint blotches in random colours, often noisy."""
+    a, b, c = _random_colour(rng), _random_colour(rng), _random_colour(rng)
+    seed = int(rng.integers(2**31))
+    kind = rng.integers(5)
+    if kind == 0:
+        base = solid(a)
+    elif kind == 1:
+        base = stripes(a, b, rng.uniform(0.06, 0.3), "u" if rng.random() < 0.5 else "v", rng.uniform(0.2, 0.8))
+    elif kind == 2:
+        base = checker(a, b, rng.uniform(0.05, 0.2))
+    elif kind == 3:
+        base = tiles([a, b, c], rng.uniform(0.05, 0.25), seed)
+    else:
+        base = blotches(a, b, rng.uniform(0.08, 0.4), rng.uniform(0.2, 0.5), seed)
+    return noisy(base, rng.uniform(0.0, 0.4), rng.uniform(0.1, 0.5), seed + 2) if rng.random() < 0.6 else base
+
+
+def _scene_objects(rng: np.random.Generator, width: int, height: int) -> Scene:
+    focal = 1.0
+    grey = rng.uniform(0.05, 0.3)
+    ground = Ground(noisy(solid((grey, grey, grey * rng.uniform(0.85, 1.0))), 0.3, 0.4, int(rng.integers(2**31))))
+    static = [ground]
+    count = int(rng.integers(3, 6))
+    for x in np.linspace(-1.0, 1.0, count) + rng.uniform(-0.1, 0.1, count):  # a row, left to right
+        z, size = rng.uniform(2.4, 3.2), 2.1 / count
+        if rng.random() < 0.5:
+            r = size * rng.uniform(0.35, 0.5)
+            static.append(Sphere((x, r, z), r, _random_material(rng)))
+        else:
+            w, d = size * rng.uniform(0.5, 0.9, 2)
+            static.append(Box((x - w / 2, 0, z - d / 2), (x + w / 2, rng.uniform(0.3, 0.9), z + d / 2),
+                              _random_material(rng)))
+    azimuth0, sweep = rng.uniform(-120, -60), rng.uniform(120, 200)
+    elevation0, tint = rng.uniform(20, 45), _normalise_light(rng.uniform(0.85, 1.0, 3))
+
+    def lighting(s: float) -> Lighting:
+        elevation = elevation0 + 35 * np.sin(np.pi * s)
+        return Lighting(sun_dir=_sun_direction(azimuth0 + sweep * s, elevation), sun=1.4 - 0.7 * s, ambient=0.06,
+                        light_rgb=tint)
+
+    return Scene("painted objects (spheres and boxes: stripes, checkers, tiles, paint blotches, plain) on a table "
+                 "in the dark, one light circling them and dimming: moving attached and cast shadows; black sky",
+                 camera_height=1.4, pitch=_pitch_for_horizon(-0.05, focal, width, height), focal=focal,
+                 static=static, lighting=lighting, sky=lambda rays, s, light: np.full((len(rays), 3), 5e-4))
+
+
+_BUILDERS = {"sun": _scene_sun, "sunset": _scene_sunset, "indoor": _scene_indoor, "street": _scene_street,
+             "objects": _scene_objects}
+_SCENE_SEEDS = {"sun": 11, "sunset": 23, "indoor": 37, "street": 41, "objects": 43}  # distinct streams per scene
 
 
 # ============================================================================================ renderer
@@ -654,18 +725,21 @@ def _shade(scene: Scene, prims: list, light: Lighting, rays: np.ndarray, surface
     return reflectance, shading, sky
 
 
-def build_scene(scene: str, *, width: int, height: int, seed: int = 0) -> Scene:
-    """The recipe of a named scene (geometry, materials, lighting schedule) for a seed."""
+def build_scene(scene: str, *, width: int, height: int, seed: int = 0, variant: int = 0) -> Scene:
+    """The recipe of a named scene (geometry, materials, lighting schedule) for a seed and variant (variant 0
+    is the scene as it was before variants existed: its random stream is unchanged)."""
     if scene not in _BUILDERS:
         raise ValueError(f"unknown synthetic scene {scene!r} (have: {', '.join(SCENES)})")
-    rng = np.random.default_rng([_SCENE_SEEDS[scene], int(seed) % 2**32])
+    if variant < 0:
+        raise ValueError(f"synthetic scene variant must be >= 0, got {variant}")
+    rng = np.random.default_rng([_SCENE_SEEDS[scene], int(seed) % 2**32, *([int(variant)] if variant else [])])
     return _BUILDERS[scene](rng, width, height)
 
 
 def render_scene(scene: str, *, width: int, height: int, fps: float, seconds: float, seed: int = 0,
-                 camera_pan: float = 0.0) -> SyntheticSequence:
-    """Render a named scene to frames + ground truth (see the module docstring)."""
-    recipe = build_scene(scene, width=width, height=height, seed=seed)
+                 camera_pan: float = 0.0, variant: int = 0) -> SyntheticSequence:
+    """Render a named scene (and variant, see build_scene) to frames + ground truth (see the module docstring)."""
+    recipe = build_scene(scene, width=width, height=height, seed=seed, variant=variant)
     n_frames = max(1, int(round(fps * seconds)))
     refl = np.zeros((n_frames, height, width, 3), np.float32)
     shading = np.zeros((n_frames, height, width), np.float32)
@@ -693,13 +767,14 @@ def render_scene(scene: str, *, width: int, height: int, fps: float, seconds: fl
     return SyntheticSequence(scene=scene, srgb=srgb, reflectance=refl, shading=shading, light_rgb=light_rgb,
                              sky=sky, dynamic=dynamic, clipped=clipped, times=np.arange(n_frames) / float(fps),
                              fps=float(fps), seed=int(seed), camera_pan=float(camera_pan),
-                             description=recipe.description)
+                             description=recipe.description, variant=int(variant))
 
 
-def render_scene_from_params(scene: str, synthetic_params: SyntheticParams, camera_pan: float = 0.0) -> SyntheticSequence:
+def render_scene_from_params(scene: str, synthetic_params: SyntheticParams, camera_pan: float = 0.0,
+                             variant: int = 0) -> SyntheticSequence:
     p = synthetic_params
     return render_scene(scene, width=p.width, height=p.height, fps=p.fps, seconds=p.seconds, seed=p.seed,
-                        camera_pan=camera_pan)
+                        camera_pan=camera_pan, variant=variant)
 
 
 # ============================================================================================ output
@@ -733,7 +808,7 @@ def scene_summary(seq: SyntheticSequence, crf: Optional[int] = None) -> dict:
     return {
         "scene": seq.scene, "description": seq.description, "width": seq.width, "height": seq.height,
         "fps": seq.fps, "n_frames": seq.n_frames, "seconds": seq.n_frames / seq.fps, "seed": seq.seed,
-        "camera_pan_px_per_frame": seq.camera_pan, "crf": crf,
+        "variant": seq.variant, "camera_pan_px_per_frame": seq.camera_pan, "crf": crf,
         "conventions": {
             "image_formation": "linear = reflectance * shading[..., None] * light_rgb[t]; clipped = any(linear > 1); "
                                "srgb = round(255 * linear_to_srgb(clip(linear, 0, 1)))",

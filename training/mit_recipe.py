@@ -26,6 +26,7 @@ from training.evaluate import MIT_SOURCE_PREFIX
 
 MIT_OBJECTS = ("apple", "box", "cup1", "dinosaur", "frog1", "panther", "paper1", "phone", "squirrel", "teabag2")
 FOLDS = {0: MIT_OBJECTS[0::2], 1: MIT_OBJECTS[1::2]}  # the objects HELD OUT in each fold
+SYNTHETIC_OBJECTS_PREFIX = "synth_objects_"
 LICENCE = "MIT intrinsic images (research use)"
 ATTRIBUTION = "Grosse et al. 2009; Barron's version"
 
@@ -40,11 +41,25 @@ def held_out(fold: str) -> tuple[str, ...]:
         raise ValueError(f"fold must be one of {', '.join(map(str, FOLDS))}, all; got {fold!r}") from None
 
 
-def recipe_params(base: dict, *, fold: str, mit_dir: Path, lights: Path, objects=MIT_OBJECTS) -> dict:
-    """params mapping: `base` (params-mit.yaml) with one source per object and the fold's held-out list."""
+def synthetic_object_sources(count: int) -> list[dict]:
+    """`count` rendered training sequences, synthetic://objects?variant=0..count-1 (pipeline/synthetic.py)."""
+    return [{"name": f"{SYNTHETIC_OBJECTS_PREFIX}{k}", "url": f"synthetic://objects?variant={k}", "type": "video",
+             "scene": "indoor", "licence": "CC0", "attribution": "BigTime synthetic renderer"} for k in range(count)]
+
+
+def recipe_params(base: dict, *, fold: str, mit_dir: Path, lights: Path, objects=MIT_OBJECTS,
+                  synthetic_objects: int = 0) -> dict:
+    """params mapping: `base` (params-mit.yaml) with one source per object, the fold's held-out list and
+    `synthetic_objects` rendered sequences that only ever train (rendered at the frames' long side, 3:2)."""
+    if synthetic_objects < 0:
+        raise ValueError(f"synthetic_objects must be >= 0, got {synthetic_objects}")
     out = dict(base)
     out["sources"] = [{"name": f"{MIT_SOURCE_PREFIX}{obj}", "url": str(lights / obj), "type": "images",
                        "scene": "indoor", "licence": LICENCE, "attribution": ATTRIBUTION} for obj in objects]
+    if synthetic_objects:
+        out["sources"] += synthetic_object_sources(synthetic_objects)
+        long_side = validate_params(out).frames.long_side
+        out["synthetic"] = {**(base.get("synthetic") or {}), "width": long_side, "height": long_side * 2 // 3}
     out["shards"] = {**base.get("shards", {}), "val_fraction": 0.0,
                      "val_sequences": [f"{MIT_SOURCE_PREFIX}{obj}" for obj in held_out(fold)]}
     out["evaluate"] = {**base.get("evaluate", {}), "mit_dir": str(mit_dir.resolve())}
@@ -60,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", type=Path, default=Path("params-mit.yaml"))
     parser.add_argument("--lights", type=Path, default=Path("data/mit-lights"))
     parser.add_argument("--out", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--synthetic-objects", type=int, default=0,
+                        help="add this many rendered painted-object sequences (synthetic://objects?variant=k) to "
+                             "every fold's training set; they are never scored")
     args = parser.parse_args(argv)
     from training.prepare_mit import prepare_object
 
@@ -72,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             prepare_object(args.mit_dir / obj, args.lights / obj)
     try:
         params = recipe_params(yaml.safe_load(args.base.read_text()), fold=args.fold, mit_dir=args.mit_dir,
-                               lights=args.lights)
+                               lights=args.lights, synthetic_objects=args.synthetic_objects)
     except ValueError as err:
         print(f"mit_recipe: {err}", file=sys.stderr)
         return 1
