@@ -4,6 +4,8 @@
         --fold 0 | 1  cross-object folds: train on five objects' light sequences, hold the other five out
                       (`shards.val_sequences`); evaluate reports them as "mit_heldout"
         --fold all    ten on ten (every object trains; "mit" scores the same objects: a train-set score)
+        --synthetic-objects N   add N rendered painted-object sequences (synthetic://objects?variant=0..N-1,
+                      sources `synth_objects_<k>`) to the training set of every fold; never scored
 
 Consumes `--mit-dir` (Barron's layout, 16-bit linear PNGs) and `params-mit.yaml` (the recipe's settings; its
 `sources` are rewritten here). Produces `--lights` (default data/mit-lights: 8-bit sRGB light sequences, one

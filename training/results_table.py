@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.atomic import atomic_write_text
+from training.evaluate import MIT_SOURCE_PREFIX
 
 METRICS = ("mse_avg", "lmse_avg", "dssim_avg")
 BASELINES = ("chromaticity", "constant_shading", "retinex", "weiss")
@@ -133,9 +134,21 @@ def _param_value(column: str, value) -> str:
     return str(int(number)) if number.is_integer() else repr(number)
 
 
+def extra_sources(value) -> str:
+    """The sources beside the MIT objects ("mit_*": the folds' objects, compared by the fold instead) as text,
+    one "url xN" per URL with its `?variant=` dropped: e.g. "synthetic://objects x5"; "" when none."""
+    if _missing(value):
+        return ""
+    sources = ast.literal_eval(value) if isinstance(value, str) else list(value)
+    urls = [str(s.get("url", "")).split("?variant=")[0] for s in sources
+            if not str(s.get("name", "")).startswith(MIT_SOURCE_PREFIX)]
+    return ", ".join(f"{url} x{n}" for url, n in pd.Series(urls, dtype=object).value_counts(sort=False).items())
+
+
 def variant_labels(frame: pd.DataFrame) -> pd.Series:
     """'k=v, ...' of the params in which each row differs from the reference, the first baseline commit's params
-    (fold, paths and the source list excluded); "baseline params" if none. A key added after the reference commit
+    (fold and paths excluded; of the source list only the sources beside the MIT objects, `extra_sources`, as
+    "sources+=..."); "baseline params" if none. A key added after the reference commit
     compares with ADDED_PARAMS (the value that reproduces the older code) or else with the value of the commit the
     row ran on, so only an explicit `-S` of a new key makes a variant."""
     params = [c for c in frame.columns if c.startswith(PARAM) and c.removeprefix(PARAM) not in IGNORED_PARAMS
@@ -150,9 +163,14 @@ def variant_labels(frame: pd.DataFrame) -> pd.Series:
             return _param_value(c, own_commit.loc[row["baseline"], c])
         return _param_value(c, base[c])
 
+    sources = PARAM + "sources"
+
     def label(row) -> str:
         values = {c: _param_value(c, row[c]) for c in params}
         diffs = [f"{c.removeprefix(PARAM)}={v}" for c, v in values.items() if v != reference(c, row)]
+        extra = extra_sources(row.get(sources))
+        if extra != extra_sources(None if first is None else first.get(sources)):
+            diffs.append(f"sources+={extra or 'none'}")  # training sequences beside the MIT objects
         return ", ".join(diffs) or "baseline params"
 
     return frame.apply(label, axis=1)

@@ -23,6 +23,7 @@ from pipeline.cli import write_status
 from pipeline.download import check_policy, download_all, download_source, main, natural_key, summary_line
 from pipeline.frames import extract_frames
 from pipeline.params import DownloadParams, ParamsError, validate_params
+from pipeline.synthetic import render_scene
 from tests.conftest import shared_path
 
 W, H, FPS, N = 160, 120, 10, 20
@@ -210,6 +211,17 @@ def test_synthetic_source_fetched_through_file_url(tmp_path):
     assert info["extractor"] == "generic" and info["synthetic"]["scene"] == "sunset"
     with np.load(tmp_path / "raw" / "groundtruth.npz") as gt:
         assert gt["reflectance"].shape == (8, 32, 48, 3) and gt["shading"].shape == (8, 32, 48)
+
+
+def test_synthetic_variant_source_renders_that_variant(tmp_path):
+    params = validate_params({"sources": [{"name": "v", "url": "synthetic://objects?variant=3"}],
+                              "synthetic": {"width": 48, "height": 32, "fps": 4, "seconds": 1}})
+    assert download_source(params, params.sources[0], tmp_path / "raw")["status"] == "ok"
+    info = json.loads((tmp_path / "raw" / "info.json").read_text())
+    assert info["synthetic"]["scene"] == "objects" and info["synthetic"]["variant"] == 3
+    reference = render_scene("objects", width=48, height=32, fps=4, seconds=1, variant=3)
+    with np.load(tmp_path / "raw" / "groundtruth.npz") as gt:
+        np.testing.assert_array_equal(gt["reflectance"], reference.reflectance)
 
 
 # ------------------------------------------------------------------------------------------ real data

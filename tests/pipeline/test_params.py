@@ -40,6 +40,8 @@ def test_defaults_fill_sections():
         ({"sources": [{"name": "a", "url": "https://x/a", "start": 5, "end": 2}]}, "sources[0]"),
         ({"sources": []}, "sources"),
         ({**MINIMAL, "trian": {}}, "trian"),
+        ({"sources": [{"name": "a", "url": "synthetic://objects?variant=x"}]}, "sources[0]"),
+        ({"sources": [{"name": "a", "url": "synthetic://objects?seed=2"}]}, "sources[0]"),
     ],
 )
 def test_errors_name_the_key(raw, key):
@@ -74,3 +76,10 @@ def test_load_params_names_the_file(tmp_path):
     bad.write_text(yaml.safe_dump({"sources": [{"name": "a"}]}))
     with pytest.raises(ParamsError, match=r"sources\[0\]\.url"):
         load_params(bad)
+
+
+def test_synthetic_urls_name_scene_and_variant():
+    sources = validate_params({"sources": [{"name": "a", "url": "synthetic://objects"},
+                                           {"name": "b", "url": "synthetic://objects?variant=12"}]}).sources
+    assert [s.synthetic_scene for s in sources] == [("objects", 0), ("objects", 12)]
+    assert "synthetic://SCENE?variant=N" in _error({"sources": [{"name": "a", "url": "synthetic://sun?variant=-1"}]})

@@ -165,6 +165,33 @@ def test_street_has_moving_objects_sky_and_clipping(scenes):
     assert seq.sky[:, :5].mean() > 0.9 and seq.clipped.any()
 
 
+def test_objects_scene_paints_albedo_that_the_moving_light_leaves_alone(scenes):
+    seq = scenes["objects"]
+    assert not seq.dynamic.any() and seq.sky.mean() < 0.05
+    # painted objects: the grey table is one chromaticity (its noise scales all channels alike), every object adds
+    # one to three colours; each colour covers a real area, not a stray pixel
+    chroma = seq.reflectance[0] / np.maximum(seq.reflectance[0].sum(-1, keepdims=True), 1e-6)
+    colours, counts = np.unique(np.round(chroma.reshape(-1, 3), 2), axis=0, return_counts=True)
+    assert (counts > 20).sum() >= 5
+    # the light circles: shadows (shading under 30% of the frame's bright level) cover a similar area early and
+    # late but mostly other pixels (attached and cast shadows move); the albedo never changes
+    s = seq.shading.reshape(T, -1).astype(np.float64)
+    early, late = (s[t] < 0.3 * np.percentile(s[t], 90) for t in (2, T - 3))
+    assert min(early.mean(), late.mean()) > 0.05 and (early != late).mean() > 0.05
+    assert (seq.reflectance == seq.reflectance[0]).all()
+
+
+def test_variants_are_other_draws_and_variant_0_is_the_plain_scene():
+    kwargs = dict(width=48, height=32, fps=2, seconds=1.0)
+    plain, zero = render_scene("sun", **kwargs), render_scene("sun", variant=0, **kwargs)
+    np.testing.assert_array_equal(plain.srgb, zero.srgb)
+    one, again = render_scene("objects", variant=1, **kwargs), render_scene("objects", variant=1, **kwargs)
+    np.testing.assert_array_equal(one.srgb, again.srgb)
+    assert np.abs(one.reflectance - render_scene("objects", variant=2, **kwargs).reflectance).mean() > 0.01
+    with pytest.raises(ValueError, match="variant must be >= 0"):
+        render_scene("objects", variant=-1, **kwargs)
+
+
 # --------------------------------------------------------------------------------------------- camera pan
 @pytest.mark.parametrize("pan", [1.5, -2.0])
 def test_camera_pan_shifts_content(scenes, pan):

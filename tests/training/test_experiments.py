@@ -32,6 +32,19 @@ def test_recipe_params_hold_out_the_fold_and_validate(tmp_path):
     assert params["loss"]["rsmooth_kind"] == "dense" and "edge_term" in params["shards"]["shading_weights"]
 
 
+def test_recipe_synthetic_objects_only_ever_train(tmp_path):
+    base = yaml.safe_load((ROOT / "params-mit.yaml").read_text())
+    parsed = validate_params(recipe_params(base, fold="0", mit_dir=tmp_path, lights=Path("data/mit-lights"),
+                                           synthetic_objects=3))
+    synthetic = [s for s in parsed.sources if s.is_synthetic]
+    assert [s.synthetic_scene for s in synthetic] == [("objects", 0), ("objects", 1), ("objects", 2)]
+    assert not {s.name for s in synthetic} & set(parsed.shards.val_sequences)
+    assert parsed.shards.val_fraction == 0.0  # so no rendered sequence is drawn into val
+    assert (parsed.synthetic.width, parsed.synthetic.height) == (parsed.frames.long_side, parsed.frames.long_side * 2 // 3)
+    with pytest.raises(ValueError, match="synthetic_objects"):
+        recipe_params(base, fold="0", mit_dir=tmp_path, lights=Path("data/mit-lights"), synthetic_objects=-1)
+
+
 def _exp(name, fold, variant, mse, lmse, dssim, weiss):
     """One experiment entry of `dvc exp show --json`."""
     metrics = {("mit_heldout" if fold else "mit"): {
@@ -98,6 +111,21 @@ def test_a_param_added_after_the_baseline_commit_is_a_variant_only_when_it_chang
     assert labels["old-behaviour"] == "baseline params"
     assert labels["new-option"] == "model.reflectance=image_ratio"
     assert labels["older-run"] == "loss.w_rsmooth=12"  # numbers as numbers: 12.0 (CSV) and 12 (JSON) are one value
+
+
+def test_training_sources_beside_the_mit_objects_make_a_variant():
+    mit = [{"name": "mit_apple", "url": "/a/apple"}, {"name": "mit_box", "url": "/a/box"}]
+    objects = [{"name": f"synth_objects_{k}", "url": f"synthetic://objects?variant={k}"} for k in range(3)]
+    frame = pd.DataFrame([
+        {"Experiment": "<baseline>", "rev": "c0", "baseline": "c0", "param:sources": repr(mit)},
+        {"Experiment": "other-paths", "rev": "e1", "baseline": "c0", "param:sources": repr(mit[::-1])},
+        {"Experiment": "with-objects", "rev": "e2", "baseline": "c1", "param:sources": mit + objects + [
+            {"name": "synth_sun", "url": "synthetic://sun"}]},
+    ])
+    labels = dict(zip(frame["Experiment"], T.variant_labels(frame)))
+    assert labels["other-paths"] == "baseline params"  # the MIT objects' paths and order are not a variant
+    assert labels["with-objects"] == "sources+=synthetic://objects x3, synthetic://sun x1"
+    assert T.extra_sources(None) == T.extra_sources(repr(mit)) == ""
 
 
 def test_a_key_the_reference_lacks_compares_with_the_commit_the_row_ran_on():
