@@ -425,6 +425,12 @@ class EvaluateParams(_Section):
     # upsampling at 1200 steps None 0.0293 / 0.0392 / 0.1971, 0.5 0.0307 / 0.0387 / 0.1701. 0.5 costs ~5% si-MSE
     # and wins 14% DSSIM (below Retinex's): the default.
     residual_split: Optional[Annotated[float, Field(ge=0.0, le=1.0)]] = 0.5
+    # A float t: after the split, the shading gets no step across neighbours whose chromaticity differs by more
+    # than t (training/decompose.py `chroma_edge_shading`: log shading re-integrated with those differences set to
+    # 0, the step moved into the reflectance, R * S * c unchanged); None: off. Prototype on the cross-object folds
+    # (session 14, MIT recipe + 3 synthetic scenes at 1200 steps, mean of 10 held-out objects): None 0.0319 /
+    # 0.0356 / 0.1702, 0.06 0.0314 / 0.0328 / 0.1546, 0.08 0.0322 / 0.0319 / 0.1558.
+    chroma_edges: Optional[Annotated[float, Field(gt=0.0)]] = None
 
 
 class RayParams(_Section):

@@ -42,7 +42,8 @@ ADDED_PARAMS = {"model.reflectance": "decoder", "model.input_skip": False, "mode
                 "train.permute_channels": False, "train.color_gain": 0.0,
                 "evaluate.mit_long_side": None, "evaluate.flip_average": False, "evaluate.residual_split": None,
                 "shards.shading_weights.edge_source": "affinity", "shards.shading_weights.sigma_log_derivative": 0.25,
-                "loss.ssmooth_robust_scale": None, "loss.ssmooth_robust_by_weight": False, "train.ema_decay": None}
+                "loss.ssmooth_robust_scale": None, "loss.ssmooth_robust_by_weight": False, "train.ema_decay": None,
+                "evaluate.chroma_edges": None}
 PAPER_TABLE3 = {"mse_avg": 0.0141, "lmse_avg": 0.0297, "dssim_avg": 0.1332}  # Li & Snavely 2018, Table 3
 
 

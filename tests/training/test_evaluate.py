@@ -282,3 +282,44 @@ def test_decompose_cli_residual_split(tmp_path, checkpoint):
                               cv2.imread(str(tmp_path / "raw" / "p_reflectance.png"), cv2.IMREAD_UNCHANGED))
     with pytest.raises(SystemExit):
         D.main([str(tmp_path / "p.png"), *base, "--out", str(tmp_path / "bad"), "--residual-split", "2"])
+    assert D.main([str(tmp_path / "p.png"), *base, "--out", str(tmp_path / "edges"), "--chroma-edges", "0.05"]) == 0
+    with pytest.raises(SystemExit):
+        D.main([str(tmp_path / "p.png"), *base, "--out", str(tmp_path / "bad"), "--chroma-edges", "0"])
+
+
+def _painted_image(shadow: bool) -> np.ndarray:
+    """(12, 16, 3) sRGB: a green-painted left half beside white, or (shadow) a grey shadow over the left half of a
+    white surface (same chromaticity, a darker level); the top row is black (too dark: not re-integrated)."""
+    linear = np.full((12, 16, 3), 0.6)
+    linear[:, :8] = (0.15, 0.15, 0.15) if shadow else (0.05, 0.3, 0.08)
+    linear[0] = 0.0
+    return np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
+
+
+def test_chroma_edge_shading_flattens_a_paint_step_and_keeps_a_shadow_step():
+    """Hand-computed: the shading the network gave the paint (log step -0.8 over two columns) has all its
+    differences on pairs touching the green/white edge cut and none elsewhere (all 0), so the integral is flat at
+    the mean; under a grey shadow edge (no chromaticity edge) the same step, plus shading that varies down the
+    image, is integrated back unchanged. Dark pixels keep their log shading."""
+    log_s = np.zeros((12, 16))
+    log_s[:, :7], log_s[:, 7] = -0.8, -0.4  # a blurred step, as a decoder makes it
+    valid = np.ones((12, 16), bool)
+    valid[0] = False
+    flat = D.chroma_edge_shading(_painted_image(shadow=False), log_s, threshold=0.05)
+    np.testing.assert_array_equal(flat[0], log_s[0])
+    np.testing.assert_allclose(flat[1:], log_s[valid].mean(), atol=1e-6)
+    varying = log_s + 0.01 * np.arange(12)[:, None]
+    np.testing.assert_allclose(D.chroma_edge_shading(_painted_image(shadow=True), varying, threshold=0.05), varying,
+                               atol=1e-6)
+
+
+def test_chroma_edges_moves_shading_into_reflectance_and_keeps_the_product(checkpoint):
+    model = E_model(checkpoint)
+    srgb = np.repeat(np.repeat(_painted_image(shadow=False), 2, axis=0), 2, axis=1)
+    plain, refined = D.decompose(model, srgb, residual_split=0.5), D.decompose(model, srgb, residual_split=0.5,
+                                                                                chroma_edges=0.05)
+    np.testing.assert_allclose(refined.reflectance * refined.shading[..., None],
+                               plain.reflectance * plain.shading[..., None], rtol=1e-9)
+    np.testing.assert_allclose(np.log(refined.shading), D.chroma_edge_shading(srgb, np.log(plain.shading), 0.05))
+    with pytest.raises(ValueError, match="chroma_edges"):
+        D.decompose(model, srgb, chroma_edges=0.0)
