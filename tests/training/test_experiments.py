@@ -23,7 +23,7 @@ def test_folds_partition_the_ten_objects():
 
 def test_recipe_params_hold_out_the_fold_and_validate(tmp_path):
     base = yaml.safe_load((ROOT / "params-mit.yaml").read_text())
-    params = recipe_params(base, fold="1", mit_dir=tmp_path, lights=Path("data/mit-lights"))
+    params = recipe_params(base, fold="1", mit_dir=tmp_path, lights=Path("data/mit-lights"), synthetic_objects=0)
     parsed = validate_params(params)
     assert [s.name for s in parsed.sources] == [f"mit_{o}" for o in MIT_OBJECTS]
     assert parsed.shards.val_sequences == [f"mit_{o}" for o in FOLDS[1]]
