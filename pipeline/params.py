@@ -30,7 +30,7 @@ SOURCE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"  # used as a folder name and a WebD
 SYNTHETIC_SCHEME = "synthetic://"
 # synthetic://SCENE or synthetic://SCENE?variant=N: variant N > 0 draws the scene's random choices (objects,
 # textures, light path) from another stream, so one scene type gives many different sequences
-SYNTHETIC_URL = re.compile(r"^synthetic://([a-z]+)(?:\?variant=(0|[1-9][0-9]{0,5}))?$")
+SYNTHETIC_URL = re.compile(r"synthetic://([a-z]+)(?:\?variant=(0|[1-9][0-9]{0,5}))?")  # used with fullmatch
 RELEASE_SEQUENCE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # a BigTime release sequence folder (one path component)
 
 
@@ -66,7 +66,7 @@ class Source(_Section):
 
     @model_validator(mode="after")
     def _synthetic_url(self) -> "Source":
-        if self.is_synthetic and not SYNTHETIC_URL.match(self.url):
+        if self.is_synthetic and not SYNTHETIC_URL.fullmatch(self.url):
             raise ValueError(f"url {self.url!r}: a synthetic source is synthetic://SCENE or "
                              "synthetic://SCENE?variant=N (N a whole number)")
         return self
@@ -91,7 +91,7 @@ class Source(_Section):
     @property
     def synthetic_scene(self) -> tuple[str, int]:
         """synthetic:// sources: (scene name, variant); the variant is 0 when the URL names none."""
-        scene, variant = SYNTHETIC_URL.match(self.url).groups()
+        scene, variant = SYNTHETIC_URL.fullmatch(self.url).groups()
         return scene, int(variant or 0)
 
     @property

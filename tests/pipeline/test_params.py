@@ -42,6 +42,7 @@ def test_defaults_fill_sections():
         ({**MINIMAL, "trian": {}}, "trian"),
         ({"sources": [{"name": "a", "url": "synthetic://objects?variant=x"}]}, "sources[0]"),
         ({"sources": [{"name": "a", "url": "synthetic://objects?seed=2"}]}, "sources[0]"),
+        ({"sources": [{"name": "a", "url": "synthetic://objects\n"}]}, "sources[0]"),
     ],
 )
 def test_errors_name_the_key(raw, key):
