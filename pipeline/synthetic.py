@@ -220,11 +220,15 @@ def where(predicate: Callable[[np.ndarray, np.ndarray], np.ndarray], a: Material
     return lambda u, v, n: np.where(predicate(u, v)[:, None], a(u, v, n), b(u, v, n))
 
 
+def _two_octave_noise(u: np.ndarray, v: np.ndarray, scale: float, seed: int) -> np.ndarray:
+    """Value noise at `scale` and scale / 3.7 (seeds seed, seed + 1), weighted 0.65 / 0.35: values in [0, 1]."""
+    return 0.65 * _value_noise(u, v, scale, seed) + 0.35 * _value_noise(u, v, scale / 3.7, seed + 1)
+
+
 def noisy(base: Material, amount: float, scale: float, seed: int) -> Material:
     """Multiply `base` by 1 + amount * (value noise - 0.5) (two octaves): albedo that is not piecewise flat."""
     def material(u, v, n):
-        noise = 0.65 * _value_noise(u, v, scale, seed) + 0.35 * _value_noise(u, v, scale / 3.7, seed + 1)
-        return base(u, v, n) * (1.0 + amount * (noise - 0.5))[:, None]
+        return base(u, v, n) * (1.0 + amount * (_two_octave_noise(u, v, scale, seed) - 0.5))[:, None]
     return material
 
 
@@ -568,8 +572,7 @@ def blotches(a, b, scale: float, cover: float, seed: int) -> Material:
     a, b = _rgb(a), _rgb(b)
 
     def material(u, v, n):
-        noise = 0.65 * _value_noise(u, v, scale, seed) + 0.35 * _value_noise(u, v, scale / 3.7, seed + 1)
-        return np.where((noise > 1 - cover)[:, None], b, a)
+        return np.where((_two_octave_noise(u, v, scale, seed) > 1 - cover)[:, None], b, a)
     return material
 
 

@@ -59,13 +59,23 @@ def integrate_gradients(gx: np.ndarray, gy: np.ndarray, wx: Optional[np.ndarray]
     return x - x.mean()
 
 
-def _forward_diffs(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def forward_diffs(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) -> horizontal (H, W-1) and vertical (H-1, W) neighbour differences x[q] - x[p]."""
     return x[:, 1:] - x[:, :-1], x[1:, :] - x[:-1, :]
 
 
-def _pair_mask(mask: Optional[np.ndarray], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def pair_mask(mask: Optional[np.ndarray], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Float 0/1 weights of the horizontal / vertical pairs whose two pixels are both in `mask` (None: all)."""
     m = np.ones(shape, bool) if mask is None else np.asarray(mask, bool)
     return (m[:, 1:] & m[:, :-1]).astype(np.float64), (m[1:, :] & m[:-1, :]).astype(np.float64)
+
+
+def chromaticity_steps(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Linear (H, W, 3) -> |chroma(q) - chroma(p)| of the horizontal (H, W-1) and vertical (H-1, W) pairs
+    (chroma = RGB / its sum, the image floored at EPS; Euclidean norm): Retinex's reflectance-edge test."""
+    image = np.maximum(np.asarray(image, np.float64), EPS)
+    chroma = image / image.sum(axis=2, keepdims=True)
+    return np.linalg.norm(chroma[:, 1:] - chroma[:, :-1], axis=2), np.linalg.norm(chroma[1:] - chroma[:-1], axis=2)
 
 
 def constant_shading(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -84,13 +94,11 @@ def retinex(image: np.ndarray, mask: Optional[np.ndarray] = None, threshold_inte
     image = np.maximum(np.asarray(image, np.float64), EPS)
     intensity = image.mean(axis=2)
     log_i = np.log(intensity)
-    chroma = image / image.sum(axis=2, keepdims=True)
-    gx, gy = _forward_diffs(log_i)
-    cx = np.linalg.norm(chroma[:, 1:] - chroma[:, :-1], axis=2)
-    cy = np.linalg.norm(chroma[1:, :] - chroma[:-1, :], axis=2)
+    gx, gy = forward_diffs(log_i)
+    cx, cy = chromaticity_steps(image)
     keep_x = (np.abs(gx) > threshold_intensity) | (cx > threshold_chroma)
     keep_y = (np.abs(gy) > threshold_intensity) | (cy > threshold_chroma)
-    wx, wy = _pair_mask(mask, log_i.shape)
+    wx, wy = pair_mask(mask, log_i.shape)
     log_r_int = integrate_gradients(np.where(keep_x, gx, 0.0), np.where(keep_y, gy, 0.0), wx, wy)
     shading = np.exp(log_i - log_r_int)
     return image / shading[..., None], shading

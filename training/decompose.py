@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from pipeline import images
 from pipeline.atomic import atomic_write_bytes, atomic_write_json
 from pipeline.color import linear_to_srgb, srgb_to_linear
-from training.baselines import integrate_gradients
+from training.baselines import chromaticity_steps, forward_diffs, integrate_gradients, pair_mask
 from training.loss import log_linear_image
 from training.model import LOG_EPS, CheckpointError, load_checkpoint
 
@@ -84,11 +84,9 @@ def chroma_edge_shading(srgb: np.ndarray, log_s: np.ndarray, threshold: float,
     two pairs wide, since the network's shading step is not one pixel sharp), every other pair keeps the model's, and the
     least-squares integral of those differences over the pixels brighter than `dark` (mean sRGB) replaces
     log_s there, shifted to the same mean; darker pixels keep log_s."""
-    lin = np.maximum(srgb_to_linear(np.clip(np.asarray(srgb, np.float64), 0.0, 1.0)), LOG_EPS)
-    chroma = lin / lin.sum(axis=2, keepdims=True)
-    step_x = np.linalg.norm(chroma[:, 1:] - chroma[:, :-1], axis=2) > threshold
-    step_y = np.linalg.norm(chroma[1:] - chroma[:-1], axis=2) > threshold
-    on_edge = np.zeros(chroma.shape[:2], bool)  # pixels of a chromaticity-edge pair, in either direction
+    steps_x, steps_y = chromaticity_steps(srgb_to_linear(np.clip(np.asarray(srgb, np.float64), 0.0, 1.0)))
+    step_x, step_y = steps_x > threshold, steps_y > threshold
+    on_edge = np.zeros(log_s.shape, bool)  # pixels of a chromaticity-edge pair, in either direction
     on_edge[:, 1:] |= step_x
     on_edge[:, :-1] |= step_x
     on_edge[1:] |= step_y
@@ -96,10 +94,9 @@ def chroma_edge_shading(srgb: np.ndarray, log_s: np.ndarray, threshold: float,
     valid = np.asarray(srgb, np.float64).mean(axis=2) > dark
     if not valid.any():
         return log_s
-    gx, gy = log_s[:, 1:] - log_s[:, :-1], log_s[1:] - log_s[:-1]
+    gx, gy = forward_diffs(log_s)
     cut_x, cut_y = on_edge[:, 1:] | on_edge[:, :-1], on_edge[1:] | on_edge[:-1]  # a pair touching an edge
-    wx = (valid[:, 1:] & valid[:, :-1]).astype(np.float64)
-    wy = (valid[1:] & valid[:-1]).astype(np.float64)
+    wx, wy = pair_mask(valid, log_s.shape)
     integral = integrate_gradients(np.where(cut_x, 0.0, gx), np.where(cut_y, 0.0, gy), wx, wy)
     return np.where(valid, integral - integral[valid].mean() + log_s[valid].mean(), log_s)
 
@@ -202,40 +199,26 @@ def write_decomposition(result: Decomposition, out_dir: Path, stem: str, linear:
     return paths
 
 
-def _default_residual_split() -> Optional[float]:
+def _evaluate_default(key: str) -> Optional[float]:
+    """The params schema's default of evaluate.<key> (the CLI defaults to what the evaluate stage uses)."""
     from pipeline.params import EvaluateParams
 
-    return EvaluateParams().residual_split
+    return getattr(EvaluateParams(), key)
 
 
-def _default_chroma_edges() -> Optional[float]:
-    from pipeline.params import EvaluateParams
-
-    return EvaluateParams().chroma_edges
-
-
-def _threshold_arg(text: str) -> Optional[float]:
-    if text.lower() == "none":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0 or 'none', got {text!r}")
-    return value
-
-
-def _split_arg(text: str) -> Optional[float]:
-    if text.lower() == "none":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'none', got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'none', got {text!r}")
-    return value
+def _optional_number(accepts, expected: str):
+    """argparse type: 'none' -> None, else a float that `accepts` (NaN never does), else an error naming `expected`."""
+    def parse(text: str) -> Optional[float]:
+        if text.lower() == "none":
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not accepts(value):
+            raise argparse.ArgumentTypeError(f"expected {expected} or 'none', got {text!r}")
+        return value
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,10 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-side", type=int, default=None, help="network input long side (default: native)")
     parser.add_argument("--input-linear", action="store_true", help="the input is a 16-bit linear PNG")
     parser.add_argument("--flip-average", action="store_true", help="average with the mirror image's decomposition")
-    parser.add_argument("--residual-split", type=_split_arg, default=_default_residual_split(),
+    parser.add_argument("--residual-split", type=_optional_number(lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
+                        default=_evaluate_default("residual_split"),
                         help="share a in [0, 1] of the log reconstruction residual given to reflectance, or 'none' "
                              "(default: evaluate.residual_split's default)")
-    parser.add_argument("--chroma-edges", type=_threshold_arg, default=_default_chroma_edges(),
+    parser.add_argument("--chroma-edges", type=_optional_number(lambda v: v > 0, "a number > 0"),
+                        default=_evaluate_default("chroma_edges"),
                         help="chromaticity step above which shading gets no edge, or 'none' "
                              "(default: evaluate.chroma_edges's default)")
     args = parser.parse_args(argv)
