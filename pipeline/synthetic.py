@@ -40,6 +40,10 @@ Scenes (progress s = t / (T - 1) in [0, 1], so fps and duration do not change wh
   over painted albedo. Black sky behind (above the horizon, mostly out of view). Every draw, object count and
   placement included, comes from the seed and the variant, so `synthetic://objects?variant=N` gives as many
   different sequences as wanted (training data beside real sequences: the MIT recipe's `--synthetic-objects`).
+- "carved": the "objects" scene (its own random stream) whose objects carry surface relief: each object's
+  shading normals are tilted by smooth random bumps (`Relief`; the geometry, its silhouette and cast shadows
+  stay those of the sphere or box), so fine shading detail (creases, dents) moves with the circling light
+  over the painted albedo, as on sculpted real objects.
 
 `camera_pan` (pixels per frame) shifts the principal point: frame t shows the window of a wider canvas that
 starts camera_pan * t pixels to the right (sub-pixel exact), so static content moves LEFT by camera_pan px
@@ -66,7 +70,7 @@ from pipeline.atomic import atomic_write_bytes, atomic_write_json
 from pipeline.color import linear_to_srgb
 from pipeline.params import SyntheticParams, load_params
 
-SCENES = ("sun", "sunset", "indoor", "street", "objects")
+SCENES = ("sun", "sunset", "indoor", "street", "objects", "carved")
 GROUNDTRUTH_KEYS = ("reflectance", "shading", "light_rgb", "sky", "dynamic", "clipped", "times")
 EPS = 1e-4  # ray distance below which a hit is ignored
 SHADOW_OFFSET = 1e-3  # shadow rays start this far off the surface (world units, ~metres)
@@ -328,6 +332,34 @@ class Sphere:
     def uv(self, points: np.ndarray, normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return (np.arctan2(normals[:, 0], normals[:, 2]) * self.radius,
                 np.arcsin(np.clip(normals[:, 1], -1, 1)) * self.radius)
+
+
+class Relief:
+    """A sphere or box whose shading normals carry relief: the prim's normal n tilted by `amount` times a smooth
+    random vector field (two-octave value noise at `scale` in the prim's texture coordinates, one draw per
+    component, centred, projected onto the tangent plane), renormalised. Ray hits, texture coordinates and
+    shadows are the prim's own; only shading sees the relief (bump mapping)."""
+
+    def __init__(self, prim, amount: float, scale: float, seed: int):
+        self.prim, self.amount, self.scale, self.seed = prim, float(amount), float(scale), int(seed)
+        self.material, self.dynamic, self.casts_shadow = prim.material, prim.dynamic, prim.casts_shadow
+
+    def distance(self, o: tuple, d: tuple, inv: tuple) -> np.ndarray:
+        return self.prim.distance(o, d, inv)
+
+    def blocks(self, o: tuple, d: tuple, inv: tuple, limit) -> np.ndarray:
+        return self.prim.blocks(o, d, inv, limit)
+
+    def normal(self, points: np.ndarray) -> np.ndarray:
+        n = self.prim.normal(points)
+        u, v = self.prim.uv(points, n)
+        tilt = np.stack([_two_octave_noise(u, v, self.scale, self.seed + 2 * k) - 0.5 for k in range(3)], axis=1)
+        tilt -= (tilt * n).sum(axis=1, keepdims=True) * n
+        bumped = n + self.amount * tilt
+        return bumped / np.linalg.norm(bumped, axis=1, keepdims=True)
+
+    def uv(self, points: np.ndarray, normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.prim.uv(points, self.prim.normal(points))
 
 
 @dataclass
@@ -600,7 +632,8 @@ def _random_material(rng: np.random.Generator) -> Material:
     return noisy(base, rng.uniform(0.0, 0.4), rng.uniform(0.1, 0.5), seed + 2) if rng.random() < 0.6 else base
 
 
-def _scene_objects(rng: np.random.Generator, width: int, height: int) -> Scene:
+def _scene_objects(rng: np.random.Generator, width: int, height: int, relief: bool = False) -> Scene:
+    """The "objects" scene; `relief`: each object wrapped in `Relief` (draws made after the object's own)."""
     focal = 1.0
     grey = rng.uniform(0.05, 0.3)
     ground = Ground(noisy(solid((grey, grey, grey * rng.uniform(0.85, 1.0))), 0.3, 0.4, int(rng.integers(2**31))))
@@ -615,6 +648,8 @@ def _scene_objects(rng: np.random.Generator, width: int, height: int) -> Scene:
             w, d = size * rng.uniform(0.5, 0.9, 2)
             static.append(Box((x - w / 2, 0, z - d / 2), (x + w / 2, rng.uniform(0.3, 0.9), z + d / 2),
                               _random_material(rng)))
+        if relief:
+            static[-1] = Relief(static[-1], rng.uniform(0.4, 1.2), size * rng.uniform(0.05, 0.2), int(rng.integers(2**31)))
     azimuth0, sweep = rng.uniform(-120, -60), rng.uniform(120, 200)
     elevation0, tint = rng.uniform(20, 45), _normalise_light(rng.uniform(0.85, 1.0, 3))
 
@@ -623,15 +658,16 @@ def _scene_objects(rng: np.random.Generator, width: int, height: int) -> Scene:
         return Lighting(sun_dir=_sun_direction(azimuth0 + sweep * s, elevation), sun=1.4 - 0.7 * s, ambient=0.06,
                         light_rgb=tint)
 
-    return Scene("painted objects (spheres and boxes: stripes, checkers, tiles, paint blotches, plain) on a table "
+    return Scene(("carved (surface relief) " if relief else "") +
+                 "painted objects (spheres and boxes: stripes, checkers, tiles, paint blotches, plain) on a table "
                  "in the dark, one light circling them and dimming: moving attached and cast shadows; black sky",
                  camera_height=1.4, pitch=_pitch_for_horizon(-0.05, focal, width, height), focal=focal,
                  static=static, lighting=lighting, sky=lambda rays, s, light: np.full((len(rays), 3), 5e-4))
 
 
 _BUILDERS = {"sun": _scene_sun, "sunset": _scene_sunset, "indoor": _scene_indoor, "street": _scene_street,
-             "objects": _scene_objects}
-_SCENE_SEEDS = {"sun": 11, "sunset": 23, "indoor": 37, "street": 41, "objects": 43}  # distinct streams per scene
+             "objects": _scene_objects, "carved": lambda rng, width, height: _scene_objects(rng, width, height, True)}
+_SCENE_SEEDS = {"sun": 11, "sunset": 23, "indoor": 37, "street": 41, "objects": 43, "carved": 47}  # distinct streams per scene
 
 
 # ============================================================================================ renderer

@@ -4,9 +4,11 @@
         --fold 0 | 1  cross-object folds: train on five objects' light sequences, hold the other five out
                       (`shards.val_sequences`); evaluate reports them as "mit_heldout"
         --fold all    ten on ten (every object trains; "mit" scores the same objects: a train-set score)
-        --synthetic-objects N   add N rendered painted-object sequences (synthetic://objects?variant=0..N-1,
-                      sources `synth_objects_<k>`) to the training set of every fold; never scored (default
+        --synthetic-objects N   add N rendered painted-object sequences (synthetic://SCENE?variant=0..N-1,
+                      sources `synth_<SCENE>_<k>`) to the training set of every fold; never scored (default
                       SYNTHETIC_OBJECTS = 5, which scored better than 0; 0 = the MIT objects only)
+        --synthetic-scene SCENE  which rendered scene they are: "objects" or "carved" (the same with surface
+                      relief; default SYNTHETIC_SCENE)
 
 Consumes `--mit-dir` (Barron's layout, 16-bit linear PNGs) and `params-mit.yaml` (the recipe's settings; its
 `sources` are rewritten here). Produces `--lights` (default data/mit-lights: 8-bit sRGB light sequences, one
@@ -29,7 +31,8 @@ from training.evaluate import MIT_SOURCE_PREFIX
 
 MIT_OBJECTS = ("apple", "box", "cup1", "dinosaur", "frog1", "panther", "paper1", "phone", "squirrel", "teabag2")
 FOLDS = {0: MIT_OBJECTS[0::2], 1: MIT_OBJECTS[1::2]}  # the objects HELD OUT in each fold
-SYNTHETIC_OBJECTS_PREFIX = "synth_objects_"
+SYNTHETIC_SCENES = ("objects", "carved")  # pipeline/synthetic.py scenes of painted objects under a circling light
+SYNTHETIC_SCENE = "objects"
 # Rendered painted-object sequences (pipeline/synthetic.py "objects") added to every fold's training set. Cross-object
 # MIT folds at 1200 steps (docs/results.md), si-MSE / LMSE / DSSIM avg, mean of 2 folds (fold 0; fold 1):
 #   0 seed 0  0.0261 / 0.0358 / 0.1624 (0.0165 / 0.0285 / 0.1368; 0.0357 / 0.0432 / 0.1879)
@@ -55,14 +58,17 @@ def held_out(fold: str) -> tuple[str, ...]:
         raise ValueError(f"fold must be one of {', '.join(map(str, FOLDS))}, all; got {fold!r}") from None
 
 
-def synthetic_object_sources(count: int) -> list[dict]:
-    """`count` rendered training sequences, synthetic://objects?variant=0..count-1 (pipeline/synthetic.py)."""
-    return [{"name": f"{SYNTHETIC_OBJECTS_PREFIX}{k}", "url": f"synthetic://objects?variant={k}", "type": "video",
+def synthetic_object_sources(count: int, scene: str = SYNTHETIC_SCENE) -> list[dict]:
+    """`count` rendered training sequences `synth_<scene>_<k>`, synthetic://<scene>?variant=0..count-1
+    (pipeline/synthetic.py; scene one of SYNTHETIC_SCENES)."""
+    if scene not in SYNTHETIC_SCENES:
+        raise ValueError(f"synthetic scene must be one of {', '.join(SYNTHETIC_SCENES)}; got {scene!r}")
+    return [{"name": f"synth_{scene}_{k}", "url": f"synthetic://{scene}?variant={k}", "type": "video",
              "scene": "indoor", "licence": "CC0", "attribution": "BigTime synthetic renderer"} for k in range(count)]
 
 
 def recipe_params(base: dict, *, fold: str, mit_dir: Path, lights: Path, objects=MIT_OBJECTS,
-                  synthetic_objects: int = SYNTHETIC_OBJECTS) -> dict:
+                  synthetic_objects: int = SYNTHETIC_OBJECTS, synthetic_scene: str = SYNTHETIC_SCENE) -> dict:
     """params mapping: `base` (params-mit.yaml) with one source per object, the fold's held-out list and
     `synthetic_objects` rendered sequences that only ever train (rendered at the frames' long side, 3:2)."""
     if synthetic_objects < 0:
@@ -71,7 +77,7 @@ def recipe_params(base: dict, *, fold: str, mit_dir: Path, lights: Path, objects
     out["sources"] = [{"name": f"{MIT_SOURCE_PREFIX}{obj}", "url": str(lights / obj), "type": "images",
                        "scene": "indoor", "licence": LICENCE, "attribution": ATTRIBUTION} for obj in objects]
     if synthetic_objects:
-        out["sources"] += synthetic_object_sources(synthetic_objects)
+        out["sources"] += synthetic_object_sources(synthetic_objects, synthetic_scene)
         long_side = validate_params(out).frames.long_side
         out["synthetic"] = {**(base.get("synthetic") or {}), "width": long_side, "height": long_side * 2 // 3}
     out["shards"] = {**base.get("shards", {}), "val_fraction": 0.0,
@@ -93,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="add this many rendered painted-object sequences (synthetic://objects?variant=k) to "
                              f"every fold's training set; they are never scored (default {SYNTHETIC_OBJECTS}; 0: the "
                              "MIT objects only)")
+    parser.add_argument("--synthetic-scene", choices=SYNTHETIC_SCENES, default=SYNTHETIC_SCENE,
+                        help=f"the rendered scene of those sequences (default {SYNTHETIC_SCENE}; carved: with surface relief)")
     args = parser.parse_args(argv)
     from training.prepare_mit import prepare_object
 
@@ -105,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             prepare_object(args.mit_dir / obj, args.lights / obj)
     try:
         params = recipe_params(yaml.safe_load(args.base.read_text()), fold=args.fold, mit_dir=args.mit_dir,
-                               lights=args.lights, synthetic_objects=args.synthetic_objects)
+                               lights=args.lights, synthetic_objects=args.synthetic_objects,
+                               synthetic_scene=args.synthetic_scene)
     except ValueError as err:
         print(f"mit_recipe: {err}", file=sys.stderr)
         return 1

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from pipeline.params import SyntheticParams
-from pipeline.synthetic import GROUNDTRUTH_KEYS, SCENES, render_scene, render_scene_from_params, write_scene
+from pipeline.synthetic import (GROUNDTRUTH_KEYS, SCENES, Relief, Sphere, render_scene, render_scene_from_params, solid,
+                                write_scene)
 
 W, H, FPS, SECONDS = 192, 128, 8, 3.0  # the params.yaml defaults
 T = 24
@@ -179,6 +180,46 @@ def test_objects_scene_paints_albedo_that_the_moving_light_leaves_alone(scenes):
     early, late = (s[t] < 0.3 * np.percentile(s[t], 90) for t in (2, T - 3))
     assert min(early.mean(), late.mean()) > 0.05 and (early != late).mean() > 0.05
     assert (seq.reflectance == seq.reflectance[0]).all()
+
+
+def test_relief_tilts_only_the_shading_normals():
+    sphere = Sphere((0.0, 0.0, 3.0), 1.0, solid((0.5, 0.5, 0.5)))
+    amount = 0.8
+    bumpy = Relief(sphere, amount, 0.3, seed=5)
+    camera = np.zeros(3)
+    a, b = np.meshgrid(np.linspace(-0.25, 0.25, 40), np.linspace(-0.25, 0.25, 40))
+    rays = np.stack([a.ravel(), b.ravel(), np.ones(a.size)], 1)
+    rays /= np.linalg.norm(rays, axis=1, keepdims=True)
+    o, d = tuple(camera), tuple(rays[:, k] for k in range(3))
+    inv = tuple(1.0 / c for c in d)
+    t = bumpy.distance(o, d, inv)
+    np.testing.assert_array_equal(t, sphere.distance(o, d, inv))  # same hits and silhouette
+    points = camera + t[:, None] * rays
+    base, tilted = sphere.normal(points), bumpy.normal(points)
+    np.testing.assert_allclose(np.linalg.norm(tilted, axis=1), 1.0, atol=1e-12)
+    for got, want in zip(bumpy.uv(points, tilted), sphere.uv(points, base)):  # texture stays on the geometry
+        np.testing.assert_array_equal(got, want)
+    # the tilt is tangent and at most amount * |centred noise| <= amount * sqrt(3) / 2 before renormalising
+    angle = np.arccos(np.clip((base * tilted).sum(1), -1, 1))
+    assert angle.max() <= np.arctan(amount * np.sqrt(3) / 2) + 1e-9 and np.median(angle) > 0.05
+    # smooth bumps: neighbouring hits (about 0.04 apart on a 0.3-wide noise lattice) have close normals
+    grid = tilted.reshape(40, 40, 3)
+    assert np.arccos(np.clip((grid[:, 1:] * grid[:, :-1]).sum(-1), -1, 1)).max() < 0.5
+
+
+def test_carved_scene_adds_relief_that_moves_with_the_light(scenes):
+    def fine_detail(seq):
+        """(T, H, W - 2) bool: lit pixels whose log shading bends by more than 0.01 between horizontal
+        neighbours (second difference), edges (> 0.3) left out: smooth spheres and flat faces have none."""
+        s = np.log(np.maximum(seq.shading.astype(np.float64), 1e-4))
+        bend = np.abs(s[:, :, 2:] - 2 * s[:, :, 1:-1] + s[:, :, :-2])
+        return (bend > 0.01) & (bend < 0.3) & (s[:, :, 1:-1] > np.log(0.3))
+
+    carved, plain = scenes["carved"], scenes["objects"]
+    assert (carved.reflectance == carved.reflectance[0]).all() and not carved.dynamic.any()
+    assert fine_detail(carved).mean() > 3 * fine_detail(plain).mean() and fine_detail(carved).mean() > 0.01
+    early, late = fine_detail(carved)[2], fine_detail(carved)[T - 3]  # the relief's shading moves with the light
+    assert (early & ~late).sum() > 20 and (late & ~early).sum() > 20
 
 
 def test_variants_are_other_draws_and_variant_0_is_the_plain_scene():

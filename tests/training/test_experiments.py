@@ -43,6 +43,13 @@ def test_recipe_synthetic_objects_only_ever_train(tmp_path):
     assert (parsed.synthetic.width, parsed.synthetic.height) == (parsed.frames.long_side, parsed.frames.long_side * 2 // 3)
     with pytest.raises(ValueError, match="synthetic_objects"):
         recipe_params(base, fold="0", mit_dir=tmp_path, lights=Path("data/mit-lights"), synthetic_objects=-1)
+    carved = validate_params(recipe_params(base, fold="0", mit_dir=tmp_path, lights=Path("data/mit-lights"),
+                                           synthetic_objects=2, synthetic_scene="carved")).sources
+    assert [(s.name, s.synthetic_scene) for s in carved if s.is_synthetic] == [
+        ("synth_carved_0", ("carved", 0)), ("synth_carved_1", ("carved", 1))]
+    with pytest.raises(ValueError, match="synthetic scene must be one of objects, carved; got 'sun'"):
+        recipe_params(base, fold="0", mit_dir=tmp_path, lights=Path("data/mit-lights"), synthetic_objects=2,
+                      synthetic_scene="sun")
 
 
 def _exp(name, fold, variant, mse, lmse, dssim, weiss):
