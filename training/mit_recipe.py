@@ -32,11 +32,6 @@ from training.evaluate import MIT_SOURCE_PREFIX
 MIT_OBJECTS = ("apple", "box", "cup1", "dinosaur", "frog1", "panther", "paper1", "phone", "squirrel", "teabag2")
 FOLDS = {0: MIT_OBJECTS[0::2], 1: MIT_OBJECTS[1::2]}  # the objects HELD OUT in each fold
 SYNTHETIC_SCENES = ("objects", "carved")  # pipeline/synthetic.py scenes of painted objects under a circling light
-# "carved" (the same objects with surface relief) against "objects", 5 sequences at 1200 steps, seed 0 (rows above):
-#   carved 0.0298 / 0.0363 / 0.1675 (0.0189 / 0.0286 / 0.1416; 0.0406 / 0.0439 / 0.1934)
-# Relief helps the sculpted fold-0 objects (their best fold-0 row) and costs fold 1, whose fine paint on white then
-# goes into the shading: worse on the means, so "objects" stays.
-SYNTHETIC_SCENE = "objects"
 # Rendered painted-object sequences (pipeline/synthetic.py "objects") added to every fold's training set. Cross-object
 # MIT folds at 1200 steps (docs/results.md), si-MSE / LMSE / DSSIM avg, mean of 2 folds (fold 0; fold 1):
 #   0 seed 0  0.0261 / 0.0358 / 0.1624 (0.0165 / 0.0285 / 0.1368; 0.0357 / 0.0432 / 0.1879)
@@ -50,6 +45,12 @@ SYNTHETIC_SCENE = "objects"
 # all three means, LMSE at both seeds below both seeds without; the second fold (paint on white) gains, the first
 # loses some (its objects get 5 of every 10 steps instead of all).
 SYNTHETIC_OBJECTS = 5
+# "carved" (the same objects with surface relief) against "objects" (the "5 seed 0" row above), 5 sequences at 1200
+# steps, seed 0:
+#   carved 0.0298 / 0.0363 / 0.1675 (0.0189 / 0.0286 / 0.1416; 0.0406 / 0.0439 / 0.1934)
+# Relief helps the sculpted fold-0 objects (their best fold-0 row) and costs fold 1, whose fine paint on white then
+# goes into the shading: worse on the means, so "objects" stays.
+SYNTHETIC_SCENE = "objects"
 LICENCE = "MIT intrinsic images (research use)"
 ATTRIBUTION = "Grosse et al. 2009; Barron's version"
 
