@@ -1,7 +1,7 @@
 """Decompose any photo into reflectance and shading with a trained checkpoint.
 
-Library: `decompose(model, srgb, long_side=None, flip_average=False, residual_split=None, chroma_edges=None)
--> Decomposition`
+Library: `decompose(model, srgb, long_side=None, flip_average=False, residual_split=None, chroma_edges=None,
+chroma_edge_min_pixels=0) -> Decomposition`
   srgb         (H, W, 3) float in [0, 1], gamma-encoded (an ordinary photo)
   reflectance  (H, W, 3) float64 LINEAR albedo = exp(log_r), scale arbitrary (the model fixes it only up to
                the illumination colour: image_linear ~= reflectance * shading * light)
@@ -19,13 +19,14 @@ makes them reproduce the image exactly, and the residual holds full-resolution d
 `chroma_edges` t (after the split): the shading gets no step where the image's chromaticity changes by more
 than t between neighbours (`chroma_edge_shading`: the log shading re-integrated from its own differences, those
 across chromaticity edges set to 0, the step moved into the reflectance): paint and print whose luminance the
-network took for shading go back to reflectance (grey shadows and shading keep their edges). A sparse solve
+network took for shading go back to reflectance (grey shadows and shading keep their edges); edge pixels in
+8-connected groups of fewer than `chroma_edge_min_pixels` are ignored (chromaticity noise). A sparse solve
 over the image's pixels (~1 s at 600x500).
 `display(linear)` maps a linear layer to 8-bit sRGB for viewing (its 99th percentile
 -> white).
 
 CLI: `python -m training.decompose IMAGE --checkpoint data/models/checkpoint.pt --out DIR [--linear]
-[--long-side N] [--input-linear] [--flip-average] [--residual-split A|none] [--chroma-edges T|none]` writes DIR/<stem>_reflectance.png, DIR/<stem>_shading.png and
+[--long-side N] [--input-linear] [--flip-average] [--residual-split A|none] [--chroma-edges T|none] [--chroma-edge-min-pixels N]` writes DIR/<stem>_reflectance.png, DIR/<stem>_shading.png and
 DIR/<stem>_light.json. Default output is 8-bit sRGB PNG, each layer scaled so its 99th percentile is 1
 (scales are arbitrary); `--linear` writes 16-bit LINEAR PNGs (value / 65535, same scaling; read them with
 cv2.imread(p, cv2.IMREAD_UNCHANGED), never PIL). The input is read as sRGB (any PIL image: 8- or 16-bit, grey
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from scipy import ndimage
 import torch
 import torch.nn.functional as F
 
@@ -75,7 +77,7 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def chroma_edge_shading(srgb: np.ndarray, log_s: np.ndarray, threshold: float,
-                        dark: float = DARK_SRGB) -> np.ndarray:
+                        dark: float = DARK_SRGB, min_pixels: int = 0) -> np.ndarray:
     """Log shading (H, W) with no step across chromaticity edges: the re-integrated `log_s`.
 
     srgb (H, W, 3) in [0, 1]. A 4-neighbour pair is a chromaticity edge where |chroma(p) - chroma(q)| > threshold
@@ -83,7 +85,9 @@ def chroma_edge_shading(srgb: np.ndarray, log_s: np.ndarray, threshold: float,
     The shading's log difference is set to 0 on every pair with a pixel of such an edge (a band about the edge
     two pairs wide, since the network's shading step is not one pixel sharp), every other pair keeps the model's, and the
     least-squares integral of those differences over the pixels brighter than `dark` (mean sRGB) replaces
-    log_s there, shifted to the same mean; darker pixels keep log_s."""
+    log_s there, shifted to the same mean; darker pixels keep log_s. `min_pixels` > 0: edge pixels in an
+    8-connected group smaller than that are not an edge (the specks of chromaticity noise on dark, fine-textured
+    surfaces; a paint boundary is one long group)."""
     steps_x, steps_y = chromaticity_steps(srgb_to_linear(np.clip(np.asarray(srgb, np.float64), 0.0, 1.0)))
     step_x, step_y = steps_x > threshold, steps_y > threshold
     on_edge = np.zeros(log_s.shape, bool)  # pixels of a chromaticity-edge pair, in either direction
@@ -91,6 +95,10 @@ def chroma_edge_shading(srgb: np.ndarray, log_s: np.ndarray, threshold: float,
     on_edge[:, :-1] |= step_x
     on_edge[1:] |= step_y
     on_edge[:-1] |= step_y
+    if min_pixels > 0:
+        groups, count = ndimage.label(on_edge, structure=np.ones((3, 3)))
+        sizes = np.bincount(groups.ravel(), minlength=count + 1)
+        on_edge &= (sizes >= min_pixels)[groups] & (groups > 0)
     valid = np.asarray(srgb, np.float64).mean(axis=2) > dark
     if not valid.any():
         return log_s
@@ -104,7 +112,7 @@ def chroma_edge_shading(srgb: np.ndarray, log_s: np.ndarray, threshold: float,
 @torch.no_grad()
 def decompose(model: torch.nn.Module, srgb: np.ndarray, long_side: Optional[int] = None,
               flip_average: bool = False, residual_split: Optional[float] = None,
-              chroma_edges: Optional[float] = None) -> Decomposition:
+              chroma_edges: Optional[float] = None, chroma_edge_min_pixels: int = 0) -> Decomposition:
     srgb = np.asarray(srgb, np.float32)
     if srgb.ndim != 3 or srgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) sRGB image, got {srgb.shape}")
@@ -112,6 +120,8 @@ def decompose(model: torch.nn.Module, srgb: np.ndarray, long_side: Optional[int]
         raise ValueError(f"residual_split must be in [0, 1] or None, got {residual_split}")
     if chroma_edges is not None and not chroma_edges > 0:
         raise ValueError(f"chroma_edges must be > 0 or None, got {chroma_edges}")
+    if chroma_edge_min_pixels < 0:
+        raise ValueError(f"chroma_edge_min_pixels must be >= 0, got {chroma_edge_min_pixels}")
     h, w = srgb.shape[:2]
     was_training = model.training
     model.eval()
@@ -131,7 +141,7 @@ def decompose(model: torch.nn.Module, srgb: np.ndarray, long_side: Optional[int]
     log_r = log_r[0].permute(1, 2, 0).cpu().double().numpy()
     log_s = log_s[0, 0].cpu().double().numpy()
     if chroma_edges is not None:  # what leaves the shading goes to the reflectance: R * S * c is unchanged
-        refined = chroma_edge_shading(srgb, log_s, chroma_edges)
+        refined = chroma_edge_shading(srgb, log_s, chroma_edges, min_pixels=chroma_edge_min_pixels)
         log_r, log_s = log_r + (log_s - refined)[..., None], refined
     return Decomposition(reflectance=np.exp(log_r), shading=np.exp(log_s), light=np.exp(log_c[0].cpu().double().numpy()))
 
@@ -238,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
                         default=_evaluate_default("chroma_edges"),
                         help="chromaticity step above which shading gets no edge, or 'none' "
                              "(default: evaluate.chroma_edges's default)")
+    parser.add_argument("--chroma-edge-min-pixels", type=int, default=_evaluate_default("chroma_edge_min_pixels"),
+                        help="smallest 8-connected group of chromaticity-edge pixels that counts as an edge "
+                             "(default: evaluate.chroma_edge_min_pixels's default)")
     args = parser.parse_args(argv)
     try:
         model, _ = load_checkpoint(args.checkpoint)
@@ -246,7 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(1, f"decompose: {err}\n")
     if srgb.ndim == 2:
         srgb = np.repeat(srgb[..., None], 3, axis=2)
-    result = decompose(model, srgb, args.long_side, args.flip_average, args.residual_split, args.chroma_edges)
+    if args.chroma_edge_min_pixels < 0:
+        parser.error(f"--chroma-edge-min-pixels must be >= 0, got {args.chroma_edge_min_pixels}")
+    result = decompose(model, srgb, args.long_side, args.flip_average, args.residual_split, args.chroma_edges,
+                       args.chroma_edge_min_pixels)
     for path in write_decomposition(result, args.out, args.image.stem, args.linear):
         print(path)
     return 0

@@ -84,10 +84,11 @@ def mit_srgb(linear: np.ndarray) -> np.ndarray:
 
 
 def model_predictor(model, long_side: Optional[int] = None, flip_average: bool = False,
-                    residual_split: Optional[float] = None, chroma_edges: Optional[float] = None) -> Predictor:
+                    residual_split: Optional[float] = None, chroma_edges: Optional[float] = None,
+                    chroma_edge_min_pixels: int = 0) -> Predictor:
     """srgb (H, W, 3) -> the model's linear (R (H, W, 3), S (H, W)); `training.decompose.decompose` options."""
     def predict(srgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        d = decompose(model, srgb, long_side, flip_average, residual_split, chroma_edges)
+        d = decompose(model, srgb, long_side, flip_average, residual_split, chroma_edges, chroma_edge_min_pixels)
         return d.reflectance, d.shading
 
     return predict
@@ -429,12 +430,13 @@ def _evaluate(args: argparse.Namespace, params, model, ckpt: dict) -> int:
     opt = lambda s: Path(s) if s else None  # noqa: E731
     with atomic_dir(args.out) as out:
         results, skipped = run_evaluation(
-            model_predictor(model, None, params.flip_average, params.residual_split, params.chroma_edges),
+            model_predictor(model, None, params.flip_average, params.residual_split, params.chroma_edges,
+                            params.chroma_edge_min_pixels),
             mit_dir=opt(params.mit_dir),
             frames_dir=args.frames, shards_dir=args.shards, iiw_dir=opt(params.iiw_dir), saw_dir=opt(params.saw_dir),
             max_images=params.max_images, out_dir=out, checkpoint=str(args.checkpoint),
             mit_predict=model_predictor(model, params.mit_long_side, params.flip_average, params.residual_split,
-                                        params.chroma_edges))
+                                        params.chroma_edges, params.chroma_edge_min_pixels))
         atomic_write_json(out / "config.json", {"evaluate": params.model_dump(), "checkpoint": str(args.checkpoint),
                                                 "model_config": ckpt["model_config"], "step": ckpt.get("step"),
                                                 "skipped": skipped})

@@ -285,6 +285,9 @@ def test_decompose_cli_residual_split(tmp_path, checkpoint):
     assert D.main([str(tmp_path / "p.png"), *base, "--out", str(tmp_path / "edges"), "--chroma-edges", "0.05"]) == 0
     with pytest.raises(SystemExit):
         D.main([str(tmp_path / "p.png"), *base, "--out", str(tmp_path / "bad"), "--chroma-edges", "0"])
+    with pytest.raises(SystemExit):
+        D.main([str(tmp_path / "p.png"), *base, "--out", str(tmp_path / "bad"), "--chroma-edge-min-pixels", "-1"])
+    assert not (tmp_path / "bad").exists()
 
 
 def _painted_image(shadow: bool) -> np.ndarray:
@@ -313,6 +316,27 @@ def test_chroma_edge_shading_flattens_a_paint_step_and_keeps_a_shadow_step():
                                atol=1e-6)
 
 
+def test_chroma_edge_min_pixels_ignores_a_speck_and_keeps_a_paint_boundary():
+    """One green pixel on white (with the edge band, an 8-connected group of 5 edge pixels) under a shading dip:
+    with min_pixels 0 its four pairs are cut, so the dip is gone; with min_pixels 6 the speck is no edge and the
+    shading integrates back unchanged. The painted image's edge pixels form one group of 37 (hand-counted: the
+    green/white boundary's columns 7-8 in rows 1-11, 22, plus the green's edge against the black top row, columns
+    0-7 of rows 0 and 1, 15 more): cut at 37, no edge at 38."""
+    linear = np.full((12, 16, 3), 0.6)
+    linear[6, 4] = (0.05, 0.3, 0.08)
+    speck = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
+    log_s = np.zeros((12, 16))
+    log_s[6, 4] = -0.5
+    np.testing.assert_allclose(D.chroma_edge_shading(speck, log_s, 0.05, min_pixels=0), log_s.mean(), atol=1e-6)
+    np.testing.assert_allclose(D.chroma_edge_shading(speck, log_s, 0.05, min_pixels=6), log_s, atol=1e-6)
+    painted = _painted_image(shadow=False)
+    step = np.zeros((12, 16))
+    step[:, :7], step[:, 7] = -0.8, -0.4
+    flat = D.chroma_edge_shading(painted, step, 0.05, min_pixels=37)
+    assert np.ptp(flat[1:]) < 1e-6
+    np.testing.assert_allclose(D.chroma_edge_shading(painted, step, 0.05, min_pixels=38), step, atol=1e-6)
+
+
 def test_chroma_edges_moves_shading_into_reflectance_and_keeps_the_product(checkpoint):
     model = E_model(checkpoint)
     srgb = np.repeat(np.repeat(_painted_image(shadow=False), 2, axis=0), 2, axis=1)
@@ -323,3 +347,5 @@ def test_chroma_edges_moves_shading_into_reflectance_and_keeps_the_product(check
     np.testing.assert_allclose(np.log(refined.shading), D.chroma_edge_shading(srgb, np.log(plain.shading), 0.05))
     with pytest.raises(ValueError, match="chroma_edges"):
         D.decompose(model, srgb, chroma_edges=0.0)
+    with pytest.raises(ValueError, match="chroma_edge_min_pixels"):
+        D.decompose(model, srgb, chroma_edges=0.05, chroma_edge_min_pixels=-1)
