@@ -287,6 +287,14 @@ class LossParams(_Section):
     lum_definition: Literal["rec709", "mean_rgb"] = "rec709"
     log_eps: Annotated[float, Field(gt=0)] = 1e-4
     sigma_xy: Annotated[float, Field(gt=0)] = 0.1
+    # The authors' 0.1 / 0.12 / 0.025. Cross-object MIT folds, the MIT recipe (5 synthetic objects, 1200 steps, seed
+    # 0), si-MSE / LMSE / DSSIM avg, mean of 2 folds (fold 0; fold 1), docs/results.md, against 0.0278 / 0.0351 /
+    # 0.1670 (0.0200 / 0.0310 / 0.1519; 0.0355 / 0.0392 / 0.1821; seed 1 0.0265 / 0.0345 / 0.1629):
+    #   sigma_xy 0.3         0.0283 / 0.0353 / 0.1655  (0.0192 / 0.0294 / 0.1456; 0.0375 / 0.0412 / 0.1855)
+    #   sigma_intensity 0.25 0.0260 / 0.0334 / 0.1582  (0.0173 / 0.0277 / 0.1385; 0.0346 / 0.0391 / 0.1778)
+    # sigma_intensity 0.25 beats both seeds of 0.12 on all three (fold 0 clearly, fold 1 within the seed spread):
+    # one seed, so the default stays until a second seed confirms it (the models leave low-frequency shading, e.g.
+    # the inside of MIT's box, in the reflectance; a wider intensity kernel lets the reflectance prior reach it).
     sigma_intensity: Annotated[float, Field(gt=0)] = 0.12
     sigma_chroma: Annotated[float, Field(gt=0)] = 0.025
     bistochastic_iterations: Annotated[int, Field(ge=1)] = 10
