@@ -98,7 +98,7 @@ def chroma_edge_shading(srgb: np.ndarray, log_s: np.ndarray, threshold: float,
     if min_pixels > 0:
         groups, count = ndimage.label(on_edge, structure=np.ones((3, 3)))
         sizes = np.bincount(groups.ravel(), minlength=count + 1)
-        on_edge &= (sizes >= min_pixels)[groups] & (groups > 0)
+        on_edge &= (sizes >= min_pixels)[groups]  # groups is 0 only where on_edge is already false
     valid = np.asarray(srgb, np.float64).mean(axis=2) > dark
     if not valid.any():
         return log_s
@@ -231,6 +231,17 @@ def _optional_number(accepts, expected: str):
     return parse
 
 
+def _non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0, checked before anything is loaded."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("image", type=Path)
@@ -248,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                         default=_evaluate_default("chroma_edges"),
                         help="chromaticity step above which shading gets no edge, or 'none' "
                              "(default: evaluate.chroma_edges's default)")
-    parser.add_argument("--chroma-edge-min-pixels", type=int, default=_evaluate_default("chroma_edge_min_pixels"),
+    parser.add_argument("--chroma-edge-min-pixels", type=_non_negative_int,
+                        default=_evaluate_default("chroma_edge_min_pixels"),
                         help="smallest 8-connected group of chromaticity-edge pixels that counts as an edge "
                              "(default: evaluate.chroma_edge_min_pixels's default)")
     args = parser.parse_args(argv)
@@ -259,8 +271,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(1, f"decompose: {err}\n")
     if srgb.ndim == 2:
         srgb = np.repeat(srgb[..., None], 3, axis=2)
-    if args.chroma_edge_min_pixels < 0:
-        parser.error(f"--chroma-edge-min-pixels must be >= 0, got {args.chroma_edge_min_pixels}")
     result = decompose(model, srgb, args.long_side, args.flip_average, args.residual_split, args.chroma_edges,
                        args.chroma_edge_min_pixels)
     for path in write_decomposition(result, args.out, args.image.stem, args.linear):

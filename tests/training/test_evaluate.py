@@ -324,7 +324,7 @@ def test_chroma_edge_min_pixels_ignores_a_speck_and_keeps_a_paint_boundary():
     0-7 of rows 0 and 1, 15 more): cut at 37, no edge at 38."""
     linear = np.full((12, 16, 3), 0.6)
     linear[6, 4] = (0.05, 0.3, 0.08)
-    speck = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
+    speck = linear_to_srgb(linear)
     log_s = np.zeros((12, 16))
     log_s[6, 4] = -0.5
     np.testing.assert_allclose(D.chroma_edge_shading(speck, log_s, 0.05, min_pixels=0), log_s.mean(), atol=1e-6)
