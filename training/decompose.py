@@ -1,7 +1,7 @@
 """Decompose any photo into reflectance and shading with a trained checkpoint.
 
 Library: `decompose(model, srgb, long_side=None, flip_average=False, residual_split=None, chroma_edges=None,
-chroma_edge_min_pixels=0) -> Decomposition`
+chroma_edge_min_pixels=0, flatten_reflectance=None, flatten_threshold=0.03) -> Decomposition`
   srgb         (H, W, 3) float in [0, 1], gamma-encoded (an ordinary photo)
   reflectance  (H, W, 3) float64 LINEAR albedo = exp(log_r), scale arbitrary (the model fixes it only up to
                the illumination colour: image_linear ~= reflectance * shading * light)
@@ -22,11 +22,16 @@ across chromaticity edges set to 0, the step moved into the reflectance): paint 
 network took for shading go back to reflectance (grey shadows and shading keep their edges); edge pixels in
 8-connected groups of fewer than `chroma_edge_min_pixels` are ignored (chromaticity noise). A sparse solve
 over the image's pixels (~1 s at 600x500).
+`flatten_reflectance` k in [0, 1] (last): Retinex's assumption applied to the network's reflectance. Inside regions
+of one chromaticity (bounded by chromaticity steps > `flatten_threshold`, edge groups as above) the grey variation
+of log R is kept at k and the rest moves to log S (`shading_in_reflectance`; one more sparse solve): shading the
+network left in the reflectance (the inside of a box, an animal's flanks) goes back to the shading.
 `display(linear)` maps a linear layer to 8-bit sRGB for viewing (its 99th percentile
 -> white).
 
 CLI: `python -m training.decompose IMAGE --checkpoint data/models/checkpoint.pt --out DIR [--linear]
-[--long-side N] [--input-linear] [--flip-average] [--residual-split A|none] [--chroma-edges T|none] [--chroma-edge-min-pixels N]` writes DIR/<stem>_reflectance.png, DIR/<stem>_shading.png and
+[--long-side N] [--input-linear] [--flip-average] [--residual-split A|none] [--chroma-edges T|none] [--chroma-edge-min-pixels N]
+[--flatten-reflectance K|none] [--flatten-threshold T]` writes DIR/<stem>_reflectance.png, DIR/<stem>_shading.png and
 DIR/<stem>_light.json. Default output is 8-bit sRGB PNG, each layer scaled so its 99th percentile is 1
 (scales are arbitrary); `--linear` writes 16-bit LINEAR PNGs (value / 65535, same scaling; read them with
 cv2.imread(p, cv2.IMREAD_UNCHANGED), never PIL). The input is read as sRGB (any PIL image: 8- or 16-bit, grey
@@ -76,21 +81,15 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
-def chroma_edge_shading(srgb: np.ndarray, log_s: np.ndarray, threshold: float,
-                        dark: float = DARK_SRGB, min_pixels: int = 0) -> np.ndarray:
-    """Log shading (H, W) with no step across chromaticity edges: the re-integrated `log_s`.
+def chromaticity_edge_pixels(srgb: np.ndarray, threshold: float, min_pixels: int = 0) -> np.ndarray:
+    """(H, W) bool: pixels of a 4-neighbour pair whose chromaticity differs by more than `threshold`.
 
-    srgb (H, W, 3) in [0, 1]. A 4-neighbour pair is a chromaticity edge where |chroma(p) - chroma(q)| > threshold
-    (chroma = linear RGB / its sum, Euclidean norm of the difference; Retinex's test, training/baselines.py).
-    The shading's log difference is set to 0 on every pair with a pixel of such an edge (a band about the edge
-    two pairs wide, since the network's shading step is not one pixel sharp), every other pair keeps the model's, and the
-    least-squares integral of those differences over the pixels brighter than `dark` (mean sRGB) replaces
-    log_s there, shifted to the same mean; darker pixels keep log_s. `min_pixels` > 0: edge pixels in an
-    8-connected group smaller than that are not an edge (the specks of chromaticity noise on dark, fine-textured
-    surfaces; a paint boundary is one long group)."""
+    srgb (H, W, 3) in [0, 1]; chroma = linear RGB / its sum, Euclidean norm of the difference (Retinex's test,
+    training/baselines.py). `min_pixels` > 0: edge pixels in an 8-connected group smaller than that are not an edge
+    (the specks of chromaticity noise on dark, fine-textured surfaces; a paint boundary is one long group)."""
     steps_x, steps_y = chromaticity_steps(srgb_to_linear(np.clip(np.asarray(srgb, np.float64), 0.0, 1.0)))
     step_x, step_y = steps_x > threshold, steps_y > threshold
-    on_edge = np.zeros(log_s.shape, bool)  # pixels of a chromaticity-edge pair, in either direction
+    on_edge = np.zeros(srgb.shape[:2], bool)  # pixels of a chromaticity-edge pair, in either direction
     on_edge[:, 1:] |= step_x
     on_edge[:, :-1] |= step_x
     on_edge[1:] |= step_y
@@ -99,20 +98,65 @@ def chroma_edge_shading(srgb: np.ndarray, log_s: np.ndarray, threshold: float,
         groups, count = ndimage.label(on_edge, structure=np.ones((3, 3)))
         sizes = np.bincount(groups.ravel(), minlength=count + 1)
         on_edge &= (sizes >= min_pixels)[groups]  # groups is 0 only where on_edge is already false
+    return on_edge
+
+
+def _reintegrate(srgb: np.ndarray, log_layer: np.ndarray, on_edge: np.ndarray, edge_factor: float,
+                 other_factor: float, dark: float) -> np.ndarray:
+    """(H, W) log layer re-integrated (least squares) from its own 4-neighbour differences, those of pairs touching
+    `on_edge` times `edge_factor` and the others times `other_factor`, over the pixels brighter than `dark` (mean
+    sRGB), shifted to the same mean there; darker pixels keep their values."""
     valid = np.asarray(srgb, np.float64).mean(axis=2) > dark
     if not valid.any():
-        return log_s
-    gx, gy = forward_diffs(log_s)
+        return log_layer
+    gx, gy = forward_diffs(log_layer)
     cut_x, cut_y = on_edge[:, 1:] | on_edge[:, :-1], on_edge[1:] | on_edge[:-1]  # a pair touching an edge
-    wx, wy = pair_mask(valid, log_s.shape)
-    integral = integrate_gradients(np.where(cut_x, 0.0, gx), np.where(cut_y, 0.0, gy), wx, wy)
-    return np.where(valid, integral - integral[valid].mean() + log_s[valid].mean(), log_s)
+    wx, wy = pair_mask(valid, log_layer.shape)
+    integral = integrate_gradients(np.where(cut_x, edge_factor, other_factor) * gx,
+                                   np.where(cut_y, edge_factor, other_factor) * gy, wx, wy)
+    return np.where(valid, integral - integral[valid].mean() + log_layer[valid].mean(), log_layer)
+
+
+def chroma_edge_shading(srgb: np.ndarray, log_s: np.ndarray, threshold: float,
+                        dark: float = DARK_SRGB, min_pixels: int = 0) -> np.ndarray:
+    """Log shading (H, W) with no step across chromaticity edges: the re-integrated `log_s`.
+
+    srgb (H, W, 3) in [0, 1]; edges as `chromaticity_edge_pixels(srgb, threshold, min_pixels)`. The shading's log
+    difference is set to 0 on every pair with a pixel of such an edge (a band about the edge two pairs wide, since
+    the network's shading step is not one pixel sharp), every other pair keeps the model's, and the least-squares
+    integral of those differences over the pixels brighter than `dark` (mean sRGB) replaces log_s there, shifted to
+    the same mean; darker pixels keep log_s."""
+    return _reintegrate(srgb, log_s, chromaticity_edge_pixels(srgb, threshold, min_pixels), 0.0, 1.0, dark)
+
+
+def shading_in_reflectance(srgb: np.ndarray, log_r: np.ndarray, keep: float, threshold: float,
+                           dark: float = DARK_SRGB, min_pixels: int = 0) -> np.ndarray:
+    """(H, W) log: the grey variation of `log_r` (H, W, 3) inside regions of one chromaticity, times 1 - keep.
+
+    The channel mean of log R, re-integrated with its 4-neighbour differences on pairs touching no chromaticity edge
+    (`chromaticity_edge_pixels(srgb, threshold, min_pixels)`) times `keep` in [0, 1] and the others kept (over the
+    pixels brighter than `dark`, same mean), subtracted from that channel mean. Retinex's assumption applied to the
+    network's reflectance: variation inside one paint is shading, so log R -= this and log S += this."""
+    if not 0.0 <= keep <= 1.0:
+        raise ValueError(f"keep must be in [0, 1], got {keep}")
+    grey = np.asarray(log_r, np.float64).mean(axis=2)
+    return grey - _reintegrate(srgb, grey, chromaticity_edge_pixels(srgb, threshold, min_pixels), 1.0, keep, dark)
+
+
+DECOMPOSE_OPTIONS = ("flip_average", "residual_split", "chroma_edges", "chroma_edge_min_pixels", "flatten_reflectance",
+                     "flatten_threshold")  # `decompose`'s keywords that are also keys of params.yaml's evaluate
+
+
+def decompose_options(evaluate_params) -> dict:
+    """{keyword: value} for `decompose` from `pipeline.params.EvaluateParams` (params.yaml's evaluate section)."""
+    return {key: getattr(evaluate_params, key) for key in DECOMPOSE_OPTIONS}
 
 
 @torch.no_grad()
 def decompose(model: torch.nn.Module, srgb: np.ndarray, long_side: Optional[int] = None,
               flip_average: bool = False, residual_split: Optional[float] = None,
-              chroma_edges: Optional[float] = None, chroma_edge_min_pixels: int = 0) -> Decomposition:
+              chroma_edges: Optional[float] = None, chroma_edge_min_pixels: int = 0,
+              flatten_reflectance: Optional[float] = None, flatten_threshold: float = 0.03) -> Decomposition:
     srgb = np.asarray(srgb, np.float32)
     if srgb.ndim != 3 or srgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) sRGB image, got {srgb.shape}")
@@ -122,6 +166,10 @@ def decompose(model: torch.nn.Module, srgb: np.ndarray, long_side: Optional[int]
         raise ValueError(f"chroma_edges must be > 0 or None, got {chroma_edges}")
     if chroma_edge_min_pixels < 0:
         raise ValueError(f"chroma_edge_min_pixels must be >= 0, got {chroma_edge_min_pixels}")
+    if flatten_reflectance is not None and not 0.0 <= flatten_reflectance <= 1.0:
+        raise ValueError(f"flatten_reflectance must be in [0, 1] or None, got {flatten_reflectance}")
+    if not flatten_threshold > 0:
+        raise ValueError(f"flatten_threshold must be > 0, got {flatten_threshold}")
     h, w = srgb.shape[:2]
     was_training = model.training
     model.eval()
@@ -143,6 +191,10 @@ def decompose(model: torch.nn.Module, srgb: np.ndarray, long_side: Optional[int]
     if chroma_edges is not None:  # what leaves the shading goes to the reflectance: R * S * c is unchanged
         refined = chroma_edge_shading(srgb, log_s, chroma_edges, min_pixels=chroma_edge_min_pixels)
         log_r, log_s = log_r + (log_s - refined)[..., None], refined
+    if flatten_reflectance is not None:  # what leaves the reflectance goes to the shading: R * S * c is unchanged
+        moved = shading_in_reflectance(srgb, log_r, flatten_reflectance, flatten_threshold,
+                                       min_pixels=chroma_edge_min_pixels)
+        log_r, log_s = log_r - moved[..., None], log_s + moved
     return Decomposition(reflectance=np.exp(log_r), shading=np.exp(log_s), light=np.exp(log_c[0].cpu().double().numpy()))
 
 
@@ -216,17 +268,19 @@ def _evaluate_default(key: str) -> Optional[float]:
     return getattr(EvaluateParams(), key)
 
 
-def _optional_number(accepts, expected: str):
-    """argparse type: 'none' -> None, else a float that `accepts` (NaN never does), else an error naming `expected`."""
+def _optional_number(accepts, expected: str, allow_none: bool = True):
+    """argparse type: 'none' -> None (if `allow_none`), else a float that `accepts` (NaN never does), else an error
+    naming `expected`."""
     def parse(text: str) -> Optional[float]:
-        if text.lower() == "none":
+        if allow_none and text.lower() == "none":
             return None
         try:
             value = float(text)
         except ValueError:
             value = float("nan")
         if not accepts(value):
-            raise argparse.ArgumentTypeError(f"expected {expected} or 'none', got {text!r}")
+            alternative = " or 'none'" if allow_none else ""
+            raise argparse.ArgumentTypeError(f"expected {expected}{alternative}, got {text!r}")
         return value
     return parse
 
@@ -263,6 +317,15 @@ def main(argv: list[str] | None = None) -> int:
                         default=_evaluate_default("chroma_edge_min_pixels"),
                         help="smallest 8-connected group of chromaticity-edge pixels that counts as an edge "
                              "(default: evaluate.chroma_edge_min_pixels's default)")
+    parser.add_argument("--flatten-reflectance", type=_optional_number(lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
+                        default=_evaluate_default("flatten_reflectance"),
+                        help="share k in [0, 1] of the reflectance's grey variation kept inside regions of one "
+                             "chromaticity (the rest goes to shading), or 'none' (default: evaluate.flatten_reflectance's "
+                             "default)")
+    parser.add_argument("--flatten-threshold", type=_optional_number(lambda v: v > 0, "a number > 0", allow_none=False),
+                        default=_evaluate_default("flatten_threshold"),
+                        help="chromaticity step that bounds those regions (default: evaluate.flatten_threshold's "
+                             "default)")
     args = parser.parse_args(argv)
     try:
         model, _ = load_checkpoint(args.checkpoint)
@@ -271,8 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(1, f"decompose: {err}\n")
     if srgb.ndim == 2:
         srgb = np.repeat(srgb[..., None], 3, axis=2)
-    result = decompose(model, srgb, args.long_side, args.flip_average, args.residual_split, args.chroma_edges,
-                       args.chroma_edge_min_pixels)
+    result = decompose(model, srgb, args.long_side, **{key: getattr(args, key) for key in DECOMPOSE_OPTIONS})
     for path in write_decomposition(result, args.out, args.image.stem, args.linear):
         print(path)
     return 0

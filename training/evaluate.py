@@ -48,7 +48,7 @@ from pipeline.atomic import atomic_dir, atomic_write_bytes, atomic_write_json, a
 from pipeline.color import linear_to_srgb, srgb_to_linear
 from training import metrics as M
 from training.baselines import chromaticity, constant_shading, retinex, weiss
-from training.decompose import decompose, display, png_bytes, read_linear_png, read_srgb
+from training.decompose import decompose, decompose_options, display, png_bytes, read_linear_png, read_srgb
 
 MIT_METRICS = M.MIT_KEYS  # per channel (historical keys), then *_grey, then *_shared
 WILD_METRICS = ("whdr", "whdr_gamma", "ap", "ap_gamma")  # *_gamma: scored on R^(1/2.2), S^(1/2.2) (the authors')
@@ -83,12 +83,11 @@ def mit_srgb(linear: np.ndarray) -> np.ndarray:
     return linear_to_srgb(np.clip(linear, 0.0, 1.0))
 
 
-def model_predictor(model, long_side: Optional[int] = None, flip_average: bool = False,
-                    residual_split: Optional[float] = None, chroma_edges: Optional[float] = None,
-                    chroma_edge_min_pixels: int = 0) -> Predictor:
-    """srgb (H, W, 3) -> the model's linear (R (H, W, 3), S (H, W)); `training.decompose.decompose` options."""
+def model_predictor(model, long_side: Optional[int] = None, **options) -> Predictor:
+    """srgb (H, W, 3) -> the model's linear (R (H, W, 3), S (H, W)); `options`: `training.decompose.decompose`'s
+    keywords (flip_average, residual_split, ...; `decompose_options(params.evaluate)` gives them all)."""
     def predict(srgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        d = decompose(model, srgb, long_side, flip_average, residual_split, chroma_edges, chroma_edge_min_pixels)
+        d = decompose(model, srgb, long_side, **options)
         return d.reflectance, d.shading
 
     return predict
@@ -430,13 +429,11 @@ def _evaluate(args: argparse.Namespace, params, model, ckpt: dict) -> int:
     opt = lambda s: Path(s) if s else None  # noqa: E731
     with atomic_dir(args.out) as out:
         results, skipped = run_evaluation(
-            model_predictor(model, None, params.flip_average, params.residual_split, params.chroma_edges,
-                            params.chroma_edge_min_pixels),
+            model_predictor(model, None, **decompose_options(params)),
             mit_dir=opt(params.mit_dir),
             frames_dir=args.frames, shards_dir=args.shards, iiw_dir=opt(params.iiw_dir), saw_dir=opt(params.saw_dir),
             max_images=params.max_images, out_dir=out, checkpoint=str(args.checkpoint),
-            mit_predict=model_predictor(model, params.mit_long_side, params.flip_average, params.residual_split,
-                                        params.chroma_edges, params.chroma_edge_min_pixels))
+            mit_predict=model_predictor(model, params.mit_long_side, **decompose_options(params)))
         atomic_write_json(out / "config.json", {"evaluate": params.model_dump(), "checkpoint": str(args.checkpoint),
                                                 "model_config": ckpt["model_config"], "step": ckpt.get("step"),
                                                 "skipped": skipped})

@@ -43,7 +43,8 @@ ADDED_PARAMS = {"model.reflectance": "decoder", "model.input_skip": False, "mode
                 "evaluate.mit_long_side": None, "evaluate.flip_average": False, "evaluate.residual_split": None,
                 "shards.shading_weights.edge_source": "affinity", "shards.shading_weights.sigma_log_derivative": 0.25,
                 "loss.ssmooth_robust_scale": None, "loss.ssmooth_robust_by_weight": False, "train.ema_decay": None,
-                "evaluate.chroma_edges": None, "evaluate.chroma_edge_min_pixels": 0}
+                "evaluate.chroma_edges": None, "evaluate.chroma_edge_min_pixels": 0,
+                "evaluate.flatten_reflectance": None, "evaluate.flatten_threshold": 0.03}
 PAPER_TABLE3 = {"mse_avg": 0.0141, "lmse_avg": 0.0297, "dssim_avg": 0.1332}  # Li & Snavely 2018, Table 3
 
 

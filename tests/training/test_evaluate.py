@@ -244,7 +244,7 @@ def test_mit_long_side_sets_the_network_size_for_mit_only(tmp_path, checkpoint):
     from pipeline.params import EvaluateParams
 
     by_hand = D.decompose(E_model(checkpoint), E.mit_srgb(data["diffuse"]), long_side=32,
-                          residual_split=EvaluateParams().residual_split)  # the params default applies
+                          **D.decompose_options(EvaluateParams()))  # the params defaults apply
     expect = E.M.mit_scores(data["reflectance"], data["shading"], by_hand.reflectance, by_hand.shading, data["mask"])
     assert scores[32]["model"]["mse_r"] == pytest.approx(expect["mse_r"], rel=1e-6)
 
@@ -272,7 +272,7 @@ def test_residual_split_moves_the_reconstruction_residual_into_the_layers(checkp
 def test_decompose_cli_residual_split(tmp_path, checkpoint):
     srgb = np.random.default_rng(3).uniform(0, 1, (16, 24, 3))
     Image.fromarray(np.round(255 * srgb).astype(np.uint8)).save(tmp_path / "p.png")
-    base = ["--checkpoint", str(checkpoint), "--linear"]
+    base = ["--checkpoint", str(checkpoint), "--linear", "--flatten-reflectance", "none"]  # the split alone
     assert D.main([str(tmp_path / "p.png"), *base, "--out", str(tmp_path / "one"), "--residual-split", "1"]) == 0
     assert D.main([str(tmp_path / "p.png"), *base, "--out", str(tmp_path / "raw"), "--residual-split", "none"]) == 0
     one = cv2.imread(str(tmp_path / "one" / "p_shading.png"), cv2.IMREAD_UNCHANGED)
@@ -349,3 +349,46 @@ def test_chroma_edges_moves_shading_into_reflectance_and_keeps_the_product(check
         D.decompose(model, srgb, chroma_edges=0.0)
     with pytest.raises(ValueError, match="chroma_edge_min_pixels"):
         D.decompose(model, srgb, chroma_edges=0.05, chroma_edge_min_pixels=-1)
+
+
+def test_shading_in_reflectance_halves_the_variation_inside_one_paint():
+    """Hand-computed: green (columns 0-7) beside white (8-15), every pixel bright; the edge pixels are columns 7
+    and 8. The network's grey log reflectance is a shading ramp of 0.1 per column with a paint step of -1 between
+    columns 7 and 8 (constant down the columns). With keep 0.5 the pairs (6,7), (7,8), (8,9) touch the edge and keep
+    0.1, -0.9, 0.1; the twelve others become 0.05; each row is a chain, so the least-squares integral is their
+    running sum, shifted to the same mean. What moves to the shading is the difference; keep 1 moves nothing."""
+    linear = np.full((12, 16, 3), 0.6)
+    linear[:, :8] = (0.05, 0.3, 0.08)
+    srgb = linear_to_srgb(linear)
+    columns = 0.1 * np.arange(16) - np.where(np.arange(16) >= 8, 1.0, 0.0)
+    log_r = np.repeat(np.broadcast_to(columns, (12, 16))[..., None], 3, axis=2) + np.array([0.2, -0.1, 0.0])
+    kept = np.array([0.05] * 6 + [0.1, -0.9, 0.1] + [0.05] * 6)
+    flat = np.concatenate([[0.0], np.cumsum(kept)])
+    flat += columns.mean() - flat.mean()
+    moved = D.shading_in_reflectance(srgb, log_r, keep=0.5, threshold=0.05)
+    np.testing.assert_allclose(moved, np.broadcast_to(columns - flat, (12, 16)), atol=1e-6)
+    np.testing.assert_allclose(D.shading_in_reflectance(srgb, log_r, keep=1.0, threshold=0.05), 0.0, atol=1e-6)
+    with pytest.raises(ValueError, match="keep"):
+        D.shading_in_reflectance(srgb, log_r, keep=1.5, threshold=0.05)
+
+
+def test_flatten_reflectance_moves_reflectance_into_shading_and_keeps_the_product(checkpoint, tmp_path):
+    model = E_model(checkpoint)
+    srgb = np.repeat(np.repeat(_painted_image(shadow=False), 2, axis=0), 2, axis=1)
+    plain = D.decompose(model, srgb, residual_split=0.5)
+    flat = D.decompose(model, srgb, residual_split=0.5, flatten_reflectance=0.5, flatten_threshold=0.05)
+    np.testing.assert_allclose(flat.reflectance * flat.shading[..., None], plain.reflectance * plain.shading[..., None],
+                               rtol=1e-9)
+    moved = D.shading_in_reflectance(srgb, np.log(plain.reflectance), 0.5, 0.05)
+    np.testing.assert_allclose(np.log(flat.shading), np.log(plain.shading) + moved, atol=1e-9)
+    with pytest.raises(ValueError, match="flatten_reflectance"):
+        D.decompose(model, srgb, flatten_reflectance=-0.1)
+    with pytest.raises(ValueError, match="flatten_threshold"):
+        D.decompose(model, srgb, flatten_reflectance=0.5, flatten_threshold=0.0)
+    base = ["--checkpoint", str(checkpoint), "--long-side", "32"]
+    cv2.imwrite(str(tmp_path / "p.png"), np.round(255 * srgb[..., ::-1]).astype(np.uint8))
+    for flag, bad in (("--flatten-reflectance", "2"), ("--flatten-threshold", "none"), ("--flatten-threshold", "0")):
+        with pytest.raises(SystemExit):
+            D.main([str(tmp_path / "p.png"), *base, "--out", str(tmp_path / "bad"), flag, bad])
+    assert not (tmp_path / "bad").exists()
+    assert D.main([str(tmp_path / "p.png"), *base, "--out", str(tmp_path / "ok"), "--flatten-reflectance", "none"]) == 0
