@@ -454,9 +454,9 @@ class EvaluateParams(_Section):
     # With chroma_edges or flatten_reflectance: edge pixels in an 8-connected group of fewer than this many pixels
     # are not an edge (0: every pixel over the threshold is). On dark, fine-textured surfaces (frog1, squirrel)
     # chromaticity noise marks specks all over the object, and cutting the shading there moves its creases into the
-    # reflectance; a paint boundary is one long group. Cross-object MIT folds, chroma_edges 0.06, the MIT recipe's checkpoints (5
-    # synthetic objects, 1200 steps, seeds 0 and 1: 4 checkpoints) scored by decompose directly, si-MSE / LMSE / DSSIM
-    # avg, mean over folds (fold 0; fold 1):
+    # reflectance; a paint boundary is one long group. Cross-object MIT folds, chroma_edges 0.06, the MIT recipe's
+    # checkpoints (5 synthetic objects, 1200 steps, seeds 0 and 1: 4 checkpoints) scored by decompose directly,
+    # si-MSE / LMSE / DSSIM avg, mean over folds (fold 0; fold 1):
     #   0    0.0293 / 0.0325 / 0.1541  (0.0217 / 0.0362 / 0.1616; 0.0369 / 0.0288 / 0.1466)
     #   30   0.0297 / 0.0310 / 0.1521  (0.0213 / 0.0329 / 0.1561; 0.0380 / 0.0290 / 0.1480)
     #   100  0.0293 / 0.0309 / 0.1522  (0.0214 / 0.0321 / 0.1545; 0.0372 / 0.0297 / 0.1499)
@@ -485,8 +485,9 @@ class EvaluateParams(_Section):
     #           t 0.03  k 0.5 0.0164 / 0.0262 / 0.1343; 0.0262 / 0.0292 / 0.1476
     #           t 0.04  k 0.3 0.0224 / 0.0276 / 0.1454; 0.0267 / 0.0293 / 0.1440
     # (t 0.03 k 0.5 with chroma_edge_min_pixels 0: 0.0157 / 0.0261 / 0.1290; 0.0253 / 0.0293 / 0.1450). Every row
-    # with t <= 0.03 beats None on every fold and metric (wider regions cost fold 0 si-MSE); t 0.03, k 0.3 has the best four-run mean, 0.0201 / 0.0266 / 0.1351 against
-    # None's 0.0272 / 0.0348 / 0.1650 (k 0.5: 0.0207 / 0.0274 / 0.1394). The DVC rows are in docs/results.md.
+    # with t <= 0.03 beats None on every fold and metric (wider regions cost fold 0 si-MSE); t 0.03, k 0.3 has the
+    # best four-run mean, 0.0201 / 0.0266 / 0.1351 against None's 0.0272 / 0.0348 / 0.1650 (k 0.5: 0.0207 / 0.0274 /
+    # 0.1394). The DVC rows are in docs/results.md.
     flatten_reflectance: Optional[Annotated[float, Field(ge=0.0, le=1.0)]] = 0.3
     flatten_threshold: Annotated[float, Field(gt=0.0)] = 0.03
 

@@ -147,9 +147,10 @@ DECOMPOSE_OPTIONS = ("flip_average", "residual_split", "chroma_edges", "chroma_e
                      "flatten_threshold")  # `decompose`'s keywords that are also keys of params.yaml's evaluate
 
 
-def decompose_options(evaluate_params) -> dict:
-    """{keyword: value} for `decompose` from `pipeline.params.EvaluateParams` (params.yaml's evaluate section)."""
-    return {key: getattr(evaluate_params, key) for key in DECOMPOSE_OPTIONS}
+def decompose_options(settings) -> dict:
+    """{keyword: value} for `decompose` from anything with those attributes: `pipeline.params.EvaluateParams`
+    (params.yaml's evaluate section) or the CLI's parsed arguments."""
+    return {key: getattr(settings, key) for key in DECOMPOSE_OPTIONS}
 
 
 @torch.no_grad()
@@ -334,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(1, f"decompose: {err}\n")
     if srgb.ndim == 2:
         srgb = np.repeat(srgb[..., None], 3, axis=2)
-    result = decompose(model, srgb, args.long_side, **{key: getattr(args, key) for key in DECOMPOSE_OPTIONS})
+    result = decompose(model, srgb, args.long_side, **decompose_options(args))
     for path in write_decomposition(result, args.out, args.image.stem, args.linear):
         print(path)
     return 0
