@@ -1,7 +1,8 @@
 """Decompose any photo into reflectance and shading with a trained checkpoint.
 
 Library: `decompose(model, srgb, long_side=None, flip_average=False, residual_split=None, chroma_edges=None,
-chroma_edge_min_pixels=0, flatten_reflectance=None, flatten_threshold=0.03) -> Decomposition`
+chroma_edge_min_pixels=0, flatten_reflectance=None, flatten_threshold=0.03, flatten_chroma_bandwidth=None)
+-> Decomposition`
   srgb         (H, W, 3) float in [0, 1], gamma-encoded (an ordinary photo)
   reflectance  (H, W, 3) float64 LINEAR albedo = exp(log_r), scale arbitrary (the model fixes it only up to
                the illumination colour: image_linear ~= reflectance * shading * light)
@@ -26,12 +27,15 @@ over the image's pixels (~1 s at 600x500).
 of one chromaticity (bounded by chromaticity steps > `flatten_threshold`, edge groups as above) the grey variation
 of log R is kept at k and the rest moves to log S (`shading_in_reflectance`; one more sparse solve): shading the
 network left in the reflectance (the inside of a box, an animal's flanks) goes back to the shading.
+`flatten_chroma_bandwidth` b: before that, the part of the grey log R that the image's chromaticity predicts
+(kernel regression over rg chromaticity, bandwidth b: `chromaticity_explained`) is set aside and kept, so a
+lightness that follows a gradual change of colour (an apple's yellow flank) stays reflectance.
 `display(linear)` maps a linear layer to 8-bit sRGB for viewing (its 99th percentile
 -> white).
 
 CLI: `python -m training.decompose IMAGE --checkpoint data/models/checkpoint.pt --out DIR [--linear]
 [--long-side N] [--input-linear] [--flip-average] [--residual-split A|none] [--chroma-edges T|none] [--chroma-edge-min-pixels N]
-[--flatten-reflectance K|none] [--flatten-threshold T]` writes DIR/<stem>_reflectance.png, DIR/<stem>_shading.png and
+[--flatten-reflectance K|none] [--flatten-threshold T] [--flatten-chroma-bandwidth B|none]` writes DIR/<stem>_reflectance.png, DIR/<stem>_shading.png and
 DIR/<stem>_light.json. Default output is 8-bit sRGB PNG, each layer scaled so its 99th percentile is 1
 (scales are arbitrary); `--linear` writes 16-bit LINEAR PNGs (value / 65535, same scaling; read them with
 cv2.imread(p, cv2.IMREAD_UNCHANGED), never PIL). The input is read as sRGB (any PIL image: 8- or 16-bit, grey
@@ -129,22 +133,60 @@ def chroma_edge_shading(srgb: np.ndarray, log_s: np.ndarray, threshold: float,
     return _reintegrate(srgb, log_s, chromaticity_edge_pixels(srgb, threshold, min_pixels), 0.0, 1.0, dark)
 
 
+CHROMA_BINS = 128  # bins per rg-chromaticity axis in `chromaticity_explained` (bin width 1/128)
+
+
+def chromaticity_explained(srgb: np.ndarray, layer: np.ndarray, bandwidth: float,
+                           dark: float = DARK_SRGB) -> np.ndarray:
+    """(H, W): the part of `layer` (H, W, any units, e.g. grey log R) that the image's chromaticity predicts.
+
+    Nadaraya-Watson kernel regression of `layer` on rg chromaticity (r, g = linear RGB / its sum, in [0, 1]) over
+    the pixels brighter than `dark` (mean sRGB), Gaussian kernel of standard deviation `bandwidth` (chromaticity
+    units), evaluated at every pixel's chromaticity: sum_q k(c_p - c_q) layer_q / sum_q k(c_p - c_q). Pixels are
+    binned on a CHROMA_BINS^2 grid and the sums blurred there (O(pixels), not O(pixels^2)). All zeros when no pixel
+    is brighter than `dark`."""
+    if not bandwidth > 0:
+        raise ValueError(f"bandwidth must be > 0, got {bandwidth}")
+    srgb = np.asarray(srgb, np.float64)
+    linear = srgb_to_linear(np.clip(srgb, 0.0, 1.0))
+    valid = srgb.mean(axis=2) > dark
+    if not valid.any():
+        return np.zeros(srgb.shape[:2])
+    chroma = linear[..., :2] / np.maximum(linear.sum(axis=2, keepdims=True), 1e-12)
+    bins = np.clip((chroma * CHROMA_BINS).astype(np.int64), 0, CHROMA_BINS - 1)
+    flat = bins[..., 0] * CHROMA_BINS + bins[..., 1]  # (H, W) bin index
+    counts = np.bincount(flat[valid], minlength=CHROMA_BINS ** 2).reshape(CHROMA_BINS, CHROMA_BINS)
+    sums = np.bincount(flat[valid], weights=np.asarray(layer, np.float64)[valid],
+                       minlength=CHROMA_BINS ** 2).reshape(CHROMA_BINS, CHROMA_BINS)
+    sd_bins = bandwidth * CHROMA_BINS
+    counts = ndimage.gaussian_filter(counts.astype(np.float64), sd_bins, mode="constant")
+    sums = ndimage.gaussian_filter(sums, sd_bins, mode="constant")
+    return (sums / np.maximum(counts, 1e-300)).ravel()[flat]
+
+
 def shading_in_reflectance(srgb: np.ndarray, log_r: np.ndarray, keep: float, threshold: float,
-                           dark: float = DARK_SRGB, min_pixels: int = 0) -> np.ndarray:
+                           dark: float = DARK_SRGB, min_pixels: int = 0,
+                           chroma_bandwidth: Optional[float] = None) -> np.ndarray:
     """(H, W) log: the grey variation of `log_r` (H, W, 3) inside regions of one chromaticity, times 1 - keep.
 
     The channel mean of log R, re-integrated with its 4-neighbour differences on pairs touching no chromaticity edge
     (`chromaticity_edge_pixels(srgb, threshold, min_pixels)`) times `keep` in [0, 1] and the others kept (over the
     pixels brighter than `dark`, same mean), subtracted from that channel mean. Retinex's assumption applied to the
-    network's reflectance: variation inside one paint is shading, so log R -= this and log S += this."""
+    network's reflectance: variation inside one paint is shading, so log R -= this and log S += this.
+    `chroma_bandwidth` b: first the part of that channel mean the chromaticity predicts
+    (`chromaticity_explained(srgb, mean, b, dark)`) is set aside and kept, so a lightness that changes with a
+    gradual change of colour (an apple's yellow flank, too gradual for any step to pass the threshold) stays
+    reflectance; only what is left is flattened."""
     if not 0.0 <= keep <= 1.0:
         raise ValueError(f"keep must be in [0, 1], got {keep}")
     grey = np.asarray(log_r, np.float64).mean(axis=2)
+    if chroma_bandwidth is not None:
+        grey = grey - chromaticity_explained(srgb, grey, chroma_bandwidth, dark)
     return grey - _reintegrate(srgb, grey, chromaticity_edge_pixels(srgb, threshold, min_pixels), 1.0, keep, dark)
 
 
 DECOMPOSE_OPTIONS = ("flip_average", "residual_split", "chroma_edges", "chroma_edge_min_pixels", "flatten_reflectance",
-                     "flatten_threshold")  # `decompose`'s keywords that are also keys of params.yaml's evaluate
+                     "flatten_threshold", "flatten_chroma_bandwidth")  # `decompose`'s keywords that are also keys of params.yaml's evaluate
 
 
 def decompose_options(settings) -> dict:
@@ -157,7 +199,8 @@ def decompose_options(settings) -> dict:
 def decompose(model: torch.nn.Module, srgb: np.ndarray, long_side: Optional[int] = None,
               flip_average: bool = False, residual_split: Optional[float] = None,
               chroma_edges: Optional[float] = None, chroma_edge_min_pixels: int = 0,
-              flatten_reflectance: Optional[float] = None, flatten_threshold: float = 0.03) -> Decomposition:
+              flatten_reflectance: Optional[float] = None, flatten_threshold: float = 0.03,
+              flatten_chroma_bandwidth: Optional[float] = None) -> Decomposition:
     srgb = np.asarray(srgb, np.float32)
     if srgb.ndim != 3 or srgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) sRGB image, got {srgb.shape}")
@@ -171,6 +214,8 @@ def decompose(model: torch.nn.Module, srgb: np.ndarray, long_side: Optional[int]
         raise ValueError(f"flatten_reflectance must be in [0, 1] or None, got {flatten_reflectance}")
     if not flatten_threshold > 0:
         raise ValueError(f"flatten_threshold must be > 0, got {flatten_threshold}")
+    if flatten_chroma_bandwidth is not None and not flatten_chroma_bandwidth > 0:
+        raise ValueError(f"flatten_chroma_bandwidth must be > 0 or None, got {flatten_chroma_bandwidth}")
     h, w = srgb.shape[:2]
     was_training = model.training
     model.eval()
@@ -194,7 +239,7 @@ def decompose(model: torch.nn.Module, srgb: np.ndarray, long_side: Optional[int]
         log_r, log_s = log_r + (log_s - refined)[..., None], refined
     if flatten_reflectance is not None:  # what leaves the reflectance goes to the shading: R * S * c is unchanged
         moved = shading_in_reflectance(srgb, log_r, flatten_reflectance, flatten_threshold,
-                                       min_pixels=chroma_edge_min_pixels)
+                                       min_pixels=chroma_edge_min_pixels, chroma_bandwidth=flatten_chroma_bandwidth)
         log_r, log_s = log_r - moved[..., None], log_s + moved
     return Decomposition(reflectance=np.exp(log_r), shading=np.exp(log_s), light=np.exp(log_c[0].cpu().double().numpy()))
 
@@ -327,6 +372,10 @@ def main(argv: list[str] | None = None) -> int:
                         default=_evaluate_default("flatten_threshold"),
                         help="chromaticity step that bounds those regions (default: evaluate.flatten_threshold's "
                              "default)")
+    parser.add_argument("--flatten-chroma-bandwidth", type=_optional_number(lambda v: v > 0, "a number > 0"),
+                        default=_evaluate_default("flatten_chroma_bandwidth"),
+                        help="kernel bandwidth (rg chromaticity) of the lightness kept as reflectance because the "
+                             "colour predicts it, or 'none' (default: evaluate.flatten_chroma_bandwidth's default)")
     args = parser.parse_args(argv)
     try:
         model, _ = load_checkpoint(args.checkpoint)

@@ -44,7 +44,8 @@ ADDED_PARAMS = {"model.reflectance": "decoder", "model.input_skip": False, "mode
                 "shards.shading_weights.edge_source": "affinity", "shards.shading_weights.sigma_log_derivative": 0.25,
                 "loss.ssmooth_robust_scale": None, "loss.ssmooth_robust_by_weight": False, "train.ema_decay": None,
                 "evaluate.chroma_edges": None, "evaluate.chroma_edge_min_pixels": 0,
-                "evaluate.flatten_reflectance": None, "evaluate.flatten_threshold": 0.03}
+                "evaluate.flatten_reflectance": None, "evaluate.flatten_threshold": 0.03,
+                "evaluate.flatten_chroma_bandwidth": None}
 PAPER_TABLE3 = {"mse_avg": 0.0141, "lmse_avg": 0.0297, "dssim_avg": 0.1332}  # Li & Snavely 2018, Table 3
 
 

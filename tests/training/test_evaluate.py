@@ -372,6 +372,67 @@ def test_shading_in_reflectance_halves_the_variation_inside_one_paint():
         D.shading_in_reflectance(srgb, log_r, keep=1.5, threshold=0.05)
 
 
+def test_chromaticity_explained_is_each_colours_mean_when_the_colours_are_far_apart():
+    """Hand-computed: green (columns 0-7) beside white (8-15); the rg chromaticities are 0.4 apart, so with bandwidth
+    0.02 each colour's kernel gives the other weight exp(-200), and the regression at a pixel is the mean of the
+    layer over the bright pixels of its own colour. A dark pixel (mean sRGB below DARK_SRGB) adds nothing to that
+    mean but still gets its chromaticity's value; an all-dark image gives zeros."""
+    linear = np.full((6, 16, 3), 0.6)
+    linear[:, :8] = (0.05, 0.3, 0.08)
+    linear[0, 0] = (0.0001, 0.0006, 0.00016)  # dark, green's chromaticity
+    srgb = linear_to_srgb(linear)
+    layer = np.arange(96, dtype=np.float64).reshape(6, 16) % 7
+    bright_green = np.ones((6, 16), bool)
+    bright_green[:, 8:] = False
+    bright_green[0, 0] = False
+    expected = np.where(np.arange(16) < 8, layer[bright_green].mean(), layer[:, 8:].mean())
+    np.testing.assert_allclose(D.chromaticity_explained(srgb, layer, 0.02), np.broadcast_to(expected, (6, 16)),
+                               atol=1e-9)
+    np.testing.assert_array_equal(D.chromaticity_explained(np.zeros((4, 5, 3)), np.ones((4, 5)), 0.02), 0.0)
+    with pytest.raises(ValueError, match="bandwidth"):
+        D.chromaticity_explained(srgb, layer, 0.0)
+
+
+def test_chromaticity_explained_matches_a_dense_kernel_regression():
+    """Random colours on 9x11 pixels against the O(N^2) sum over all pixel pairs with the exact chromaticities:
+    the binned regression (bin width 1/128) is within 5% of the regression's own range at bandwidth 0.1, and within
+    1e-3 when the dense sum uses the bin centres too (left: the blur's sampled, truncated Gaussian)."""
+    rng = np.random.default_rng(3)
+    linear = rng.uniform(0.05, 1.0, (9, 11, 3))
+    srgb = linear_to_srgb(linear)
+    layer = rng.normal(size=(9, 11))
+    chroma = (linear[..., :2] / linear.sum(axis=2, keepdims=True)).reshape(-1, 2)
+    centres = (np.floor(chroma * D.CHROMA_BINS) + 0.5) / D.CHROMA_BINS
+
+    def dense(points):
+        weights = np.exp(-((points[:, None] - points[None]) ** 2).sum(-1) / (2 * 0.1 ** 2))
+        return (weights @ layer.ravel() / weights.sum(1)).reshape(9, 11)
+
+    binned = D.chromaticity_explained(srgb, layer, 0.1)
+    np.testing.assert_allclose(binned, dense(centres), atol=1e-3)
+    assert np.abs(binned - dense(chroma)).max() < 0.05 * np.ptp(dense(chroma))
+
+
+def test_flatten_chroma_bandwidth_keeps_lightness_that_follows_a_gradual_colour_change():
+    """A red-to-yellow ramp with no chromaticity step over the threshold (one region) whose reflectance is the image
+    (lightness rises with the colour): flattening everything (keep 0) moves all of its grey variation to the
+    shading, while with the chromaticity's part set aside (bandwidth 0.02, the ramp spans ~0.25 in g) less than a
+    fifth of it moves; a shading ramp down the rows, which the colour does not predict, still moves."""
+    columns = np.linspace(0.0, 1.0, 40)
+    linear = np.stack(np.broadcast_arrays(0.5, 0.1 + 0.5 * columns, 0.05), axis=-1)[None].repeat(12, axis=0)
+    srgb = linear_to_srgb(linear)
+    assert not D.chromaticity_edge_pixels(srgb, 0.03).any()
+    log_r = np.log(linear)
+    grey = log_r.mean(axis=2)
+    everything = D.shading_in_reflectance(srgb, log_r, keep=0.0, threshold=0.03)
+    np.testing.assert_allclose(everything, grey - grey.mean(), atol=1e-6)
+    kept = D.shading_in_reflectance(srgb, log_r, keep=0.0, threshold=0.03, chroma_bandwidth=0.02)
+    assert np.ptp(kept) < 0.2 * np.ptp(everything)
+    rows = 0.05 * np.arange(12)[:, None, None]
+    with_shading = D.shading_in_reflectance(srgb, log_r + rows, keep=0.0, threshold=0.03, chroma_bandwidth=0.02)
+    np.testing.assert_allclose(with_shading - kept, np.broadcast_to(rows[..., 0] - rows.mean(), (12, 40)), atol=1e-6)
+
+
 def test_flatten_reflectance_moves_reflectance_into_shading_and_keeps_the_product(checkpoint, tmp_path):
     model = E_model(checkpoint)
     srgb = np.repeat(np.repeat(_painted_image(shadow=False), 2, axis=0), 2, axis=1)
@@ -385,9 +446,16 @@ def test_flatten_reflectance_moves_reflectance_into_shading_and_keeps_the_produc
         D.decompose(model, srgb, flatten_reflectance=-0.1)
     with pytest.raises(ValueError, match="flatten_threshold"):
         D.decompose(model, srgb, flatten_reflectance=0.5, flatten_threshold=0.0)
+    banded = D.decompose(model, srgb, residual_split=0.5, flatten_reflectance=0.5, flatten_threshold=0.05,
+                         flatten_chroma_bandwidth=0.05)
+    moved = D.shading_in_reflectance(srgb, np.log(plain.reflectance), 0.5, 0.05, chroma_bandwidth=0.05)
+    np.testing.assert_allclose(np.log(banded.shading), np.log(plain.shading) + moved, atol=1e-9)
+    with pytest.raises(ValueError, match="flatten_chroma_bandwidth"):
+        D.decompose(model, srgb, flatten_reflectance=0.5, flatten_chroma_bandwidth=0.0)
     base = ["--checkpoint", str(checkpoint), "--long-side", "32"]
     cv2.imwrite(str(tmp_path / "p.png"), np.round(255 * srgb[..., ::-1]).astype(np.uint8))
-    for flag, bad in (("--flatten-reflectance", "2"), ("--flatten-threshold", "none"), ("--flatten-threshold", "0")):
+    for flag, bad in (("--flatten-reflectance", "2"), ("--flatten-threshold", "none"), ("--flatten-threshold", "0"),
+                      ("--flatten-chroma-bandwidth", "0"), ("--flatten-chroma-bandwidth", "x")):
         with pytest.raises(SystemExit):
             D.main([str(tmp_path / "p.png"), *base, "--out", str(tmp_path / "bad"), flag, bad])
     assert not (tmp_path / "bad").exists()
