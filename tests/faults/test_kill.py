@@ -39,6 +39,21 @@ KILLS = [  # (script stem, fault point(s) (comma-separated), which moment of the
 DVC_STAGES = {"fetch_eval_data": ("fetch_iiw", "fetch_saw")}  # script stem -> its dvc.yaml stages, where they differ
 
 
+def _explain(differ: list[str], files: dict[str, str], ref_tree: dict[str, str], repo: Path, ref_repo: Path) -> str:
+    """The failure message: which side lacks each differing file, and both runs' source summaries (a source that
+    failed on one side only makes every file of it, and the model, differ)."""
+    only_run = [f for f in differ if f not in ref_tree]
+    only_ref = [f for f in differ if f not in files]
+    changed = [f for f in differ if f in files and f in ref_tree]
+    def summary(root: Path) -> str:
+        path = root / "data/status/sources.json"
+        return path.read_text() if path.exists() else "missing"
+
+    return (f"outputs differ from the uninterrupted run: only in this run {only_run}; only in the reference "
+            f"{only_ref}; different content {changed}; data/status/sources.json here: {summary(repo)}; in the "
+            f"reference: {summary(ref_repo)}")
+
+
 def _temporaries(files: dict[str, str]) -> list[str]:
     return [f for f in files if any(part.endswith((".tmp", ".old")) for part in f.split("/"))]
 
@@ -48,12 +63,12 @@ def test_killed_stages_rerun_to_identical_outputs(reference, tmp_path):
     ref_repo, ref_tree = reference
     repo = clone(ref_repo, tmp_path / "repo")
     try:
-        _kill_and_rerun(repo, ref_tree, tmp_path)
+        _kill_and_rerun(repo, ref_repo, ref_tree, tmp_path)
     finally:
         kill_tagged(str(tmp_path))
 
 
-def _kill_and_rerun(repo, ref_tree, tmp_path):
+def _kill_and_rerun(repo, ref_repo, ref_tree, tmp_path):
     for k, (stage, point, _) in enumerate(KILLS):
         marker = tmp_path / f"killed-{k}"
         spec = point if "," in point else f"{stage}:{point}"  # several points: each spelled <stage>:<point>
@@ -68,5 +83,5 @@ def _kill_and_rerun(repo, ref_tree, tmp_path):
     files = tree(repo)
     assert not _temporaries(files), f"stale temporaries left: {_temporaries(files)}"
     differ = sorted(f for f in set(files) | set(ref_tree) if files.get(f) != ref_tree.get(f))
-    assert not differ, f"outputs differ from the uninterrupted run: {differ}"
+    assert not differ, _explain(differ, files, ref_tree, repo, ref_repo)
     assert dvc(repo, "status", "--json").stdout.strip() in ("{}", "")
