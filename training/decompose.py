@@ -22,7 +22,8 @@ than t between neighbours (`chroma_edge_shading`: the log shading re-integrated 
 across chromaticity edges set to 0, the step moved into the reflectance): paint and print whose luminance the
 network took for shading go back to reflectance (grey shadows and shading keep their edges); edge pixels in
 8-connected groups of fewer than `chroma_edge_min_pixels` are ignored (chromaticity noise). A sparse solve
-over the image's pixels (~1 s at 600x500).
+over the image's pixels brighter than DARK_SRGB (multigrid above 50k of them: ~1.7 s at 600x800, ~4.5 s at 1 MP
+on 2 cores; bench/decompose.py).
 `flatten_reflectance` k in [0, 1] (last): Retinex's assumption applied to the network's reflectance. Inside regions
 of one chromaticity (bounded by chromaticity steps > `flatten_threshold`, edge groups as above) the grey variation
 of log R is kept at k and the rest moves to log S (`shading_in_reflectance`; one more sparse solve): shading the

@@ -52,6 +52,33 @@ def test_integrate_gradients_ignores_zero_weight_differences():
     np.testing.assert_allclose(integrate_gradients(gx_bad, gy, wx, None), x - x.mean(), atol=1e-5)
 
 
+def test_integrate_gradients_multigrid_matches_the_dense_least_squares_solution():
+    """Both solvers (sparse LU on a small system, multigrid CG when forced with direct_max_unknowns=0) against the
+    dense normal equations on 9x11 pixels: two weighted regions with no pair between them (each gets its own
+    least-squares field; the ridge sets each one's constant to make its sum 0) and three pixels in no weighted pair,
+    which come out 0 (the solvers leave them out of the system)."""
+    rng = np.random.default_rng(5)
+    h, w = 9, 11
+    gx, gy = rng.normal(size=(h, w - 1)), rng.normal(size=(h - 1, w))
+    inside = np.ones((h, w), bool)
+    inside[:, 5] = False  # splits the frame into columns 0-4 and 6-10
+    inside[0, 0] = False  # column 0's top pixel: no pair left (its neighbours are (0, 1) and (1, 0))
+    inside[0, 1] = inside[1, 0] = False
+    wx = (inside[:, 1:] & inside[:, :-1]).astype(float)
+    wy = (inside[1:] & inside[:-1]).astype(float)
+    pairs = [((i, j), (i, j + 1), gx[i, j], wx[i, j]) for i in range(h) for j in range(w - 1)]
+    pairs += [((i, j), (i + 1, j), gy[i, j], wy[i, j]) for i in range(h - 1) for j in range(w)]
+    a = np.zeros((len(pairs), h * w))
+    for row, (p, q, _, _) in enumerate(pairs):
+        a[row, p[0] * w + p[1]], a[row, q[0] * w + q[1]] = -1.0, 1.0
+    weights = np.array([pair[3] for pair in pairs])
+    b = np.array([pair[2] for pair in pairs])
+    dense = np.linalg.solve(a.T @ (weights[:, None] * a) + 1e-8 * np.eye(h * w), a.T @ (weights * b)).reshape(h, w)
+    dense -= dense.mean()
+    for limit in (10 ** 6, 0):
+        np.testing.assert_allclose(integrate_gradients(gx, gy, wx, wy, direct_max_unknowns=limit), dense, atol=1e-6)
+
+
 def test_weiss_recovers_reflectance_of_a_multi_light_sequence():
     frames, albedo, shadings = lambertian_sequence()
     refl, shading = weiss(frames)
