@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Downloads, HERE, the wheels that the device machine's python3 (3.12, x86-64, its own torch, numpy, scipy,
 # pyyaml, pillow, opencv, pyarrow, pytest, tqdm; /work/.library/device/KINDS.md) lacks for bench/gpu_check.sh:
-# pydantic (+ pydantic-core, annotated-types, typing-inspection, typing-extensions) and webdataset
-# (+ braceexpand), at the versions of requirements.lock, into the git-ignored .whl/ (carry it: `carry: [".whl"]`).
+# pydantic (+ pydantic-core, annotated-types, typing-inspection, typing-extensions), webdataset
+# (+ braceexpand) and pyamg (evaluate's large sparse solves), at the versions of requirements.lock, into the git-ignored .whl/ (carry it: `carry: [".whl"]`).
 # UNTESTED ON A GPU, like gpu_check.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-names=(pydantic pydantic_core annotated-types typing-inspection typing_extensions webdataset braceexpand)
+names=(pydantic pydantic_core annotated-types typing-inspection typing_extensions webdataset braceexpand pyamg)
 specs=()
 for name in "${names[@]}"; do
   line=$(grep -i "^${name//[-_]/[-_]}==" requirements.lock || true)
