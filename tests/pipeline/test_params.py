@@ -84,3 +84,12 @@ def test_synthetic_urls_name_scene_and_variant():
                                            {"name": "b", "url": "synthetic://objects?variant=12"}]}).sources
     assert [s.synthetic_scene for s in sources] == [("objects", 0), ("objects", 12)]
     assert "synthetic://SCENE?variant=N" in _error({"sources": [{"name": "a", "url": "synthetic://sun?variant=-1"}]})
+
+
+def test_every_stage_depends_on_the_schema_that_holds_its_defaults():
+    """A stage reads params.yaml through pipeline/params.py, and a key params.yaml leaves out takes the schema's
+    default: DVC tracks only the values written in params.yaml, so without the schema file as a dependency a changed
+    default (e.g. evaluate.flatten_reflectance) would leave `dvc repro` reporting stale metrics as up to date."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    lacking = [name for name, stage in stages.items() if "pipeline/params.py" not in stage.get("deps", [])]
+    assert not lacking, f"dvc.yaml stages without pipeline/params.py among their deps: {lacking}"
