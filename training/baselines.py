@@ -80,8 +80,13 @@ def _solve_symmetric(lhs: sp.csr_matrix, rhs: np.ndarray, direct_max_unknowns: i
     import pyamg
 
     residuals: list[float] = []
-    solver = pyamg.smoothed_aggregation_solver(lhs, symmetry="symmetric")
-    x = solver.solve(rhs, tol=1e-10, accel="cg", maxiter=500, residuals=residuals)
+    outer_state = np.random.get_state()  # pyamg draws its spectral-radius start vectors from numpy's global RNG:
+    np.random.seed(0)  # a fixed one makes reruns bit-identical (DVC outputs), and the caller's stream is restored
+    try:
+        solver = pyamg.smoothed_aggregation_solver(lhs, symmetry="symmetric")
+        x = solver.solve(rhs, tol=1e-10, accel="cg", maxiter=500, residuals=residuals)
+    finally:
+        np.random.set_state(outer_state)
     if residuals and residuals[-1] > 1e-6 * max(residuals[0], 1e-300):
         warnings.warn(f"integrate_gradients: multigrid stopped at relative residual "
                       f"{residuals[-1] / residuals[0]:.1e} after {len(residuals) - 1} iterations")
