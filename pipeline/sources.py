@@ -33,7 +33,6 @@ of its records}, `digests`: what the later stages depend on in dvc.yaml instead 
 from __future__ import annotations
 
 import argparse
-import ast
 import hashlib
 import importlib
 import json
@@ -48,6 +47,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from pipeline.atomic import atomic_dir, atomic_write_json, fault_point, in_stage, status_record
+from pipeline.code_closure import PLUMBING, imported_modules, source_digest
 from pipeline.cli import limit_threads, parse_with_params, run_and_record, summary_line, write_status
 from pipeline.params import SOURCE_NAME, Params, Source
 
@@ -57,9 +57,9 @@ STAGE_FUNCTIONS = {  # stage -> (module, the pure per-source function: (params, 
     "frames": ("pipeline.frames", "extract_frames"),
     "masks": ("pipeline.masks", "make_masks"),
 }
-# pipeline modules whose change does not change what a stage writes: params (its values are hashed instead), the
-# CLI and atomic-write plumbing, and this driver
-NOT_FINGERPRINTED = {"pipeline.params", "pipeline.cli", "pipeline.atomic", "pipeline.sources"}
+# pipeline modules whose change does not change what a stage writes: params (its values are hashed instead) and
+# the plumbing (pipeline/code_closure.py PLUMBING: the CLI, atomic writes, fingerprints, this driver)
+NOT_FINGERPRINTED = PLUMBING | {"pipeline.params"}
 SUMMARY = "sources.json"
 DIGESTS = "sources_digest.json"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -99,37 +99,15 @@ def stage_settings(params: Params, stage: str) -> dict:
     return {stage: getattr(params, stage).model_dump(mode="json")}
 
 
-def _imported_pipeline_modules(module: str) -> set[str]:
-    """`module` and every `pipeline.*` module it imports, transitively (also imports inside functions)."""
-    seen, todo = set(), [module]
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        path = PACKAGE_DIR / f"{name.split('.', 1)[1]}.py"
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module == "pipeline":  # from pipeline import x
-                todo.extend(f"pipeline.{a.name}" for a in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pipeline."):
-                todo.append(node.module)
-            elif isinstance(node, ast.Import):
-                todo.extend(a.name for a in node.names if a.name.startswith("pipeline."))
-    return seen
-
-
 def stage_modules(stage: str) -> list[str]:
     """The pipeline modules whose source text is part of `stage`'s fingerprint (sorted)."""
-    return sorted(_imported_pipeline_modules(STAGE_FUNCTIONS[stage][0]) - NOT_FINGERPRINTED)
+    return sorted(imported_modules(STAGE_FUNCTIONS[stage][0], packages=("pipeline",)) - NOT_FINGERPRINTED)
 
 
 @lru_cache(maxsize=None)
 def stage_code(stage: str) -> str:
     """sha256 over the source text of `stage_modules(stage)`."""
-    digest = hashlib.sha256()
-    for module in stage_modules(stage):
-        digest.update(module.encode() + b"\0" + (PACKAGE_DIR / f"{module.split('.', 1)[1]}.py").read_bytes() + b"\0")
-    return digest.hexdigest()
+    return source_digest(stage_modules(stage))
 
 
 def _file_digest(path: str) -> str:

@@ -54,7 +54,6 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import hashlib
 import json
 import os
 import random
@@ -70,6 +69,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.atomic import atomic_file, atomic_write_json, atomic_write_text, fault_point
+from pipeline.code_closure import imported_modules, source_digest
 from pipeline.params import Params, ParamsError, load_params
 from pipeline.shard_format import sha256_file
 from training.data import LoaderConfig, ParquetSequences, ShardError, make_item, read_manifest, verify_shards
@@ -314,12 +314,11 @@ def canonical(obj):
 
 
 def code_hash() -> str:
-    """sha256 over the training package's sources and the torch version: a checkpoint made by other code is not
-    resumed (DVC reruns this stage when its code changes; resuming the old run would skip the new code)."""
-    digest = hashlib.sha256(torch.__version__.encode())
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
+    """sha256 over the torch version and the source of every project module training runs (training.train's
+    import closure, pipeline/code_closure.py; exactly the code dvc.yaml's train deps list, so a fresh clone writes the
+    checkpoint the lock records): a checkpoint made by other code is not resumed (DVC reruns this stage when its
+    code changes; resuming the old run would skip the new code)."""
+    return source_digest(imported_modules("training.train"), salt=torch.__version__.encode())
 
 
 def manifest_hash(shards: str | Path) -> str:

@@ -1,9 +1,13 @@
 """The params schema: the shipped params.yaml validates; bad keys and values fail naming the key."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
+from pipeline import code_closure
+from pipeline.code_closure import REPO_ROOT, imported_modules, module_path
 from pipeline.params import ParamsError, load_params, validate_params
 from tests.conftest import REPO
 
@@ -93,3 +97,37 @@ def test_every_stage_depends_on_the_schema_that_holds_its_defaults():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     lacking = [name for name, stage in stages.items() if "pipeline/params.py" not in stage.get("deps", [])]
     assert not lacking, f"dvc.yaml stages without pipeline/params.py among their deps: {lacking}"
+
+
+def test_every_stage_depends_on_the_code_it_runs():
+    """Each stage's deps list every project module its `python -m` module imports, transitively (plumbing aside,
+    pipeline/code_closure.py PLUMBING): otherwise a change there leaves `dvc repro` reporting stale outputs as up to
+    date, and a checkpoint that fingerprints its code (training/train.py `code_hash`) differs between a fresh clone
+    and the lock."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    lacking = {}
+    for name, stage in stages.items():
+        module = re.match(r"python -m ([\w.]+)", stage["cmd"]).group(1)
+        code = {module_path(m).relative_to(REPO_ROOT).as_posix() for m in imported_modules(module)}
+        if code - set(stage.get("deps", [])):
+            lacking[name] = sorted(code - set(stage.get("deps", [])))
+    assert not lacking, f"dvc.yaml stages lack the code they run among their deps: {lacking}"
+
+
+def test_imported_modules_follows_every_import_form_and_skips_plumbing(tmp_path, monkeypatch):
+    """Hand-built packages: `from pkg import x`, `from pkg.x import y`, `import pkg.x` and an import inside a
+    function are followed; a skipped module is neither listed nor followed; other packages are ignored."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("import os\nfrom pkg import b\nfrom pkg.c import thing\n")
+    (pkg / "b.py").write_text("def f():\n    import pkg.d\n")
+    (pkg / "c.py").write_text("thing = 1\nimport numpy\n")
+    (pkg / "d.py").write_text("from pkg import plumbing\n")
+    (pkg / "plumbing.py").write_text("import pkg.hidden\n")
+    (pkg / "hidden.py").write_text("")
+    monkeypatch.setattr(code_closure, "REPO_ROOT", tmp_path)
+    closure = code_closure.imported_modules
+    assert closure("pkg.a", ("pkg",), frozenset()) == {"pkg.a", "pkg.b", "pkg.c", "pkg.d", "pkg.plumbing", "pkg.hidden"}
+    assert closure("pkg.a", ("pkg",), frozenset({"pkg.plumbing"})) == {"pkg.a", "pkg.b", "pkg.c", "pkg.d"}
+    assert closure("pkg.plumbing", ("pkg",), frozenset({"pkg.plumbing"})) == {"pkg.plumbing", "pkg.hidden"}
