@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.atomic import atomic_dir, atomic_write_bytes, atomic_write_json, read_status, status_record
+from pipeline.code_closure import imported_modules, source_digest
 from pipeline.color import luminance, srgb_to_linear
 from pipeline.params import ShardsParams
 from pipeline.shard_format import (
@@ -195,19 +196,24 @@ def build_sample(seq: SequenceInput, params: ShardsParams) -> tuple[dict, dict]:
 # Encoded samples keyed by everything that makes them, so adding one source to a large dataset encodes that
 # source only. A cache entry is `<key>.tar` (uncompressed: the sample's members plus INFO_MEMBER). The cache
 # is a build cache beside the DVC outputs, never an output: deleting it only costs time.
-CACHE_CODE = ("shards.py", "shading_weights.py", "shard_format.py", "color.py")
 INFO_MEMBER = "__info__.json"
 SPLIT_PARAMS = {"sequences_per_shard", "val_fraction", "val_sequences", "seed"}  # how samples are packed, not made
 
 
 @lru_cache(maxsize=None)
+def cache_code() -> tuple[str, ...]:
+    """The modules whose text keys the sample cache: this module's import closure (pipeline/code_closure.py) less
+    pipeline.params, whose values are hashed instead."""
+    return tuple(sorted(imported_modules("pipeline.shards", packages=("pipeline",)) - {"pipeline.params"}))
+
+
+@lru_cache(maxsize=None)
 def _cache_code_digest() -> bytes:
-    package = Path(__file__).resolve().parent
-    return hashlib.sha256(b"\0".join((package / module).read_bytes() for module in CACHE_CODE)).digest()
+    return bytes.fromhex(source_digest(cache_code()))
 
 
 def sample_cache_key(raw: RawSequence, params: ShardsParams) -> str:
-    """sha256 hex over the code of CACHE_CODE, the sample-making shards params, the name and every input byte."""
+    """sha256 hex over the code of `cache_code()`, the sample-making shards params, the name and every input byte."""
     digest = hashlib.sha256(_cache_code_digest())
     digest.update(json.dumps(params.model_dump(mode="json", exclude=SPLIT_PARAMS), sort_keys=True).encode() + b"\0")
     digest.update(raw.name.encode() + b"\0" + json.dumps(raw.frames_meta, sort_keys=True).encode() + b"\0")
