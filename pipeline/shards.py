@@ -201,19 +201,16 @@ SPLIT_PARAMS = {"sequences_per_shard", "val_fraction", "val_sequences", "seed"} 
 
 
 @lru_cache(maxsize=None)
-def cache_code() -> tuple[str, ...]:
-    """The modules whose text keys the sample cache: this module's import closure (pipeline/code_closure.py) less
-    pipeline.params, whose values are hashed instead."""
-    return tuple(sorted(imported_modules("pipeline.shards", packages=("pipeline",)) - {"pipeline.params"}))
-
-
-@lru_cache(maxsize=None)
 def _cache_code_digest() -> bytes:
-    return bytes.fromhex(source_digest(cache_code()))
+    """sha256 of the code that makes a sample: this module's import closure (pipeline/code_closure.py) less
+    pipeline.params, whose values are hashed instead."""
+    modules = imported_modules("pipeline.shards", packages=("pipeline",)) - {"pipeline.params"}
+    return bytes.fromhex(source_digest(modules))
 
 
 def sample_cache_key(raw: RawSequence, params: ShardsParams) -> str:
-    """sha256 hex over the code of `cache_code()`, the sample-making shards params, the name and every input byte."""
+    """sha256 hex over the code (`_cache_code_digest`), the sample-making shards params, the name and every input
+    byte."""
     digest = hashlib.sha256(_cache_code_digest())
     digest.update(json.dumps(params.model_dump(mode="json", exclude=SPLIT_PARAMS), sort_keys=True).encode() + b"\0")
     digest.update(raw.name.encode() + b"\0" + json.dumps(raw.frames_meta, sort_keys=True).encode() + b"\0")

@@ -109,8 +109,9 @@ def test_every_stage_depends_on_the_code_it_runs():
     for name, stage in stages.items():
         module = re.match(r"python -m ([\w.]+)", stage["cmd"]).group(1)
         code = {module_path(m).relative_to(REPO_ROOT).as_posix() for m in imported_modules(module)}
-        if code - set(stage.get("deps", [])):
-            lacking[name] = sorted(code - set(stage.get("deps", [])))
+        missing = code - set(stage.get("deps", []))
+        if missing:
+            lacking[name] = sorted(missing)
     assert not lacking, f"dvc.yaml stages lack the code they run among their deps: {lacking}"
 
 

@@ -406,8 +406,8 @@ def test_total_loss_minimal_at_ground_truth(reduce):
     per-sequence mean weights (the contract's default) a little (alpha <= 0.25) LOWERS it, because the averaged
     weights still penalise the moving shadow edges -- so that case is asserted from alpha = 0.5 on, and at the
     authors' w_ssmooth = 1: at the default 2 (reduce "none", where this holds at every alpha) the averaged weights
-    make moving a quarter of the time-varying shading into R cheaper by ~1e-4 -- one more reason "mean" is not the
-    default.
+    make moving a quarter of the time-varying shading into R cheaper by ~1e-4 -- one more reason params.yaml's
+    shards.shading_weights.reduce defaults to "none".
     """
     srgb, mask, log_r, log_s, log_c = _lambertian_case("local")
     weights = _weights_for(srgb, reduce)

@@ -15,6 +15,7 @@ import yaml
 from pipeline.code_closure import source_digest
 from pipeline.params import ParamsError, ShardsParams, validate_params
 from pipeline.shards import build_shards
+from tests.conftest import REPO
 from tests.shard_fixtures import random_sequence, write_source
 from training import train as T
 from training.data import LoaderConfig, ParquetSequences
@@ -248,6 +249,6 @@ def test_code_hash_covers_exactly_the_code_dvc_tracks_for_the_train_stage():
     """The checkpoint's code_sha256 is part of data/models, which dvc.lock records: it must hash exactly the train
     stage's code deps. Before, it hashed every training/*.py, so editing training/baselines.py (no train dep) left
     the lock's checkpoint up to date while a fresh clone's training wrote different bytes."""
-    deps = yaml.safe_load((Path(T.__file__).parents[1] / "dvc.yaml").read_text())["stages"]["train"]["deps"]
+    deps = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]["deps"]
     tracked = [dep[:-3].replace("/", ".") for dep in deps if dep.endswith(".py")]
     assert T.code_hash() == source_digest(tracked, salt=torch.__version__.encode())
