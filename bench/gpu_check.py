@@ -1,24 +1,26 @@
 """The GPU check of issue 13 (item 7): one run on a lent GPU machine that writes ONE JSON with every figure.
 
-UNTESTED ON A GPU: written, and dry-run on a CPU (`--cpu-dry-run`), before any GPU was lent to this project.
+First run on a lent H200 on 2026-12-04 (torch 2.11.0+cu130): every part ok in 130 s.
 `bench/gpu_check.sh` is the entry point (it installs the carried wheels, then runs this module); see its header
 and README.md "The GPU check" for the whole recipe.
 
 Modes
 - `--prepare --mit-dir ../shared/data/mit-intrinsic` (HERE, on the CPU, with the project venv): writes `--data`
   (default `.gpu-data/`, git-ignored, carried to the device): `params.yaml` (training/mit_recipe.py --fold 0:
-  five objects train, five held out), `shards/` (the real download, frames, masks and shards stages run on
-  those params; the device has no ffmpeg) and `mit-eval/<object>/{diffuse,reflectance,shading,mask}.png`
+  five objects train, five held out), `frames/` and `masks/` (the real download, frames and masks stages run on
+  those params; the device has no ffmpeg; the rendered training objects' groundtruth.npz dropped) and `mit-eval/<object>/{diffuse,reflectance,shading,mask}.png`
   (16-bit linear ground truth for evaluate; the ten light images stay here, so Weiss is not scored there).
+  The shards are built on the device: with their Parquet twin they are ~360 MiB, over the 64 MiB a call carries.
 - default (ON THE DEVICE, the machine's own python3 and torch): runs the parts below in this order, each a
   subprocess with a timeout cut to what is left of `--budget` seconds, and rewrites `--out`/gpu_check.json
   after every part (a run killed at its limit still returns the parts done):
-  1. `tests`: the CUDA tests (`pytest -k cuda` over tests/training/test_loss.py, test_model.py);
+  1. `tests`: the CUDA tests (`pytest -k cuda` over tests/training/test_loss.py, test_model.py, test_train.py);
   2. `train_step`: `bench/train_step.py` on the paper preset (m = 8, 256x384), fp32 and AMP (bf16 autocast),
      seconds per step, per phase, the loss's share and the peak GPU memory;
-  3. `mit_train`: training/train.py `train()` on `--data`/params.yaml for `--steps` steps (checkpoint,
-     losses, seconds per step); 4. `mit_evaluate`: training/evaluate.py on the held-out objects (every
-     scoring convention and baseline of its metrics JSON; "mit_heldout" = the five objects never trained on).
+  3. `shards`: pipeline/shards.py on the carried frames and masks (the real stage, on the device's CPUs);
+  4. `mit_train`: training/train.py `train()` on those shards for `--steps` steps (checkpoint, losses, seconds
+     per step); 5. `mit_evaluate`: training/evaluate.py on the held-out objects (every scoring convention and
+     baseline of its metrics JSON; "mit_heldout" = the five objects never trained on).
 - `--cpu-dry-run`: the same parts, tiny (small preset, 1 timed step, 2 training steps, 2 objects) on the CPU.
 Output (`--out`, default $OUT or gpu-check-out/; scratch such as the checkpoint in `--work`): gpu_check.json {"env", "parts": {name: {"status": ok |
 failed | timeout | skipped, "seconds", "returncode", "command", "tail" (last lines of its output), ...figures}}},
@@ -37,10 +39,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CUDA_TESTS = ["tests/training/test_loss.py", "tests/training/test_model.py"]
+CUDA_TESTS = ["tests/training/test_loss.py", "tests/training/test_model.py", "tests/training/test_train.py"]
 MIT_EVAL_FILES = ("diffuse.png", "reflectance.png", "shading.png", "mask.png")
 # seconds: the most each part may take on the H200 (all four well inside the 8 minutes the issue allows)
-PART_LIMITS = {"tests": 90, "train_step": 180, "mit_train": 150, "mit_evaluate": 90}
+PART_LIMITS = {"tests": 90, "train_step": 180, "shards": 90, "mit_train": 150, "mit_evaluate": 90}
 MIN_START = 20  # a part is skipped when fewer seconds than this are left of the budget
 
 
@@ -118,7 +120,11 @@ def environment(python: str) -> dict:
 
 
 def prepare(mit_dir: Path, data: Path, python: str) -> int:
-    """Write data/params.yaml (MIT recipe, fold 0), data/shards (the real stages) and data/mit-eval."""
+    """Write data/params.yaml (MIT recipe, fold 0), data/frames and data/masks (the real stages) and data/mit-eval.
+
+    The shards themselves are built on the device (part `shards`): their Parquet twin and per-scale weights are
+    ~360 MiB for these 15 sequences, the frames and masks they come from a few MiB, and the device call carries
+    64 MiB at most."""
     import tempfile
 
     import yaml
@@ -136,13 +142,15 @@ def prepare(mit_dir: Path, data: Path, python: str) -> int:
         from pipeline.params import load_params
 
         params = load_params(params_path)
-        for stage, fn, out, inputs in (("download", download_source, "raw", None),
-                                       ("frames", extract_frames, "frames", {"raw": work / "raw"}),
-                                       ("masks", make_masks, "masks", {"frames": work / "frames"})):
-            print(summary_line(stage, run_all_sources(stage, fn, params, work / out, input_roots=inputs)), file=sys.stderr)
-        shutil.rmtree(data / "shards", ignore_errors=True)
-        subprocess.run([python, "-m", "pipeline.shards", "--params", str(params_path), "--frames", str(work / "frames"),
-                        "--masks", str(work / "masks"), "--out", str(data / "shards")], cwd=REPO, check=True)
+        for name in ("shards", "frames", "masks"):
+            shutil.rmtree(data / name, ignore_errors=True)
+        for stage, fn, out, inputs in (("download", download_source, work / "raw", None),
+                                       ("frames", extract_frames, data / "frames", {"raw": work / "raw"}),
+                                       ("masks", make_masks, data / "masks", {"frames": data / "frames"})):
+            print(summary_line(stage, run_all_sources(stage, fn, params, out, input_roots=inputs)), file=sys.stderr)
+    # the rendered objects' ground truth (~7 MiB each) only feeds validation metrics, and here they all train
+    for gt in (data / "frames").glob("*/groundtruth.npz"):
+        gt.unlink()
     for obj in sorted(p for p in mit_dir.iterdir() if (p / "reflectance.png").exists()):
         (data / "mit-eval" / obj.name).mkdir(parents=True, exist_ok=True)
         for name in MIT_EVAL_FILES:
@@ -152,7 +160,7 @@ def prepare(mit_dir: Path, data: Path, python: str) -> int:
     params_path.write_text(yaml.safe_dump(raw, sort_keys=False))
     size = sum(f.stat().st_size for f in data.rglob("*") if f.is_file()) / 2**20
     print(f"gpu_check: prepared {data} ({size:.1f} MiB; carry it with the wheels, 64 MiB in all)", file=sys.stderr)
-    return 0
+    return 0 if size < 56 else 1
 
 
 # ------------------------------------------------------------------------------------------ device: parts
@@ -212,16 +220,22 @@ def device_check(args: argparse.Namespace) -> int:
         part["frames"] = figures["frames"]
     check.write()
 
-    # 3. the MIT recipe (fold 0) for a few hundred steps, 4. its scores on the held-out objects
+    # 3. the shards stage on the prepared frames and masks, 4. the MIT recipe (fold 0) for a few hundred steps,
+    # 5. its scores on the held-out objects
     data = args.data.resolve()
-    if not (data / "shards" / "manifest.json").exists():
-        check.result["parts"]["mit_train"] = {"status": "skipped", "reason": f"{data}/shards missing: run --prepare here"}
+    if not (data / "params.yaml").exists() or not (data / "masks").is_dir():
+        check.result["parts"]["shards"] = {"status": "skipped", "reason": f"{data}: not prepared (run --prepare here)"}
         check.write()
         return 1
     params = run_params(data, work, steps=steps, preset=args.preset, workers=1 if dry else 8,
                         max_images=2 if dry else 10)
+    shards = work / "shards"
+    part = check.run("shards", [python, "-m", "pipeline.shards", "--params", str(params), "--frames", str(data / "frames"),
+                                "--masks", str(data / "masks"), "--out", str(shards)], PART_LIMITS["shards"])
+    if part["status"] != "ok":
+        return 1
     trained = work / "train.json"
-    part = check.run("mit_train", [python, "-m", "bench.gpu_check", "--train-part", str(params), "--data", str(data),
+    part = check.run("mit_train", [python, "-m", "bench.gpu_check", "--train-part", str(params), "--data", str(shards),
                                    "--out", str(work), "--device", "cpu" if dry else "cuda"], PART_LIMITS["mit_train"])
     if trained.exists():
         part["summary"] = json.loads(trained.read_text())
@@ -230,7 +244,7 @@ def device_check(args: argparse.Namespace) -> int:
         return 1
     metrics = work / "eval_metrics.json"
     part = check.run("mit_evaluate", [python, "-m", "training.evaluate", "--checkpoint", str(work / "models" / "checkpoint.pt"),
-                                      "--shards", str(data / "shards"), "--out", str(work / "eval"), "--metrics", str(metrics),
+                                      "--shards", str(shards), "--out", str(work / "eval"), "--metrics", str(metrics),
                                       "--params", str(params)], PART_LIMITS["mit_evaluate"])
     if metrics.exists():
         part["metrics"] = {k: v for k, v in json.loads(metrics.read_text()).items() if k in ("mit", "mit_heldout")}
@@ -256,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 1 or args.budget <= 0:
         parser.error("--steps and --budget must be positive")
     if args.train_part is not None:
-        return train_part(args.train_part, args.data / "shards", args.out / "models", args.out / "train.json", args.device)
+        return train_part(args.train_part, args.data, args.out / "models", args.out / "train.json", args.device)
     if args.prepare:
         if not (args.mit_dir / "apple" / "light01.png").exists():
             parser.error(f"--mit-dir {args.mit_dir}: not the MIT intrinsic images (no apple/light01.png)")

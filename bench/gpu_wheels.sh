@@ -3,7 +3,7 @@
 # pyyaml, pillow, opencv, pyarrow, pytest, tqdm; /work/.library/device/KINDS.md) lacks for bench/gpu_check.sh:
 # pydantic (+ pydantic-core, annotated-types, typing-inspection, typing-extensions), webdataset
 # (+ braceexpand) and pyamg (evaluate's large sparse solves), at the versions of requirements.lock, into the git-ignored .whl/ (carry it: `carry: [".whl"]`).
-# UNTESTED ON A GPU, like gpu_check.sh.
+# Used by the first GPU run (H200, 2026-12-04): these wheels were all the device lacked.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 names=(pydantic pydantic_core annotated-types typing-inspection typing_extensions webdataset braceexpand pyamg)

@@ -228,6 +228,8 @@ def setup_device(params: Params, device: str | None = None) -> Setup:
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
     if dev.type == "cuda":
+        if dev.index is None:  # "cuda" alone: this process's GPU (set_device rejects a device without an index)
+            dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
     amp_dtype = None
     if dev.type == "cuda" and params.train.amp:

@@ -1,5 +1,5 @@
 """bench/gpu_check.py's plumbing on the CPU: the one JSON it rewrites after every part, part timeouts, the
-budget that skips parts, argument checks and the shell wrapper's syntax (the GPU parts themselves are untested)."""
+budget that skips parts, argument checks and the shell wrapper's syntax (the GPU parts run only on a lent GPU)."""
 from __future__ import annotations
 
 import json

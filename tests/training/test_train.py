@@ -47,6 +47,23 @@ def shards(tmp_path_factory) -> Path:
     return root / "shards"
 
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available on this machine (CPU-only)")
+
+
+@pytest.mark.parametrize("asked, expected", [("cpu", torch.device("cpu")),
+                                             pytest.param("cuda", torch.device("cuda", 0), marks=CUDA),
+                                             pytest.param(None, torch.device("cuda", 0), marks=CUDA)])
+def test_setup_device_resolves_cpu_and_cuda(asked, expected):
+    """`train(device="cuda")` (bench/gpu_check's call) once died in torch.cuda.set_device, which rejects an
+    index-less device: only a GPU showed it. Autocast is bf16 on a GPU that has it, off on the CPU."""
+    setup = T.setup_device(validate_params(raw_params(amp=True)), asked)
+    assert setup.device == expected
+    if expected.type == "cuda":
+        assert torch.cuda.current_device() == 0 and setup.amp_dtype in (torch.bfloat16, torch.float16)
+    else:
+        assert setup.amp_dtype is None
+
+
 def test_cli_trains_logs_and_checkpoints(shards, tmp_path):
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(raw_params(num_workers=1)))
