@@ -8,8 +8,8 @@ Modes
 - `--prepare --mit-dir ../shared/data/mit-intrinsic` (HERE, on the CPU, with the project venv): writes `--data`
   (default `.gpu-data/`, git-ignored, carried to the device): `params.yaml` (training/mit_recipe.py --fold 0:
   five objects train, five held out), `frames/` and `masks/` (the real download, frames and masks stages run on
-  those params; the device has no ffmpeg; the rendered training objects' groundtruth.npz dropped) and `mit-eval/<object>/{diffuse,reflectance,shading,mask}.png`
-  (16-bit linear ground truth for evaluate; the ten light images stay here, so Weiss is not scored there).
+  those params; the device has no ffmpeg; the rendered training objects' groundtruth.npz dropped) and
+  `mit-eval/<object>/{diffuse,reflectance,shading,mask}.png` (16-bit linear ground truth for evaluate; the ten light images stay here, so Weiss is not scored there).
   The shards are built on the device: with their Parquet twin they are ~360 MiB, over the 64 MiB a call carries.
 - default (ON THE DEVICE, the machine's own python3 and torch): runs the parts below in this order, each a
   subprocess with a timeout cut to what is left of `--budget` seconds, and rewrites `--out`/gpu_check.json

@@ -73,7 +73,7 @@ class LossConfig:
     w_reconstruct: float = 2.0
     w_consistency: float = 2.0
     w_rsmooth: float = 4.0
-    w_ssmooth: float = 2.0  # pipeline/params.py LossParams cites the rows that chose it
+    w_ssmooth: float = 4.0  # pipeline/params.py LossParams cites the rows that chose it
     w_shading_l1: float = 0.1
     lum_exponent: float = 0.125
     lum_definition: str = "rec709"
