@@ -290,7 +290,8 @@ class LossParams(_Section):
     #      0.1183   mean 0.0162 / 0.0229 / 0.1202   (recipe: 0.0181 / 0.0204 / 0.1104; seed 0 0.0134 / 0.0265 /
     #      0.1259; 0.0227 / 0.0142 / 0.0936, seed 1 0.0140 / 0.0265 / 0.1276; 0.0224 / 0.0143 / 0.0944)
     #   8  seed 0 0.0120 / 0.0254 / 0.1211; 0.0215 / 0.0195 / 0.1183   (recipe 0.0132 / 0.0266 / 0.1256; 0.0241 / 0.0143 /
-    #      0.0961): worse than 4's seed 0 on every mean, so the optimum is near 4
+    #      0.0961), mean 0.0168 / 0.0225 / 0.1197 (recipe 0.0187 / 0.0205 / 0.1109) against 4's seed 0 0.0161 / 0.0229 /
+    #      0.1197 (recipe 0.0181 / 0.0204 / 0.1098): LMSE slightly better without chroma edges, worse otherwise; 4
     # 4 is better than 2 on all three means in both configurations; fold 1 (paint on white) gains most (LMSE 0.0226,
     # 0.0221 -> 0.0205, 0.0203), fold 0 moves within seed noise. The 4 and 8 rows were trained here on the CPU too, but
     # not as DVC rows (session 19's experiment repo was gone): training/train.py + evaluate.py on the recipe's params. The
