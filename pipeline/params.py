@@ -298,9 +298,9 @@ class LossParams(_Section):
     # lent H200 (bf16 autocast) agreed: 4 gave a four-run mean of 0.0162 / 0.0229 / 0.1207 (recipe 0.0181 / 0.0204 /
     # 0.1107), and reproduced 2's fold-0 recipe rows (0.0137 / 0.0265 / 0.1279, 0.0142 / 0.0264 / 0.1292).
     # Earlier rows, raw layers: 400 steps, 0.5 0.0299 / 0.0411 / 0.2028 vs 1 0.0289 / 0.0391 / 0.2026; without
-    # input_skip, long side 256, 4 0.0315 / 0.0421 / 0.2142 vs 1 0.0323 /
-    # 0.0424 / 0.2095. The embedded default keeps 1 in params.yaml: synthetic val (60 steps) with 2 0.0267 / 0.1140 /
-    # 0.1708 against 1's 0.0225 / 0.1027 / 0.1600.
+    # input_skip, long side 256, 4 0.0315 / 0.0421 / 0.2142 vs 1 0.0323 / 0.0424 / 0.2095. The embedded default
+    # keeps 1 in params.yaml: synthetic val (60 steps) with 2 0.0267 / 0.1140 / 0.1708 against 1's 0.0225 / 0.1027 /
+    # 0.1600.
     w_ssmooth: float = 4.0
     # The authors' 0.1. MIT recipe at 1200 steps (docs/results.md): 0.3 0.0322 / 0.0407 / 0.1750, 0.03 0.0303 /
     # 0.0388 / 0.1719, 0.1 0.0291 / 0.0382 / 0.1696: both directions worse.
