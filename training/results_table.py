@@ -11,12 +11,13 @@ their params and the metrics of `data/eval_metrics.json`, training/evaluate.py) 
 call. Produces
 - `--csv`: the experiments as one flat table (params + metrics; the raw data of the table below).
 - `--out`: Markdown. A *variant* is every param that differs between experiments, except the fold
-  (`shards.val_sequences`, which names the held-out MIT objects; empty = the ten-on-ten run) and the
-  schedule (`train.steps`, its own column); every row is described against ONE reference, the params of the
-  first baseline commit in the table (the oldest, with --merge), so rows run on different commits compare. Per variant and
-  fold the scores on the held-out objects ("mit_heldout", objects never trained on), then the mean over folds
-  (the cross-object protocol), with the baselines scored on the same objects, and the ten-on-ten rows
-  ("mit", a train-set score). Metrics: scale-invariant MSE, LMSE, DSSIM averaged over reflectance and
+  (`shards.val_sequences`, which names the held-out MIT objects; empty = the ten-on-ten run), the seed
+  (`train.seed`: a variant's runs at several seeds are averaged, `seeds` column) and the schedule
+  (`train.steps`, its own column); every row is described against ONE reference, the params of the newest
+  baseline commit in the table (the last, with --merge: the recipe as committed, "baseline params"), so rows
+  run on different commits compare. Per variant and fold the scores on the held-out objects ("mit_heldout",
+  objects never trained on) averaged over the seeds, then the mean over folds (the cross-object protocol),
+  with the baselines scored on the same objects, and the ten-on-ten rows ("mit", a train-set score). Metrics: scale-invariant MSE, LMSE, DSSIM averaged over reflectance and
   shading (training/metrics.py); lower is better.
 """
 from __future__ import annotations
@@ -35,7 +36,8 @@ from training.evaluate import MIT_SOURCE_PREFIX
 METRICS = ("mse_avg", "lmse_avg", "dssim_avg")
 BASELINES = ("chromaticity", "constant_shading", "retinex", "weiss")
 FOLD_KEY = "shards.val_sequences"
-IGNORED_PARAMS = {FOLD_KEY, "evaluate.mit_dir", "sources"}  # machine paths and the fold are not a variant
+SEED_KEY = "train.seed"
+IGNORED_PARAMS = {FOLD_KEY, SEED_KEY, "evaluate.mit_dir", "sources"}  # paths, fold and seed are not a variant
 # Params added after a baseline commit, with the value that reproduces that commit's code: a row stating it is
 # not a variant of a baseline that lacks the key.
 ADDED_PARAMS = {"model.reflectance": "decoder", "model.input_skip": False, "model.input_skip_shading": True,
@@ -46,6 +48,7 @@ ADDED_PARAMS = {"model.reflectance": "decoder", "model.input_skip": False, "mode
                 "evaluate.chroma_edges": None, "evaluate.chroma_edge_min_pixels": 0,
                 "evaluate.flatten_reflectance": None, "evaluate.flatten_threshold": 0.03,
                 "evaluate.flatten_chroma_bandwidth": None}
+REFERENCE_LABEL = "baseline params"  # the variant of a row whose params are the reference's
 PAPER_TABLE3 = {"mse_avg": 0.0141, "lmse_avg": 0.0297, "dssim_avg": 0.1332}  # Li & Snavely 2018, Table 3
 
 
@@ -149,7 +152,7 @@ def extra_sources(value) -> str:
 
 
 def variant_labels(frame: pd.DataFrame) -> pd.Series:
-    """'k=v, ...' of the params in which each row differs from the reference, the first baseline commit's params
+    """'k=v, ...' of the params in which each row differs from the reference, the newest baseline commit's params
     (fold and paths excluded; of the source list only the sources beside the MIT objects, `extra_sources`, as
     "sources+=..."); "baseline params" if none. A key added after the reference commit
     compares with ADDED_PARAMS (the value that reproduces the older code) or else with the value of the commit the
@@ -158,10 +161,10 @@ def variant_labels(frame: pd.DataFrame) -> pd.Series:
               and not c.removeprefix(PARAM).startswith("sources") and c != PARAM + "train.steps"]  # steps: own column
     baselines = frame[frame["Experiment"] == "<baseline>"]
     own_commit = baselines.drop_duplicates("baseline").set_index("baseline")
-    first = baselines.iloc[0] if len(baselines) else None
+    newest = baselines.iloc[-1] if len(baselines) else None  # frames list commits oldest first (merge_frames)
 
-    def reference(c, row):  # the first baseline's value; a key it lacks: ADDED_PARAMS, else the row's own commit's
-        base = row if first is None else first
+    def reference(c, row):  # the newest baseline's value; a key it lacks: ADDED_PARAMS, else the row's own commit's
+        base = row if newest is None else newest
         if _missing(base[c]) and c.removeprefix(PARAM) not in ADDED_PARAMS and row["baseline"] in own_commit.index:
             return _param_value(c, own_commit.loc[row["baseline"], c])
         return _param_value(c, base[c])
@@ -172,15 +175,15 @@ def variant_labels(frame: pd.DataFrame) -> pd.Series:
         values = {c: _param_value(c, row[c]) for c in params}
         diffs = [f"{c.removeprefix(PARAM)}={v}" for c, v in values.items() if v != reference(c, row)]
         extra = extra_sources(row.get(sources))
-        if extra != extra_sources(None if first is None else first.get(sources)):
+        if extra != extra_sources(None if newest is None else newest.get(sources)):
             diffs.append(f"sources+={extra or 'none'}")  # training sequences beside the MIT objects
-        return ", ".join(diffs) or "baseline params"
+        return ", ".join(diffs) or REFERENCE_LABEL
 
     return frame.apply(label, axis=1)
 
 
 def tidy(frame: pd.DataFrame) -> pd.DataFrame:
-    """Long table: variant, steps, fold, dataset ("mit_heldout" / "mit"), method, metric columns."""
+    """Long table: variant, steps, seed, fold, dataset ("mit_heldout" / "mit"), method, metric columns."""
     frame = frame.copy()
     frame["variant"] = variant_labels(frame)
     frame = frame[frame["Experiment"] != "<baseline>"]
@@ -188,19 +191,21 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     frame["fold"] = frame[fold].map(_fold_name) if fold in frame else "all"
     frame["steps"] = frame[PARAM + "train.steps"].map(lambda s: None if pd.isna(s) else int(float(s))) \
         if PARAM + "train.steps" in frame else None
+    seed = frame[PARAM + SEED_KEY] if PARAM + SEED_KEY in frame else pd.Series(0, index=frame.index)
+    frame["seed"] = seed.map(lambda s: 0 if _missing(s) else int(float(s)))  # params' default seed is 0
     rows = []
     for dataset in ("mit_heldout", "mit"):
         for method in ("model", *BASELINES):
             columns = _metric_columns(frame, dataset, method)
             if not columns:
                 continue
-            part = frame[["variant", "steps", "fold", "Experiment", "rev"]].copy()
+            part = frame[["variant", "steps", "seed", "fold", "Experiment", "rev"]].copy()
             part["dataset"], part["method"] = dataset, method
             for metric, column in columns.items():
                 part[metric] = pd.to_numeric(frame[column], errors="coerce")
             rows.append(part)
     if not rows:
-        return pd.DataFrame(columns=["variant", "steps", "fold", "dataset", "method", *METRICS])
+        return pd.DataFrame(columns=["variant", "steps", "seed", "fold", "dataset", "method", *METRICS])
     long = pd.concat(rows, ignore_index=True).dropna(subset=list(METRICS), how="all")
     # the ten-on-ten run scores "mit" (train objects); a fold run scores "mit_heldout" (its "mit" mixes both)
     keep = ((long["fold"] == "all") & (long["dataset"] == "mit")) | ((long["fold"] != "all") & (long["dataset"] == "mit_heldout"))
@@ -225,14 +230,22 @@ def results_markdown(long: pd.DataFrame) -> str:
     if not folds.empty:
         model = folds[folds["method"] == "model"]
         n_folds = folds["fold"].nunique()
-        mean = (model.groupby(["variant", "steps"], dropna=False)
-                .agg(folds=("fold", "nunique"), **{m: (m, "mean") for m in METRICS}).reset_index()
-                .sort_values("mse_avg"))
+        keys = ["variant", "steps"]
+        # each fold's seeds first (a fold run twice at one seed counts once), then the mean over folds
+        per_fold_seed = model.groupby([*keys, "fold", "seed"], dropna=False)[list(METRICS)].mean().reset_index()
+        by_fold = (per_fold_seed.groupby([*keys, "fold"], dropna=False)
+                   .agg(seeds=("seed", "nunique"), **{m: (m, "mean") for m in METRICS}).reset_index())
+        mean = (by_fold.groupby(keys, dropna=False)
+                .agg(folds=("fold", "nunique"), seeds=("seeds", "min"), **{m: (m, "mean") for m in METRICS})
+                .reset_index())
+        # the recipe as committed first, then the variants by si-MSE
+        mean = mean.assign(_ref=mean["variant"] != REFERENCE_LABEL).sort_values(["_ref", "mse_avg"]).drop(columns="_ref")
         out += ["## Cross-object MIT protocol (mean over folds; held-out objects only)", "",
                 f"Each fold trains on five objects' light sequences (no ground truth) and scores the other five "
                 f"({n_folds} folds: " + "; ".join(f"held out {f}" for f in sorted(folds["fold"].unique())) + ").",
-                "A variant lists the params it changes against the first baseline commit's params "
-                "(the project's defaults when the first experiments ran).", ""]
+                f"A variant lists the params it changes against the newest baseline commit's params (the recipe "
+                f"as committed: `{REFERENCE_LABEL}`, first). `seeds`: how many training seeds (`train.seed`) each "
+                f"fold ran at (the fewest over the folds); a fold's seeds are averaged, then the folds.", ""]
         out += [_fmt(mean), ""]
         # per fold first (every run of a fold scores the same objects), then the mean over folds
         base = folds[folds["method"] != "model"].groupby(["method", "fold"])[list(METRICS)].mean().groupby("method").mean()
@@ -246,7 +259,7 @@ def results_markdown(long: pd.DataFrame) -> str:
                 _fmt(base), "",
                 "Paper, Table 3 (Barron's 10 test objects, which are not available here): "
                 + ", ".join(f"{k} {v}" for k, v in PAPER_TABLE3.items()), ""]
-        per_fold = model.pivot_table(index=["variant", "steps"], columns="fold", values="mse_avg").reset_index()
+        per_fold = by_fold.pivot_table(index=keys, columns="fold", values="mse_avg").reset_index()
         per_fold.columns = [str(c) if c in ("variant", "steps") else f"si-MSE avg, held out {c}" for c in per_fold.columns]
         out += ["Per fold (si-MSE avg):", "", _fmt(per_fold), ""]
     ten = long[long["fold"] == "all"]

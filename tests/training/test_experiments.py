@@ -90,8 +90,8 @@ def test_table_averages_the_folds_per_variant():
     assert means.loc["baseline params", "mse_avg"] == pytest.approx(0.03)
     assert means.loc["loss.rsmooth_kind=local", "lmse_avg"] == pytest.approx(0.07)
     text = T.results_markdown(long)
-    assert "| baseline params | 400 | 2 | 0.0300 | 0.0500 | 0.1500 |" in text
-    assert "| loss.rsmooth_kind=local | 400 | 2 | 0.0600 | 0.0700 | 0.2500 |" in text
+    assert "| baseline params | 400 | 2 | 1 | 0.0300 | 0.0500 | 0.1500 |" in text
+    assert "| loss.rsmooth_kind=local | 400 | 2 | 1 | 0.0600 | 0.0700 | 0.2500 |" in text
     assert "| weiss | 0.0400 | 0.0400 | 0.0400 |" in text  # baselines on the same held-out objects, fold mean
     assert "| baseline params | 400 | yes/no/no |" in text  # 0.03 < 0.04, 0.05 > 0.04, 0.15 > 0.04
     assert "Ten on ten" in text and "apple+cup1+frog1+paper1+squirrel" in text
@@ -102,7 +102,7 @@ def test_table_round_trips_through_the_csv(tmp_path):
     T.experiments_frame(EXPERIMENTS).to_csv(csv, index=False)
     out = tmp_path / "results.md"
     assert T.main(["--from-csv", str(csv), "--out", str(out)]) == 0
-    assert "| baseline params | 400 | 2 | 0.0300 | 0.0500 | 0.1500 |" in out.read_text()
+    assert "| baseline params | 400 | 2 | 1 | 0.0300 | 0.0500 | 0.1500 |" in out.read_text()
 
 
 def test_a_param_added_after_the_baseline_commit_is_a_variant_only_when_it_changes_the_old_code():
@@ -150,7 +150,7 @@ def test_a_key_the_reference_lacks_compares_with_the_commit_the_row_ran_on():
     assert labels["new-key-set"] == "frames.usable_low=0.05"
 
 
-def test_merge_keeps_saved_rows_of_commits_the_repository_lacks_and_labels_against_one_reference(tmp_path):
+def test_merge_keeps_saved_rows_of_commits_the_repository_lacks_and_labels_against_the_newest_commit(tmp_path):
     saved = T.experiments_frame(EXPERIMENTS)  # baseline commit c0ffee: rsmooth_kind dense
     newer = {"params": {"params.yaml": {"data": {"shards": {"val_sequences": list(FOLDS[0])},
                                                  "loss": {"rsmooth_kind": "local"}, "train": {"steps": 400},
@@ -160,10 +160,24 @@ def test_merge_keeps_saved_rows_of_commits_the_repository_lacks_and_labels_again
     merged = T.merge_frames(saved, fresh)
     assert set(merged["Experiment"]) == {"<baseline>", "a-f0", "a-f1", "b-f0", "b-f1", "all", "c-f0"}
     labels = dict(zip(merged["Experiment"], T.variant_labels(merged)))
-    # c-f0 ran on a commit whose own params say "local": against the one reference (c0ffee) it is the local variant
-    assert labels["c-f0"] == labels["b-f0"] == "loss.rsmooth_kind=local" and labels["a-f0"] == "baseline params"
+    # the one reference is the newest commit (beef, "local"): its own run and b-f0 (local on c0ffee) are its params
+    assert labels["c-f0"] == labels["b-f0"] == "baseline params" and labels["a-f0"] == "loss.rsmooth_kind=dense"
     # a commit present in both: the repository's experiments replace the saved ones
     again = T.merge_frames(merged, T.experiments_frame(_exp_show(_exp("a-f0", FOLDS[0], "dense", 0.5, 0.5, 0.5, 0.5))))
     assert list(again[again["Experiment"] == "a-f0"]["metric:mit_heldout.model.mse_avg"]) == [0.5]
     assert "b-f0" not in set(again["Experiment"]) and "c-f0" in set(again["Experiment"])
-    assert dict(zip(again["Experiment"], T.variant_labels(again)))["c-f0"] == "loss.rsmooth_kind=local"  # same reference
+    assert dict(zip(again["Experiment"], T.variant_labels(again)))["c-f0"] == "baseline params"  # same reference
+
+
+def test_seeds_are_averaged_within_each_fold_before_the_folds():
+    def run(name, fold, seed, mse):
+        exp = _exp(name, fold, "dense", mse, mse, mse, 0.5)
+        exp["revs"][0]["data"]["params"]["params.yaml"]["data"]["train"]["seed"] = seed
+        return exp
+    # fold 0 at seeds 0 and 1 (0.01, 0.03: mean 0.02), fold 1 at seed 0 only (0.06): fold mean 0.04, not the
+    # run mean (0.01 + 0.03 + 0.06) / 3 = 0.0333
+    long = T.tidy(T.experiments_frame(_exp_show(run("s0-f0", FOLDS[0], 0, 0.01), run("s1-f0", FOLDS[0], 1, 0.03),
+                                                run("s0-f1", FOLDS[1], 0, 0.06))))
+    assert set(long["variant"]) == {"baseline params"}  # the seed is not a variant
+    text = T.results_markdown(long)
+    assert "| baseline params | 400 | 2 | 1 | 0.0400 | 0.0400 | 0.0400 |" in text  # folds 2, seeds 1 (fold 1's)
