@@ -447,7 +447,9 @@ class EvaluateParams(_Section):
     mit_long_side: Optional[Annotated[int, Field(ge=32)]] = None
     # true: every decomposition is the mean (in log space) of the image's and its mirror image's (twice the time).
     # Same checkpoints, native size: 0.0164 / 0.0301 / 0.1700; 0.0440 / 0.0482 / 0.2182 against the plain pass's
-    # numbers above: within noise, so off.
+    # numbers above: within noise, so off. The embedded default's committed checkpoint (2026-12-04), synthetic val:
+    # off 0.0225 / 0.1027 / 0.1600, on 0.0226 / 0.1027 / 0.1597 (mixed), so off; the MIT recipe turns it on
+    # (params-mit.yaml: never worse on any of its four checkpoints, a small gain).
     flip_average: bool = False
     # The model's layers made to reproduce the image (training/decompose.py `residual_split`): a share a of the log
     # residual eps = log I - log R - log S - log c goes to reflectance, 1 - a (its channel mean) to shading; None:
