@@ -71,7 +71,8 @@ def _data_row(data: dict) -> dict:
 def experiments_frame(exp_show: list) -> pd.DataFrame:
     """`dvc exp show --json` (parsed) -> one row per finished experiment: Experiment, rev, baseline (the
     commit it ran on), param:* and metric:* columns. Each baseline commit's own params are kept in a row with
-    Experiment "<baseline>" (no metrics needed): the reference that variants are described against."""
+    Experiment "<baseline>" (no metrics needed): the reference that variants are described against, and a run
+    of its own when its lock holds metrics."""
     rows = []
     for baseline in exp_show:
         if baseline.get("rev") == "workspace" or not baseline.get("experiments"):
@@ -186,7 +187,9 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     """Long table: variant, steps, seed, fold, dataset ("mit_heldout" / "mit"), method, metric columns."""
     frame = frame.copy()
     frame["variant"] = variant_labels(frame)
-    frame = frame[frame["Experiment"] != "<baseline>"]
+    # a baseline commit's own run (its `dvc repro`, metrics in its dvc.lock) is a run of its params like any
+    # experiment: kept when it has metrics (dropped below otherwise); a queued twin at the same seed is averaged
+    # with it per (fold, seed) in results_markdown, never counted twice
     fold = PARAM + FOLD_KEY
     frame["fold"] = frame[fold].map(_fold_name) if fold in frame else "all"
     frame["steps"] = frame[PARAM + "train.steps"].map(lambda s: None if pd.isna(s) else int(float(s))) \

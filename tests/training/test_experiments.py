@@ -181,3 +181,14 @@ def test_seeds_are_averaged_within_each_fold_before_the_folds():
     assert set(long["variant"]) == {"baseline params"}  # the seed is not a variant
     text = T.results_markdown(long)
     assert "| baseline params | 400 | 2 | 1 | 0.0400 | 0.0400 | 0.0400 |" in text  # folds 2, seeds 1 (fold 1's)
+
+
+def test_a_baseline_commits_own_run_counts_once_beside_its_queued_twin():
+    shown = _exp_show(_exp("f1", FOLDS[1], "dense", 0.06, 0.06, 0.06, 0.5),
+                      _exp("twin-f0", FOLDS[0], "dense", 0.03, 0.03, 0.03, 0.5))
+    own = _exp("own", FOLDS[0], "dense", 0.01, 0.01, 0.01, 0.5)["revs"][0]["data"]  # the commit's `dvc repro`
+    shown[1]["data"] = own
+    long = T.tidy(T.experiments_frame(shown))
+    # fold 0: the commit's run (0.01) and its twin at the same seed (0.03) average to 0.02 and count as one seed;
+    # fold mean (0.02 + 0.06) / 2 = 0.04 (the run mean (0.01 + 0.03 + 0.06) / 3 would be 0.0333)
+    assert "| baseline params | 400 | 2 | 1 | 0.0400 | 0.0400 | 0.0400 |" in T.results_markdown(long)
