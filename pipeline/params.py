@@ -294,7 +294,9 @@ class LossParams(_Section):
     #      0.1197 (recipe 0.0181 / 0.0204 / 0.1098): LMSE slightly better without chroma edges, worse otherwise; 4
     # 4 is better than 2 on all three means in both configurations; fold 1 (paint on white) gains most (LMSE 0.0226,
     # 0.0221 -> 0.0205, 0.0203), fold 0 moves within seed noise. The 4 and 8 rows were trained here on the CPU too, but
-    # not as DVC rows (session 19's experiment repo was gone): training/train.py + evaluate.py on the recipe's params. The
+    # not as DVC rows (session 19's experiment repo was gone): training/train.py + evaluate.py on the recipe's params.
+    # 4's recipe was then rerun as DVC rows (docs/results.md "baseline params", 1200 steps, 2 seeds): 0.0182 / 0.0205 /
+    # 0.1110 (fold 0 0.0138 / 0.0272 / 0.1284 and 0.0140 / 0.0265 / 0.1277 at seeds 0, 1; the rest as above). The
     # lent H200 (bf16 autocast) agreed: 4 gave a four-run mean of 0.0162 / 0.0229 / 0.1207 (recipe 0.0181 / 0.0204 /
     # 0.1107), and reproduced 2's fold-0 recipe rows (0.0137 / 0.0265 / 0.1279, 0.0142 / 0.0264 / 0.1292).
     # Earlier rows, raw layers: 400 steps, 0.5 0.0299 / 0.0411 / 0.2028 vs 1 0.0289 / 0.0391 / 0.2026; without

@@ -17,8 +17,9 @@ call. Produces
   baseline commit in the table (the last, with --merge: the recipe as committed, "baseline params"), so rows
   run on different commits compare. Per variant and fold the scores on the held-out objects ("mit_heldout",
   objects never trained on) averaged over the seeds, then the mean over folds (the cross-object protocol),
-  with the baselines scored on the same objects, and the ten-on-ten rows ("mit", a train-set score). Metrics: scale-invariant MSE, LMSE, DSSIM averaged over reflectance and
-  shading (training/metrics.py); lower is better.
+  with the baselines scored on the same objects, and the ten-on-ten rows ("mit", a train-set score).
+  Metrics: scale-invariant MSE, LMSE, DSSIM averaged over reflectance and shading (training/metrics.py); lower
+  is better.
 """
 from __future__ import annotations
 
