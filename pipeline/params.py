@@ -110,6 +110,10 @@ class SyntheticParams(_Section):
     seconds: Annotated[float, Field(gt=0, le=600)] = 3.0
     seed: int = 0
     crf: Annotated[int, Field(ge=0, le=51)] = 12  # x264 quality of the encoded mp4
+    # Share of the painted objects ("objects", "carved") whose second and third paints are the first's hue at other
+    # lightnesses, blended toward white (pipeline/synthetic.py `_tonal_colour`): reflectance steps with little
+    # chromaticity change, as white print on coloured card. The other scenes ignore it.
+    tonal_paint: Annotated[float, Field(ge=0, le=1)] = 0.0
 
 
 class DownloadParams(_Section):

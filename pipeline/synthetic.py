@@ -40,6 +40,8 @@ Scenes (progress s = t / (T - 1) in [0, 1], so fps and duration do not change wh
   over painted albedo. Black sky behind (above the horizon, mostly out of view). Every draw, object count and
   placement included, comes from the seed and the variant, so `synthetic://objects?variant=N` gives as many
   different sequences as wanted (training data beside real sequences: the MIT recipe's `--synthetic-objects`).
+  `synthetic.tonal_paint` (params) makes that share of the objects' paints differ mostly in lightness (the first
+  paint's hue, blended toward white, 2-5x lighter or darker), drawn from its own stream: same geometry.
 - "carved": the "objects" scene (its own random stream) whose objects carry surface relief: each object's
   shading normals are tilted by smooth random bumps (`Relief`; the geometry, its silhouette and cast shadows
   stay those of the sphere or box), so fine shading detail (creases, dents) moves with the circling light
@@ -614,10 +616,34 @@ def _random_colour(rng: np.random.Generator) -> tuple:
     return tuple(rgb / rgb.max() * rng.uniform(0.04, 0.9))
 
 
-def _random_material(rng: np.random.Generator) -> Material:
-    """One painted surface: solid, stripes, checker, tiles or paint blotches in random colours, often noisy."""
+TONAL_STREAM = 7  # _random_material's tonal-paint stream: default_rng([material seed, TONAL_STREAM])
+
+
+def _tonal_colour(colour: tuple, rng: np.random.Generator) -> tuple:
+    """`colour`'s hue at another lightness: its chromaticity blended toward neutral by w ~ U(0, 1) (w = 1: white or
+    grey paint) at its level (max channel) times or divided by f ~ U(2, 5) (the way with room), kept in [0.04, 0.9]. The step from
+    `colour` is mostly one of lightness, as white print on coloured card or a white patch on brown fur."""
+    rgb = np.asarray(colour, np.float64)
+    level = float(rgb.max())
+    w, f, brighter = rng.uniform(), rng.uniform(2.0, 5.0), rng.uniform() < 0.5
+    if (0.9 / level if brighter else level / 0.04) < f:  # no room that way: the other
+        brighter = not brighter
+    hue = (1.0 - w) * rgb / level + w  # max channel 1
+    new_level = float(np.clip(level * f if brighter else level / f, 0.04, 0.9))
+    return tuple(hue * new_level)
+
+
+def _random_material(rng: np.random.Generator, tonal_paint: float = 0.0) -> Material:
+    """One painted surface: solid, stripes, checker, tiles or paint blotches in random colours, often noisy.
+    With probability `tonal_paint` the second and third colours are the first's hue at other lightnesses
+    (`_tonal_colour`); that choice has its own random stream (from the material's seed), so `rng` draws the same
+    numbers, and the scene the same geometry, whatever `tonal_paint` is."""
     a, b, c = _random_colour(rng), _random_colour(rng), _random_colour(rng)
     seed = int(rng.integers(2**31))
+    if tonal_paint > 0:
+        tonal_rng = np.random.default_rng([seed, TONAL_STREAM])
+        if tonal_rng.uniform() < tonal_paint:
+            b, c = _tonal_colour(a, tonal_rng), _tonal_colour(a, tonal_rng)
     kind = rng.integers(5)
     if kind == 0:
         base = solid(a)
@@ -632,8 +658,10 @@ def _random_material(rng: np.random.Generator) -> Material:
     return noisy(base, rng.uniform(0.0, 0.4), rng.uniform(0.1, 0.5), seed + 2) if rng.random() < 0.6 else base
 
 
-def _scene_objects(rng: np.random.Generator, width: int, height: int, relief: bool = False) -> Scene:
-    """The "objects" scene; `relief`: each object wrapped in `Relief` (draws made after the object's own)."""
+def _scene_objects(rng: np.random.Generator, width: int, height: int, relief: bool = False,
+                   tonal_paint: float = 0.0) -> Scene:
+    """The "objects" scene; `relief`: each object wrapped in `Relief` (draws made after the object's own);
+    `tonal_paint`: `_random_material`'s."""
     focal = 1.0
     grey = rng.uniform(0.05, 0.3)
     ground = Ground(noisy(solid((grey, grey, grey * rng.uniform(0.85, 1.0))), 0.3, 0.4, int(rng.integers(2**31))))
@@ -643,11 +671,11 @@ def _scene_objects(rng: np.random.Generator, width: int, height: int, relief: bo
         z, size = rng.uniform(2.4, 3.2), 2.1 / count
         if rng.random() < 0.5:
             r = size * rng.uniform(0.35, 0.5)
-            static.append(Sphere((x, r, z), r, _random_material(rng)))
+            static.append(Sphere((x, r, z), r, _random_material(rng, tonal_paint)))
         else:
             w, d = size * rng.uniform(0.5, 0.9, 2)
             static.append(Box((x - w / 2, 0, z - d / 2), (x + w / 2, rng.uniform(0.3, 0.9), z + d / 2),
-                              _random_material(rng)))
+                              _random_material(rng, tonal_paint)))
         if relief:
             static[-1] = Relief(static[-1], rng.uniform(0.4, 1.2), size * rng.uniform(0.05, 0.2), int(rng.integers(2**31)))
     azimuth0, sweep = rng.uniform(-120, -60), rng.uniform(120, 200)
@@ -666,7 +694,9 @@ def _scene_objects(rng: np.random.Generator, width: int, height: int, relief: bo
 
 
 _BUILDERS = {"sun": _scene_sun, "sunset": _scene_sunset, "indoor": _scene_indoor, "street": _scene_street,
-             "objects": _scene_objects, "carved": lambda rng, width, height: _scene_objects(rng, width, height, True)}
+             "objects": _scene_objects,
+             "carved": lambda rng, width, height, **paint: _scene_objects(rng, width, height, True, **paint)}
+PAINTED_SCENES = ("objects", "carved")  # the scenes of randomly painted objects (`tonal_paint` applies to these)
 _SCENE_SEEDS = {"sun": 11, "sunset": 23, "indoor": 37, "street": 41, "objects": 43, "carved": 47}  # distinct streams per scene
 
 
@@ -764,21 +794,27 @@ def _shade(scene: Scene, prims: list, light: Lighting, rays: np.ndarray, surface
     return reflectance, shading, sky
 
 
-def build_scene(scene: str, *, width: int, height: int, seed: int = 0, variant: int = 0) -> Scene:
+def build_scene(scene: str, *, width: int, height: int, seed: int = 0, variant: int = 0,
+                tonal_paint: float = 0.0) -> Scene:
     """The recipe of a named scene (geometry, materials, lighting schedule) for a seed and variant (variant 0
-    is the scene as it was before variants existed: its random stream is unchanged)."""
+    is the scene as it was before variants existed: its random stream is unchanged). `tonal_paint` in [0, 1]:
+    the share of the painted objects (PAINTED_SCENES only; other scenes ignore it) whose paints differ mostly
+    in lightness (`_random_material`)."""
+    if not 0.0 <= tonal_paint <= 1.0:
+        raise ValueError(f"synthetic tonal_paint must be in [0, 1], got {tonal_paint}")
     if scene not in _BUILDERS:
         raise ValueError(f"unknown synthetic scene {scene!r} (have: {', '.join(SCENES)})")
     if variant < 0:
         raise ValueError(f"synthetic scene variant must be >= 0, got {variant}")
     rng = np.random.default_rng([_SCENE_SEEDS[scene], int(seed) % 2**32, *([int(variant)] if variant else [])])
-    return _BUILDERS[scene](rng, width, height)
+    return _BUILDERS[scene](rng, width, height, **({"tonal_paint": tonal_paint} if scene in PAINTED_SCENES else {}))
 
 
 def render_scene(scene: str, *, width: int, height: int, fps: float, seconds: float, seed: int = 0,
-                 camera_pan: float = 0.0, variant: int = 0) -> SyntheticSequence:
-    """Render a named scene (and variant, see build_scene) to frames + ground truth (see the module docstring)."""
-    recipe = build_scene(scene, width=width, height=height, seed=seed, variant=variant)
+                 camera_pan: float = 0.0, variant: int = 0, tonal_paint: float = 0.0) -> SyntheticSequence:
+    """Render a named scene (and variant and tonal_paint, see build_scene) to frames + ground truth (see the
+    module docstring)."""
+    recipe = build_scene(scene, width=width, height=height, seed=seed, variant=variant, tonal_paint=tonal_paint)
     n_frames = max(1, int(round(fps * seconds)))
     refl = np.zeros((n_frames, height, width, 3), np.float32)
     shading = np.zeros((n_frames, height, width), np.float32)
@@ -813,7 +849,7 @@ def render_scene_from_params(scene: str, synthetic_params: SyntheticParams, came
                              variant: int = 0) -> SyntheticSequence:
     p = synthetic_params
     return render_scene(scene, width=p.width, height=p.height, fps=p.fps, seconds=p.seconds, seed=p.seed,
-                        camera_pan=camera_pan, variant=variant)
+                        camera_pan=camera_pan, variant=variant, tonal_paint=p.tonal_paint)
 
 
 # ============================================================================================ output

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from pipeline.params import SyntheticParams
-from pipeline.synthetic import (GROUNDTRUTH_KEYS, SCENES, Relief, Sphere, render_scene, render_scene_from_params, solid,
-                                write_scene)
+from pipeline.synthetic import (GROUNDTRUTH_KEYS, SCENES, Relief, Sphere, _random_material, render_scene,
+                                render_scene_from_params, solid, write_scene)
 
 W, H, FPS, SECONDS = 192, 128, 8, 3.0  # the params.yaml defaults
 T = 24
@@ -231,6 +231,39 @@ def test_variants_are_other_draws_and_variant_0_is_the_plain_scene():
     assert np.abs(one.reflectance - render_scene("objects", variant=2, **kwargs).reflectance).mean() > 0.01
     with pytest.raises(ValueError, match="variant must be >= 0"):
         render_scene("objects", variant=-1, **kwargs)
+
+
+def _paints(material) -> np.ndarray:
+    """(k, 3) the distinct paint directions of a material (unit RGB vectors: its value noise only scales them)."""
+    u, v = np.meshgrid(np.linspace(0, 2, 120), np.linspace(0, 2, 120))
+    albedo = material(u.ravel(), v.ravel(), np.tile([0.0, 0.0, -1.0], (u.size, 1)))
+    return np.unique(np.round(albedo / np.linalg.norm(albedo, axis=1, keepdims=True), 6), axis=0)
+
+
+def _off_plane(paints: np.ndarray) -> float:
+    """How far the paints and neutral are from one plane through 0 (smallest singular value): 0 when every paint
+    is one hue blended toward white at some level."""
+    return float(np.linalg.svd(np.vstack([paints, np.ones(3) / np.sqrt(3)]), compute_uv=False)[-1])
+
+
+def test_tonal_paint_changes_only_the_paints_and_keeps_their_hue():
+    off = {t: [] for t in (0.0, 1.0)}
+    for k in range(40):
+        for t in off:
+            paints = _paints(_random_material(np.random.default_rng(k), tonal_paint=t))
+            if len(paints) > 1:
+                off[t].append(_off_plane(paints))
+    # tonal: the second and third paints share the first's hue (on the plane of it and white); random paints don't
+    assert len(off[1.0]) >= 20 and max(off[1.0]) < 1e-5
+    assert np.median(off[0.0]) > 0.02
+    # same geometry and light (own random stream), other albedo; scenes without painted objects ignore it
+    kwargs = dict(width=48, height=32, fps=2, seconds=1.0, variant=3)
+    plain, tonal = (render_scene("objects", tonal_paint=t, **kwargs) for t in (0.0, 1.0))
+    np.testing.assert_array_equal(plain.shading, tonal.shading)
+    assert np.abs(plain.reflectance - tonal.reflectance).mean() > 0.005
+    np.testing.assert_array_equal(render_scene("sun", **kwargs).srgb, render_scene("sun", tonal_paint=1.0, **kwargs).srgb)
+    with pytest.raises(ValueError, match="tonal_paint must be in"):
+        render_scene("objects", tonal_paint=1.5, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------- camera pan
