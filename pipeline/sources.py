@@ -7,7 +7,8 @@ It validates params.yaml through the one schema first (exit 2 naming the key, be
 1. **Fingerprints** (`fingerprint`): each (source, stage) has a sha256 of what makes its output: the source's
    params entry, the stage's params section (`stage_settings`), the code of the stage (`stage_code`: the stage
    module and every `pipeline` module it imports, less `params`/`cli`/`atomic`/`sources` whose effect is the
-   values already hashed or the writing mechanics) and the upstream stage's fingerprint. It is stored in the
+   values already hashed or the writing mechanics) and the upstream stage's fingerprint. The renderer
+   (`pipeline.synthetic`, the `synthetic` section) counts for synthetic:// sources only. It is stored in the
    source's status record, written last (`write_status`): `<out>/<name>/status.json` and
    `<status>/<stage>/<name>.json` (the per-source status records, one per source per stage, as before).
 2. **Plan** (`plan`): a (source, stage) whose two records both carry the expected fingerprint is up to date and
@@ -49,7 +50,7 @@ from pathlib import Path
 from pipeline.atomic import atomic_dir, atomic_write_json, fault_point, in_stage, status_record
 from pipeline.code_closure import PLUMBING, imported_modules, source_digest
 from pipeline.cli import limit_threads, parse_with_params, run_and_record, summary_line, write_status
-from pipeline.params import SOURCE_NAME, Params, Source
+from pipeline.params import SOURCE_NAME, SYNTHETIC_SCHEME, Params, Source
 
 STAGES = ("download", "frames", "masks")
 STAGE_FUNCTIONS = {  # stage -> (module, the pure per-source function: (params, source, out_dir, **inputs) -> record)
@@ -90,24 +91,35 @@ class Roots:
 
 
 # ------------------------------------------------------------------------------------------------ fingerprints
-def stage_settings(params: Params, stage: str) -> dict:
+RENDERER = "pipeline.synthetic"  # download's renderer: its code and the `synthetic` section make synthetic:// only
+
+
+def rendered(source: Source) -> bool:
+    """Whether the download stage renders `source` (synthetic://) rather than fetching or copying it."""
+    return source.url.startswith(SYNTHETIC_SCHEME)
+
+
+def stage_settings(params: Params, stage: str, rendered: bool = True) -> dict:
     """The params a stage's output depends on besides the source entry. download: the `download` section less
-    `allow_local` (it admits local sources and changes no output) and the `synthetic` renderer settings."""
+    `allow_local` (it admits local sources and changes no output), and for `rendered` sources the `synthetic`
+    renderer settings (a renderer setting re-renders the synthetic sources, never re-fetches a video)."""
     if stage == "download":
-        return {"download": params.download.model_dump(mode="json", exclude={"allow_local"}),
-                "synthetic": params.synthetic.model_dump(mode="json")}
+        settings = {"download": params.download.model_dump(mode="json", exclude={"allow_local"})}
+        return {**settings, "synthetic": params.synthetic.model_dump(mode="json")} if rendered else settings
     return {stage: getattr(params, stage).model_dump(mode="json")}
 
 
-def stage_modules(stage: str) -> list[str]:
-    """The pipeline modules whose source text is part of `stage`'s fingerprint (sorted)."""
-    return sorted(imported_modules(STAGE_FUNCTIONS[stage][0], packages=("pipeline",)) - NOT_FINGERPRINTED)
+def stage_modules(stage: str, rendered: bool = True) -> list[str]:
+    """The pipeline modules whose source text is part of `stage`'s fingerprint (sorted); the renderer's only
+    for `rendered` sources' download."""
+    modules = imported_modules(STAGE_FUNCTIONS[stage][0], packages=("pipeline",)) - NOT_FINGERPRINTED
+    return sorted(modules if rendered or stage != "download" else modules - {RENDERER})
 
 
 @lru_cache(maxsize=None)
-def stage_code(stage: str) -> str:
-    """sha256 over the source text of `stage_modules(stage)`."""
-    return source_digest(stage_modules(stage))
+def stage_code(stage: str, rendered: bool = True) -> str:
+    """sha256 over the source text of `stage_modules(stage, rendered)`."""
+    return source_digest(stage_modules(stage, rendered))
 
 
 def _file_digest(path: str) -> str:
@@ -120,8 +132,9 @@ def _file_digest(path: str) -> str:
 def fingerprint(params: Params, source: Source, stage: str, upstream: str | None) -> str:
     """sha256 hex of what makes (source, stage): entry, stage params, stage code, upstream fingerprint (and the
     manual mask's bytes for masks)."""
-    payload = {"stage": stage, "source": source.model_dump(mode="json"), "settings": stage_settings(params, stage),
-               "code": stage_code(stage), "upstream": upstream}
+    kind = rendered(source)
+    payload = {"stage": stage, "source": source.model_dump(mode="json"), "settings": stage_settings(params, stage, kind),
+               "code": stage_code(stage, kind), "upstream": upstream}
     if stage == "masks" and source.manual_mask:
         payload["manual_mask_sha256"] = _file_digest(source.manual_mask)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

@@ -13,8 +13,10 @@
 Consumes `--mit-dir` (Barron's layout, 16-bit linear PNGs) and `params-mit.yaml` (the recipe's settings; its
 `sources` are rewritten here). Produces `--lights` (default data/mit-lights: 8-bit sRGB light sequences, one
 folder per object, via training/prepare_mit.py, only when missing) and `--out` (a params.yaml: one `images`
-source `mit_<object>` per object, the fold's `shards.val_sequences`, every other key with its default filled in, `evaluate.mit_dir` made absolute so the
-file also works in `dvc exp run --queue`, whose runs happen in a temporary copy of the repository).
+source `mit_<object>` per object, the fold's `shards.val_sequences`, every other key with its default filled in).
+`evaluate.mit_dir` and the sources' `--lights` folders are made absolute so the file also works in `dvc exp run
+--queue`, whose runs happen in a temporary copy of the repository without the git-ignored `--lights` (a change
+that re-downloads the MIT sources there, e.g. of the download code, would otherwise find no light sequences).
 The folds are fixed here (FOLDS): objects in sorted order, alternately assigned.
 """
 from __future__ import annotations
@@ -81,7 +83,7 @@ def recipe_params(base: dict, *, fold: str, mit_dir: Path, lights: Path, objects
     if synthetic_objects < 0:
         raise ValueError(f"synthetic_objects must be >= 0, got {synthetic_objects}")
     out = dict(base)
-    out["sources"] = [{"name": f"{MIT_SOURCE_PREFIX}{obj}", "url": str(lights / obj), "type": "images",
+    out["sources"] = [{"name": f"{MIT_SOURCE_PREFIX}{obj}", "url": str((lights / obj).resolve()), "type": "images",
                        "scene": "indoor", "licence": LICENCE, "attribution": ATTRIBUTION} for obj in objects]
     if synthetic_objects:
         out["sources"] += synthetic_object_sources(synthetic_objects, synthetic_scene)

@@ -60,6 +60,11 @@ def test_fingerprints_follow_what_makes_each_output():
     assert [fingerprints(masks, masks.sources[0])[s] == fp[s] for s in STAGES] == [True, True, False]
     synthetic = _params([_synth("a")], synthetic={**SYNTH, "seed": 1})
     assert all(fingerprints(synthetic, synthetic.sources[0])[s] != fp[s] for s in STAGES)
+    # ... but a renderer setting or the renderer's code never re-fetches a source that is not rendered
+    video = {"name": "v", "url": "https://example.com/v.mp4"}
+    plain, reseeded = _params([video]), _params([video], synthetic={**SYNTH, "seed": 1})
+    assert fingerprints(plain, plain.sources[0]) == fingerprints(reseeded, reseeded.sources[0])
+    assert "pipeline.synthetic" not in stage_modules("download", rendered=False)
     entry = _params([{**_synth("a"), "licence": "CC-BY"}])
     assert all(fingerprints(entry, entry.sources[0])[s] != fp[s] for s in STAGES)
 

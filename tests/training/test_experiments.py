@@ -27,7 +27,8 @@ def test_recipe_params_hold_out_the_fold_and_validate(tmp_path):
     parsed = validate_params(params)
     assert [s.name for s in parsed.sources] == [f"mit_{o}" for o in MIT_OBJECTS]
     assert parsed.shards.val_sequences == [f"mit_{o}" for o in FOLDS[1]]
-    assert Path(parsed.evaluate.mit_dir).is_absolute()
+    assert Path(parsed.evaluate.mit_dir).is_absolute()  # queued experiments run in a temporary copy of the repo
+    assert [s.url for s in parsed.sources] == [str(Path.cwd() / "data/mit-lights" / o) for o in MIT_OBJECTS]
     # every section is written with its defaults filled in, so `dvc exp run -S loss.rsmooth_kind=...` finds the key
     assert params["loss"]["rsmooth_kind"] == "dense" and "edge_term" in params["shards"]["shading_weights"]
 
