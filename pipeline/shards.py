@@ -23,7 +23,8 @@ The stats JSON (`--stats`, a DVC metric) lists every source's status row and the
 
 Split: a sequence is "val" iff it is listed in `shards.val_sequences` (when that is non-empty: a cross-object
 fold), else iff sha256(f"{seed}:{name}")[:8] / 2**64 < val_fraction (stable when sources are added; not a
-shuffle). Exit status 1 (with the reasons on stderr) when no sequence succeeded.
+shuffle). Exit status 1 (with the reasons on stderr) when no sequence succeeded, or when a name in
+`shards.val_sequences` has no sample (`MissingValSequences`; the old shards are kept).
 """
 from __future__ import annotations
 
@@ -59,6 +60,15 @@ class ShardsError(RuntimeError):
     def __init__(self, category: str, reason: str):
         super().__init__(reason)
         self.category, self.reason = category, reason
+
+
+class MissingValSequences(RuntimeError):
+    """Sequences named in `shards.val_sequences` produced no sample: the split they define would silently change
+    (a cross-object fold scored on nothing), so no shards are written. `reasons`: {name: why}."""
+
+    def __init__(self, reasons: dict[str, str]):
+        super().__init__("shards.val_sequences: " + "; ".join(f"{n}: {r}" for n, r in reasons.items()))
+        self.reasons = reasons
 
 
 # --------------------------------------------------------------------------------------------- pure parts
@@ -360,7 +370,8 @@ class _SplitWriter:
 def build_shards(names: list[str], frames_root: Path, masks_root: Path, out_dir: Path, params: ShardsParams,
                  *, progress: bool = False, cache_dir: Path | None = None) -> tuple[dict | None, list[dict]]:
     """Write the whole shards folder atomically; return (manifest or None when nothing succeeded, status rows).
-    With `cache_dir`, encoded samples are reused from / stored in that sample cache (pruned to this build)."""
+    With `cache_dir`, encoded samples are reused from / stored in that sample cache (pruned to this build).
+    Raises MissingValSequences (the output folder left as it was) when a `params.val_sequences` name has no sample."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from tqdm import tqdm
@@ -390,6 +401,11 @@ def build_shards(names: list[str], frames_root: Path, masks_root: Path, out_dir:
                 infos.append(info)
                 records[name] = status_record(name, STAGE, split=split[name], shard=info["shard"], n_frames=info["n_frames"])
             splits = {s: w.close() for s, w in writers.items()}
+            missing = {n: (f"no sequence ({records[n]['category']}: {records[n]['reason']})" if n in records
+                           else "not a source in params.yaml") for n in params.val_sequences
+                       if records.get(n, {}).get("status") != "ok"}
+            if missing:
+                raise MissingValSequences(missing)
             if not infos:
                 raise _NothingWritten()
             meta_rows = [{k: i[k] for k in _metadata_schema().names} for i in infos]
@@ -436,8 +452,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--progress", action="store_true")
     args, params = parse_with_params(parser, argv)
     names = [s.name for s in params.sources]
-    manifest, records = build_shards(names, args.frames, args.masks, args.out, params.shards, progress=args.progress,
-                                     cache_dir=args.cache)
+    try:
+        manifest, records = build_shards(names, args.frames, args.masks, args.out, params.shards,
+                                         progress=args.progress, cache_dir=args.cache)
+    except MissingValSequences as err:
+        print(f"{STAGE}: {err}; nothing written to {args.out} (it is left as it was)", file=sys.stderr)
+        return 1
     ok = [r for r in records if r["status"] == "ok"]
     failed = [r for r in records if r["status"] != "ok"]
     stats = {"stage": STAGE, "status": "ok" if manifest else "failed", "n_sources": len(records), "n_ok": len(ok),

@@ -148,6 +148,19 @@ def test_stage_writes_shards_parquet_manifest_and_reasons(tree):
                                  for m in tarfile.open(out / shard["file"]).getmembers()}
 
 
+def test_a_named_val_sequence_without_a_sample_fails_the_stage_and_keeps_the_shards(tree):
+    """A fold scored on nothing must not pass silently: val_sequences naming a failed source (or no source) is an
+    error naming it and why, and the shards already built stay as they were."""
+    root, names = tree
+    assert run_stage(root, root / "shards", write_params(root / "params.yaml", names, val_sequences=["cam_a"])).returncode == 0
+    manifest = sha(root / "shards" / "manifest.json")
+    for val, why in ((["cam_a", "moving"], "camera_motion"), (["cam_a", "elsewhere"], "not a source")):
+        result = run_stage(root, root / "shards", write_params(root / "params.yaml", names, val_sequences=val))
+        assert result.returncode == 1 and "shards.val_sequences" in result.stderr
+        assert val[1] in result.stderr and why in result.stderr and "cam_a" not in result.stderr.split("val_sequences")[1]
+        assert sha(root / "shards" / "manifest.json") == manifest
+
+
 def test_stage_fails_when_no_sequence_succeeds(tmp_path):
     rng = np.random.default_rng(0)
     write_source(tmp_path, "moving", *random_sequence(rng, 3, 16, 16),
