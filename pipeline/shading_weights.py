@@ -35,7 +35,8 @@ Paper vs the authors' code (lixx2938/unsupervised-learning-intrinsic-images, dat
   reproduces theirs). The authors' relative term divides by (med + 1e-6); we use |med| + 1e-6 (the squared
   ratio is unchanged except at med ~ 0 where the sign of the epsilon made theirs ill-defined).
 - k_abs = 20, k_rel = 4, sigma_intensity = 0.12, sigma_chroma = 0.025 are the authors' constants (the paper
-  text gives the form of the weights, not these numbers).
+  text gives the form of the weights, not these numbers) and this function's keyword defaults; the params default
+  `shards.shading_weights.sigma_chroma` is 0.05, which measured a little better (pipeline/params.py cites the rows).
 """
 from __future__ import annotations
 
