@@ -94,7 +94,7 @@ class Roots:
 RENDERER = "pipeline.synthetic"  # download's renderer: its code and the `synthetic` section make synthetic:// only
 
 
-def rendered(source: Source) -> bool:
+def is_rendered(source: Source) -> bool:
     """Whether the download stage renders `source` (synthetic://) rather than fetching or copying it."""
     return source.url.startswith(SYNTHETIC_SCHEME)
 
@@ -132,9 +132,10 @@ def _file_digest(path: str) -> str:
 def fingerprint(params: Params, source: Source, stage: str, upstream: str | None) -> str:
     """sha256 hex of what makes (source, stage): entry, stage params, stage code, upstream fingerprint (and the
     manual mask's bytes for masks)."""
-    kind = rendered(source)
-    payload = {"stage": stage, "source": source.model_dump(mode="json"), "settings": stage_settings(params, stage, kind),
-               "code": stage_code(stage, kind), "upstream": upstream}
+    rendered = is_rendered(source)
+    payload = {"stage": stage, "source": source.model_dump(mode="json"),
+               "settings": stage_settings(params, stage, rendered), "code": stage_code(stage, rendered),
+               "upstream": upstream}
     if stage == "masks" and source.manual_mask:
         payload["manual_mask_sha256"] = _file_digest(source.manual_mask)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

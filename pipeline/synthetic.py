@@ -621,8 +621,9 @@ TONAL_STREAM = 7  # _random_material's tonal-paint stream: default_rng([material
 
 def _tonal_colour(colour: tuple, rng: np.random.Generator) -> tuple:
     """`colour`'s hue at another lightness: its chromaticity blended toward neutral by w ~ U(0, 1) (w = 1: white or
-    grey paint) at its level (max channel) times or divided by f ~ U(2, 5) (the way with room), kept in [0.04, 0.9]. The step from
-    `colour` is mostly one of lightness, as white print on coloured card or a white patch on brown fur."""
+    grey paint) at its level (max channel) times or divided by f ~ U(2, 5) (the way with room), kept in
+    [0.04, 0.9]. The step from `colour` is mostly one of lightness, as white print on coloured card or a white
+    patch on brown fur."""
     rgb = np.asarray(colour, np.float64)
     level = float(rgb.max())
     w, f, brighter = rng.uniform(), rng.uniform(2.0, 5.0), rng.uniform() < 0.5

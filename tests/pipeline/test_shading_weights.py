@@ -157,7 +157,7 @@ def test_median_derivative_edge_ignores_a_geometric_edge_that_flips_with_the_lig
 
 def test_weights_from_params_uses_the_section():
     section = {"edge_scale": 12.0, "edge_offset": 1.0, "reduce": "median", "edge_source": "median_derivative",
-               "sigma_log_derivative": 0.4}
+               "sigma_log_derivative": 0.4, "sigma_chroma": 0.05}
     params = ShardsParams(shading_scales=2, shading_weights=section)
     srgb = np.random.default_rng(1).random((5, 8, 8, 3))
     got = weights_from_params(srgb, params)

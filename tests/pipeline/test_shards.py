@@ -215,9 +215,10 @@ def test_build_shards_in_process_matches_recomputed_weights(tmp_path):
 
     (sample,) = list(wds.WebDataset(str(tmp_path / "shards" / "train-000000.tar"), shardshuffle=False))
     decoded = decode_sample(sample)
-    # the params defaults (the authors' factor, per-frame weights; pipeline/params.py ShadingWeightsParams)
+    # the params defaults (the authors' factor, per-frame weights, chroma scale 0.05; pipeline/params.py
+    # ShadingWeightsParams)
     ref = shading_smoothness_weights(frames.astype(np.float32) / 255.0, scales=2, edge_offset=1.0, edge_scale=12.0,
-                                     reduce="none")
+                                     reduce="none", sigma_chroma=0.05)
     for a, b in zip(decoded.weights, ref):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     assert decoded.meta["frames"][2]["valid_fraction"] == pytest.approx(masks[2].mean(), abs=1e-6)

@@ -43,7 +43,8 @@ def dataset(tmp_path_factory):
     # one weight map per sequence (the paper's reduce "mean", the function's keyword defaults) so the references
     # below are shading_smoothness_weights(frames, scales=3); per-frame weights have their own tests
     params = ShardsParams(sequences_per_shard=2, val_fraction=0.0, shading_scales=3,
-                          shading_weights={"edge_scale": 1.0, "edge_offset": 0.0, "reduce": "mean"})
+                          shading_weights={"edge_scale": 1.0, "edge_offset": 0.0, "reduce": "mean",
+                                            "sigma_chroma": 0.025})
     manifest, _ = build_shards(NAMES, root / "frames", root / "masks", root / "shards", params)
     assert len(manifest["splits"]["train"]["shards"]) == 3
     build_shards(NAMES, root / "frames", root / "masks", root / "one", params.model_copy(update={"sequences_per_shard": 10}))
