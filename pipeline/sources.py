@@ -50,7 +50,7 @@ from pathlib import Path
 from pipeline.atomic import atomic_dir, atomic_write_json, fault_point, in_stage, status_record
 from pipeline.code_closure import PLUMBING, imported_modules, source_digest
 from pipeline.cli import limit_threads, parse_with_params, run_and_record, summary_line, write_status
-from pipeline.params import SOURCE_NAME, SYNTHETIC_SCHEME, Params, Source
+from pipeline.params import SOURCE_NAME, Params, Source
 
 STAGES = ("download", "frames", "masks")
 STAGE_FUNCTIONS = {  # stage -> (module, the pure per-source function: (params, source, out_dir, **inputs) -> record)
@@ -94,11 +94,6 @@ class Roots:
 RENDERER = "pipeline.synthetic"  # download's renderer: its code and the `synthetic` section make synthetic:// only
 
 
-def is_rendered(source: Source) -> bool:
-    """Whether the download stage renders `source` (synthetic://) rather than fetching or copying it."""
-    return source.url.startswith(SYNTHETIC_SCHEME)
-
-
 def stage_settings(params: Params, stage: str, rendered: bool = True) -> dict:
     """The params a stage's output depends on besides the source entry. download: the `download` section less
     `allow_local` (it admits local sources and changes no output), and for `rendered` sources the `synthetic`
@@ -132,10 +127,9 @@ def _file_digest(path: str) -> str:
 def fingerprint(params: Params, source: Source, stage: str, upstream: str | None) -> str:
     """sha256 hex of what makes (source, stage): entry, stage params, stage code, upstream fingerprint (and the
     manual mask's bytes for masks)."""
-    rendered = is_rendered(source)
     payload = {"stage": stage, "source": source.model_dump(mode="json"),
-               "settings": stage_settings(params, stage, rendered), "code": stage_code(stage, rendered),
-               "upstream": upstream}
+               "settings": stage_settings(params, stage, source.is_synthetic),
+               "code": stage_code(stage, source.is_synthetic), "upstream": upstream}
     if stage == "masks" and source.manual_mask:
         payload["manual_mask_sha256"] = _file_digest(source.manual_mask)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
