@@ -1,8 +1,8 @@
 """Decompose any photo into reflectance and shading with a trained checkpoint.
 
-Library: `decompose(model, srgb, long_side=None, flip_average=False, residual_split=None, chroma_edges=None,
-chroma_edge_min_pixels=0, flatten_reflectance=None, flatten_threshold=0.03, flatten_chroma_bandwidth=None)
--> Decomposition`
+Library: `decompose(model, srgb, long_side=None, flip_average=False, residual_split=None,
+residual_chroma_to_reflectance=False, chroma_edges=None, chroma_edge_min_pixels=0, flatten_reflectance=None,
+flatten_threshold=0.03, flatten_chroma_bandwidth=None) -> Decomposition`
   srgb         (H, W, 3) float in [0, 1], gamma-encoded (an ordinary photo)
   reflectance  (H, W, 3) float64 LINEAR albedo = exp(log_r), scale arbitrary (the model fixes it only up to
                the illumination colour: image_linear ~= reflectance * shading * light)
@@ -17,6 +17,10 @@ eps = log I - log R - log S - log c (I the input's linear RGB at full size, floo
 (H, W, 3)), log R += a * eps and log S += (1 - a) * mean_c(eps), so R * S * c = I up to the colour part of eps
 left with weight 1 - a (exactly at a = 1). None: the decoders' layers as they are; the training energy never
 makes them reproduce the image exactly, and the residual holds full-resolution detail the decoders did not place.
+`residual_chroma_to_reflectance` (with a split): only the grey part mean_c(eps) is shared; its colour part
+eps - mean_c(eps) all goes to the reflectance, log R += eps - (1 - a) * mean_c(eps), so R * S * c = I exactly at
+any a. Under light of one colour (the shading is grey times c) a colour residual can only be reflectance; under
+mixed light (sun and sky) it may be coloured shading.
 `chroma_edges` t (after the split): the shading gets no step where the image's chromaticity changes by more
 than t between neighbours (`chroma_edge_shading`: the log shading re-integrated from its own differences, those
 across chromaticity edges set to 0, the step moved into the reflectance): paint and print whose luminance the
@@ -35,7 +39,8 @@ lightness that follows a gradual change of colour (an apple's yellow flank) stay
 -> white).
 
 CLI: `python -m training.decompose IMAGE --checkpoint data/models/checkpoint.pt --out DIR [--linear]
-[--long-side N] [--input-linear] [--flip-average] [--residual-split A|none] [--chroma-edges T|none] [--chroma-edge-min-pixels N]
+[--long-side N] [--input-linear] [--flip-average] [--residual-split A|none] [--residual-chroma-to-reflectance|
+--residual-chroma-split] [--chroma-edges T|none] [--chroma-edge-min-pixels N]
 [--flatten-reflectance K|none] [--flatten-threshold T] [--flatten-chroma-bandwidth B|none]` writes DIR/<stem>_reflectance.png, DIR/<stem>_shading.png and
 DIR/<stem>_light.json. Default output is 8-bit sRGB PNG, each layer scaled so its 99th percentile is 1
 (scales are arbitrary); `--linear` writes 16-bit LINEAR PNGs (value / 65535, same scaling; read them with
@@ -186,8 +191,9 @@ def shading_in_reflectance(srgb: np.ndarray, log_r: np.ndarray, keep: float, thr
     return grey - _reintegrate(srgb, grey, chromaticity_edge_pixels(srgb, threshold, min_pixels), 1.0, keep, dark)
 
 
-DECOMPOSE_OPTIONS = ("flip_average", "residual_split", "chroma_edges", "chroma_edge_min_pixels", "flatten_reflectance",
-                     "flatten_threshold", "flatten_chroma_bandwidth")  # `decompose`'s keywords that are also keys of params.yaml's evaluate
+# `decompose`'s keywords that are also keys of params.yaml's evaluate
+DECOMPOSE_OPTIONS = ("flip_average", "residual_split", "residual_chroma_to_reflectance", "chroma_edges",
+                     "chroma_edge_min_pixels", "flatten_reflectance", "flatten_threshold", "flatten_chroma_bandwidth")
 
 
 def decompose_options(settings) -> dict:
@@ -199,7 +205,7 @@ def decompose_options(settings) -> dict:
 @torch.no_grad()
 def decompose(model: torch.nn.Module, srgb: np.ndarray, long_side: Optional[int] = None,
               flip_average: bool = False, residual_split: Optional[float] = None,
-              chroma_edges: Optional[float] = None, chroma_edge_min_pixels: int = 0,
+              residual_chroma_to_reflectance: bool = False, chroma_edges: Optional[float] = None, chroma_edge_min_pixels: int = 0,
               flatten_reflectance: Optional[float] = None, flatten_threshold: float = 0.03,
               flatten_chroma_bandwidth: Optional[float] = None) -> Decomposition:
     srgb = np.asarray(srgb, np.float32)
@@ -230,8 +236,12 @@ def decompose(model: torch.nn.Module, srgb: np.ndarray, long_side: Optional[int]
     log_r, log_s, log_c = _resize(log_r.float(), (h, w)), _resize(log_s.float(), (h, w)), log_c.float()
     if residual_split is not None:
         residual = log_linear_image(full, LOG_EPS) - log_r - log_s - log_c[:, :, None, None]  # clamps to [0, 1]
-        log_r = log_r + residual_split * residual
-        log_s = log_s + (1.0 - residual_split) * residual.mean(dim=1, keepdim=True)
+        grey = residual.mean(dim=1, keepdim=True)
+        if residual_chroma_to_reflectance:  # the colour part is reflectance; only the grey part is shared
+            log_r = log_r + residual - (1.0 - residual_split) * grey
+        else:
+            log_r = log_r + residual_split * residual
+        log_s = log_s + (1.0 - residual_split) * grey
     model.train(was_training)
     log_r = log_r[0].permute(1, 2, 0).cpu().double().numpy()
     log_s = log_s[0, 0].cpu().double().numpy()
@@ -356,6 +366,12 @@ def main(argv: list[str] | None = None) -> int:
                         default=_evaluate_default("residual_split"),
                         help="share a in [0, 1] of the log reconstruction residual given to reflectance, or 'none' "
                              "(default: evaluate.residual_split's default)")
+    chroma = parser.add_mutually_exclusive_group()
+    chroma.add_argument("--residual-chroma-to-reflectance", dest="residual_chroma_to_reflectance",
+                        action="store_true", default=_evaluate_default("residual_chroma_to_reflectance"),
+                        help="with a split, the residual's colour part all goes to reflectance (light of one colour)")
+    chroma.add_argument("--residual-chroma-split", dest="residual_chroma_to_reflectance", action="store_false",
+                        help="with a split, the residual's colour part is shared like its grey part")
     parser.add_argument("--chroma-edges", type=_optional_number(lambda v: v > 0, "a number > 0"),
                         default=_evaluate_default("chroma_edges"),
                         help="chromaticity step above which shading gets no edge, or 'none' "

@@ -269,6 +269,43 @@ def test_residual_split_moves_the_reconstruction_residual_into_the_layers(checkp
         D.decompose(model, srgb, residual_split=1.5)
 
 
+@pytest.mark.parametrize("share", [0.0, 0.5])
+def test_residual_chroma_to_reflectance_gives_the_colour_part_to_the_reflectance(checkpoint, share):
+    """numpy reference as above: R gets eps - (1 - share) * mean_c(eps), S (1 - share) * mean_c(eps), so the layers
+    reproduce the image at any share; the shading is the same as the plain split's."""
+    model = E_model(checkpoint)
+    srgb = np.random.default_rng(4).uniform(0, 1, (20, 28, 3))
+    raw = D.decompose(model, srgb)
+    plain = D.decompose(model, srgb, residual_split=share)
+    split = D.decompose(model, srgb, residual_split=share, residual_chroma_to_reflectance=True)
+    linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+    eps = np.log(np.maximum(linear, 1e-4)) - np.log(raw.reflectance) - np.log(raw.shading)[..., None] - np.log(raw.light)
+    grey = eps.mean(axis=2, keepdims=True)
+    assert np.abs(eps - grey).mean() > 0.05  # the residual has a colour part
+    np.testing.assert_allclose(np.log(split.reflectance), np.log(raw.reflectance) + eps - (1 - share) * grey, atol=2e-4)
+    np.testing.assert_allclose(np.log(split.shading), np.log(plain.shading), atol=1e-9)
+    product = split.reflectance * split.shading[..., None] * split.light
+    np.testing.assert_allclose(product, np.maximum(linear, 1e-4), rtol=1e-3)
+    # without a split there is no residual to give: the raw layers
+    np.testing.assert_array_equal(D.decompose(model, srgb, residual_chroma_to_reflectance=True).reflectance,
+                                  raw.reflectance)
+
+
+def test_decompose_cli_residual_chroma(tmp_path, checkpoint):
+    srgb = np.random.default_rng(5).uniform(0, 1, (16, 24, 3))
+    Image.fromarray(np.round(255 * srgb).astype(np.uint8)).save(tmp_path / "p.png")
+    base = [str(tmp_path / "p.png"), "--checkpoint", str(checkpoint), "--linear", "--flatten-reflectance", "none",
+            "--chroma-edges", "none", "--residual-split", "0.5"]
+    assert D.main([*base, "--out", str(tmp_path / "colour"), "--residual-chroma-to-reflectance"]) == 0
+    assert D.main([*base, "--out", str(tmp_path / "shared"), "--residual-chroma-split"]) == 0
+    read = lambda d, layer: cv2.imread(str(tmp_path / d / f"p_{layer}.png"), cv2.IMREAD_UNCHANGED)  # noqa: E731
+    np.testing.assert_array_equal(read("colour", "shading"), read("shared", "shading"))
+    assert not np.array_equal(read("colour", "reflectance"), read("shared", "reflectance"))
+    with pytest.raises(SystemExit):  # one or the other
+        D.main([*base, "--out", str(tmp_path / "bad"), "--residual-chroma-split", "--residual-chroma-to-reflectance"])
+    assert not (tmp_path / "bad").exists()
+
+
 def test_decompose_cli_residual_split(tmp_path, checkpoint):
     srgb = np.random.default_rng(3).uniform(0, 1, (16, 24, 3))
     Image.fromarray(np.round(255 * srgb).astype(np.uint8)).save(tmp_path / "p.png")
