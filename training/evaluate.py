@@ -40,7 +40,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -144,14 +144,16 @@ def add_model_beats(summary: dict) -> dict:
 # ------------------------------------------------------------------------------------------ MIT
 
 
-def load_mit_object(folder: Path) -> dict:
+def load_mit_object(folder: Path, lights: bool = True) -> dict:
+    """Barron's layout -> {"diffuse", "reflectance" (H, W, 3), "shading" (H, W), "mask" (H, W) bool, "lights"
+    (10, H, W, 3) or None}, linear; `lights` false skips reading the light sequence (only Weiss needs it)."""
     data = {name: read_linear_png(folder / f"{name}.png") for name in ("diffuse", "reflectance", "shading", "mask")}
     if data["shading"].ndim == 3:
         data["shading"] = data["shading"].mean(axis=2)
     if data["mask"].ndim == 3:
         data["mask"] = data["mask"].mean(axis=2)
     data["mask"] = data["mask"] > 0.5
-    lights = sorted(folder.glob("light[0-9][0-9].png"))
+    lights = sorted(folder.glob("light[0-9][0-9].png")) if lights else []
     data["lights"] = np.stack([read_linear_png(p) for p in lights]) if lights else None
     return data
 
@@ -160,12 +162,21 @@ def mit_objects(mit_dir: Path) -> list[Path]:
     return sorted(p for p in mit_dir.iterdir() if (p / "diffuse.png").exists() and (p / "reflectance.png").exists())
 
 
-def evaluate_mit(predict: Predictor, mit_dir: Path, max_images: int, grid_dir: Optional[Path] = None) -> tuple[dict, list[dict]]:
+def evaluate_mit(predict: Predictor, mit_dir: Path, max_images: int, grid_dir: Optional[Path] = None,
+                 objects: Optional[Iterable[str]] = None, baselines: bool = True) -> tuple[dict, list[dict]]:
+    """Score `predict` (and, with `baselines`, BASELINES) on the MIT objects in `mit_dir` (only those named in
+    `objects` if given; at most `max_images`) -> (means over the objects, one row per object)."""
     rows = []
-    for folder in mit_objects(mit_dir)[:max_images]:
-        data = load_mit_object(folder)
+    folders = mit_objects(mit_dir)
+    if objects is not None:
+        wanted = set(objects)
+        folders = [f for f in folders if f.name in wanted]
+    for folder in folders[:max_images]:
+        data = load_mit_object(folder, lights=baselines)
         image, mask = data["diffuse"], data["mask"]
-        preds = {"model": predict(mit_srgb(image)), **single_image_baselines(image, mask)}
+        preds = {"model": predict(mit_srgb(image))}
+        if baselines:
+            preds.update(single_image_baselines(image, mask))
         if data["lights"] is not None and len(data["lights"]) >= 2:
             refl, _ = weiss(data["lights"], np.broadcast_to(mask, data["lights"].shape[:3]))
             preds["weiss"] = (refl, np.maximum(image, 1e-4).mean(axis=2) / refl.mean(axis=2))
@@ -178,7 +189,7 @@ def evaluate_mit(predict: Predictor, mit_dir: Path, max_images: int, grid_dir: O
             atomic_write_bytes(grid_dir / f"{folder.name}.png",
                                _grid([mit_srgb(image), r, s, data["reflectance"], data["shading"]], mask))
         print(f"evaluate: mit {folder.name}: model mse_avg {row['model']['mse_avg']:.4f}", file=sys.stderr)
-    return _mean_rows(rows, ["model", *BASELINES], MIT_METRICS), rows
+    return _mean_rows(rows, ["model", *(BASELINES if baselines else ())], MIT_METRICS), rows
 
 
 # ------------------------------------------------------------------------------------------ synthetic
@@ -239,7 +250,7 @@ def evaluate_synthetic(predict: Predictor, frames_dir: Path, max_images: int, sp
                 r, s = preds["model"]
                 atomic_write_bytes(grid_dir / f"{folder.name}_{t:04d}.png",
                                    _grid([seq["srgb"][t], r, s, seq["reflectance"][t], seq["shading"][t]], mask))
-    return _mean_rows(rows, ["model", *BASELINES], MIT_METRICS), rows
+    return _mean_rows(rows, ["model", *(BASELINES if baselines else ())], MIT_METRICS), rows
 
 
 # ------------------------------------------------------------------------------------------ IIW / SAW
