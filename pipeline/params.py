@@ -487,8 +487,10 @@ class EvaluateParams(_Section):
     # shared too (the share 1 - a of it dropped). Under light of one colour a colour residual can only be reflectance;
     # under sun and sky it may be coloured shading. Measured (evaluation only, same checkpoints both ways):
     # - Cross-object MIT folds, the MIT recipe (params-mit.yaml, sigma_chroma 0.05, 1200 steps, seeds 0-2 per fold:
-    #   the DVC rows sc05-f{0,1}-s{0,1,2}), scored by decompose at the recipe's test-time options, si-MSE / LMSE /
-    #   DSSIM avg, mean of 3 seeds (fold 0; fold 1), mean of the folds:
+    #   the DVC rows sc05-f{0,1}-s{0,1,2}) rescored at the recipe's test-time options (`python -m training.rescore
+    #   --rev sc05-f0-s0 ... --variant recipe flip_average=true --variant chroma flip_average=true
+    #   residual_chroma_to_reflectance=true`), si-MSE / LMSE / DSSIM avg, mean of 3 seeds (fold 0; fold 1), mean of
+    #   the folds:
     #     false  0.01379 / 0.02651 / 0.12740; 0.02300 / 0.01440 / 0.09450   0.01840 / 0.02046 / 0.11095
     #     true   0.01377 / 0.02648 / 0.12849; 0.02292 / 0.01409 / 0.09348   0.01834 / 0.02029 / 0.11099
     #   fold 1 (paint on white) better on all three at every seed (LMSE 0.0140, 0.0144, 0.0148 -> 0.0137, 0.0141,
