@@ -250,7 +250,7 @@ def evaluate_synthetic(predict: Predictor, frames_dir: Path, max_images: int, sp
                 r, s = preds["model"]
                 atomic_write_bytes(grid_dir / f"{folder.name}_{t:04d}.png",
                                    _grid([seq["srgb"][t], r, s, seq["reflectance"][t], seq["shading"][t]], mask))
-    return _mean_rows(rows, ["model", *(BASELINES if baselines else ())], MIT_METRICS), rows
+    return _mean_rows(rows, ["model", *BASELINES], MIT_METRICS), rows
 
 
 # ------------------------------------------------------------------------------------------ IIW / SAW
