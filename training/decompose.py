@@ -205,7 +205,8 @@ def decompose_options(settings) -> dict:
 @torch.no_grad()
 def decompose(model: torch.nn.Module, srgb: np.ndarray, long_side: Optional[int] = None,
               flip_average: bool = False, residual_split: Optional[float] = None,
-              residual_chroma_to_reflectance: bool = False, chroma_edges: Optional[float] = None, chroma_edge_min_pixels: int = 0,
+              residual_chroma_to_reflectance: bool = False,
+              chroma_edges: Optional[float] = None, chroma_edge_min_pixels: int = 0,
               flatten_reflectance: Optional[float] = None, flatten_threshold: float = 0.03,
               flatten_chroma_bandwidth: Optional[float] = None) -> Decomposition:
     srgb = np.asarray(srgb, np.float32)

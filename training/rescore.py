@@ -18,6 +18,7 @@ score, minus the retraining that a changed code hash forces (pipeline/params.py 
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,8 +32,8 @@ import yaml
 from pipeline.params import EvaluateParams, Params, ParamsError, load_params, validate_params
 from training.decompose import DECOMPOSE_OPTIONS, decompose_options
 from training.evaluate import MIT_SOURCE_PREFIX, evaluate_mit, model_predictor
+from training.results_table import METRICS
 
-METRICS = ("mse_avg", "lmse_avg", "dssim_avg")
 AS_RUN = "as run"
 CHECKPOINT = "data/models/checkpoint.pt"
 
@@ -47,7 +48,8 @@ class Run:
     @property
     def held_out(self) -> Optional[list[str]]:
         """MIT objects this run never trained on; None (score all) when it holds none out."""
-        names = [s[len(MIT_SOURCE_PREFIX):] for s in self.params.shards.val_sequences if s.startswith(MIT_SOURCE_PREFIX)]
+        names = [s.removeprefix(MIT_SOURCE_PREFIX) for s in self.params.shards.val_sequences
+                 if s.startswith(MIT_SOURCE_PREFIX)]
         return names or None
 
     @property
@@ -77,14 +79,21 @@ def parse_variant(tokens: list[str]) -> tuple[str, dict]:
 
 def score_run(run: Run, variants: dict[str, dict], mit_dir: Path) -> pd.DataFrame:
     """One row per (held-out object, variant) of `run`: the MIT scores of its checkpoint decomposed with the run's
-    evaluate options (AS_RUN) and with each variant's overrides of them."""
+    evaluate options (AS_RUN) and with each variant's overrides of them. Every variant is validated (ValueError
+    naming it) before anything is loaded or scored."""
     from training.model import load_checkpoint
 
-    model, _ = load_checkpoint(run.checkpoint)
     base = run.params.evaluate
-    rows = []
+    options = {}
     for name, overrides in {AS_RUN: {}, **variants}.items():
-        predict = model_predictor(model, base.mit_long_side, **variant_options(base, overrides))
+        try:
+            options[name] = variant_options(base, overrides)
+        except ValueError as err:
+            raise ValueError(f"variant {name}: {err}") from None
+    model, _ = load_checkpoint(run.checkpoint)
+    rows = []
+    for name, keywords in options.items():
+        predict = model_predictor(model, base.mit_long_side, **keywords)
         _, per_object = evaluate_mit(predict, mit_dir, max_images=10 ** 6, objects=run.held_out, baselines=False)
         rows += [{"run": run.label, "fold": run.fold, "seed": run.params.train.seed, "variant": name,
                   "object": r["image"], **{k: r["model"][k] for k in METRICS}} for r in per_object]
@@ -111,7 +120,8 @@ def resolve_rev(repo: Path, rev: str) -> str:
         raise ValueError(f"{rev}: {len(named)} experiments have that name in {repo}; give a commit")
     if named:
         return named[0]
-    done = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=repo, capture_output=True, text=True)
+    done = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=repo, capture_output=True,
+                          text=True)
     if done.returncode != 0:
         raise ValueError(f"{rev}: neither a DVC experiment name nor a git revision of {repo}")
     return done.stdout.strip()
@@ -130,7 +140,7 @@ def dvc_run(repo: Path, rev: str, workdir: Path) -> Run:
         raise ParamsError(f"{rev}: params.yaml: {err}") from None
     target = workdir / f"{sha}.pt"
     with dvc.api.open(CHECKPOINT, repo=str(repo), rev=sha, mode="rb") as src, open(target, "wb") as dst:
-        dst.write(src.read())
+        shutil.copyfileobj(src, dst)
     return Run(rev, target, params)
 
 
@@ -159,11 +169,6 @@ def main(argv: list[str] | None = None) -> int:
                 mit_dir = args.mit_dir or Path(run.params.evaluate.mit_dir)
                 if not mit_dir.is_dir():
                     raise ValueError(f"{run.label}: MIT objects not found at {mit_dir} (give --mit-dir)")
-                for name, overrides in variants.items():  # fail before any scoring
-                    try:
-                        variant_options(run.params.evaluate, overrides)
-                    except ValueError as err:
-                        raise ValueError(f"variant {name}: {err}") from None
                 frames.append(score_run(run, variants, mit_dir))
                 print(f"rescore: {run.label} scored", file=sys.stderr)
     except (ValueError, ParamsError, OSError, subprocess.CalledProcessError) as err:
