@@ -2,7 +2,7 @@
 
 Library: `decompose(model, srgb, long_side=None, flip_average=False, residual_split=None,
 residual_chroma_to_reflectance=False, chroma_edges=None, chroma_edge_min_pixels=0, flatten_reflectance=None,
-flatten_threshold=0.03, flatten_chroma_bandwidth=None) -> Decomposition`
+flatten_threshold=0.03, flatten_chroma_bandwidth=None, scale_average=()) -> Decomposition`
   srgb         (H, W, 3) float in [0, 1], gamma-encoded (an ordinary photo)
   reflectance  (H, W, 3) float64 LINEAR albedo = exp(log_r), scale arbitrary (the model fixes it only up to
                the illumination colour: image_linear ~= reflectance * shading * light)
@@ -12,7 +12,8 @@ The network needs sides that are multiples of 2**depth: the image is resized (bi
 nearest such size — after first scaling its long side to `long_side` if given — and the log outputs are
 resized back to (H, W). `flip_average`: the log layers are the mean of the network's outputs on the image and
 on its mirror image (mirrored back), a test-time average that cancels left/right-asymmetric artefacts (twice the
-time). `residual_split` a in [0, 1] makes the layers reproduce the image: with the log residual
+time). `scale_average` (s, ...): the log layers are the mean of that pass and passes at the network size scaled
+by each s (sides again multiples of 2**depth), resized back to (H, W); log c is averaged alike. `residual_split` a in [0, 1] makes the layers reproduce the image: with the log residual
 eps = log I - log R - log S - log c (I the input's linear RGB at full size, floored at `training.model.LOG_EPS`;
 (H, W, 3)), log R += a * eps and log S += (1 - a) * mean_c(eps), so R * S * c = I up to the colour part of eps
 left with weight 1 - a (exactly at a = 1). None: the decoders' layers as they are; the training energy never
@@ -39,7 +40,7 @@ lightness that follows a gradual change of colour (an apple's yellow flank) stay
 -> white).
 
 CLI: `python -m training.decompose IMAGE --checkpoint data/models/checkpoint.pt --out DIR [--linear]
-[--long-side N] [--input-linear] [--flip-average] [--residual-split A|none] [--residual-chroma-to-reflectance|
+[--long-side N] [--input-linear] [--flip-average] [--scale-average S [S ...]] [--residual-split A|none] [--residual-chroma-to-reflectance|
 --residual-chroma-split] [--chroma-edges T|none] [--chroma-edge-min-pixels N]
 [--flatten-reflectance K|none] [--flatten-threshold T] [--flatten-chroma-bandwidth B|none]` writes DIR/<stem>_reflectance.png, DIR/<stem>_shading.png and
 DIR/<stem>_light.json. Default output is 8-bit sRGB PNG, each layer scaled so its 99th percentile is 1
@@ -89,6 +90,19 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def _network_layers(model: torch.nn.Module, full: torch.Tensor, size: tuple[int, int], out_hw: tuple[int, int],
+                    flip_average: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The network's log layers for sRGB `full` (1, 3, H, W) resized to `size`, resized back to `out_hw`:
+    log R (1, 3, *out_hw), log S (1, 1, *out_hw), log c (1, 3); with `flip_average` the log-space mean with the
+    mirror image's outputs (mirrored back; log c is one value per image)."""
+    x = _resize(full, size).clamp(0, 1)
+    log_r, log_s, log_c = model(x)
+    if flip_average:
+        log_r_f, log_s_f, log_c_f = model(x.flip(-1))
+        log_r, log_s, log_c = (log_r + log_r_f.flip(-1)) / 2, (log_s + log_s_f.flip(-1)) / 2, (log_c + log_c_f) / 2
+    return _resize(log_r.float(), out_hw), _resize(log_s.float(), out_hw), log_c.float()
 
 
 def chromaticity_edge_pixels(srgb: np.ndarray, threshold: float, min_pixels: int = 0) -> np.ndarray:
@@ -192,8 +206,9 @@ def shading_in_reflectance(srgb: np.ndarray, log_r: np.ndarray, keep: float, thr
 
 
 # `decompose`'s keywords that are also keys of params.yaml's evaluate
-DECOMPOSE_OPTIONS = ("flip_average", "residual_split", "residual_chroma_to_reflectance", "chroma_edges",
-                     "chroma_edge_min_pixels", "flatten_reflectance", "flatten_threshold", "flatten_chroma_bandwidth")
+DECOMPOSE_OPTIONS = ("flip_average", "scale_average", "residual_split", "residual_chroma_to_reflectance",
+                     "chroma_edges", "chroma_edge_min_pixels", "flatten_reflectance", "flatten_threshold",
+                     "flatten_chroma_bandwidth")
 
 
 def decompose_options(settings) -> dict:
@@ -208,10 +223,12 @@ def decompose(model: torch.nn.Module, srgb: np.ndarray, long_side: Optional[int]
               residual_chroma_to_reflectance: bool = False,
               chroma_edges: Optional[float] = None, chroma_edge_min_pixels: int = 0,
               flatten_reflectance: Optional[float] = None, flatten_threshold: float = 0.03,
-              flatten_chroma_bandwidth: Optional[float] = None) -> Decomposition:
+              flatten_chroma_bandwidth: Optional[float] = None, scale_average: tuple[float, ...] = ()) -> Decomposition:
     srgb = np.asarray(srgb, np.float32)
     if srgb.ndim != 3 or srgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) sRGB image, got {srgb.shape}")
+    if not all(scale > 0 for scale in scale_average):
+        raise ValueError(f"scale_average must hold scales > 0, got {list(scale_average)}")
     if residual_split is not None and not 0.0 <= residual_split <= 1.0:
         raise ValueError(f"residual_split must be in [0, 1] or None, got {residual_split}")
     if chroma_edges is not None and not chroma_edges > 0:
@@ -229,12 +246,10 @@ def decompose(model: torch.nn.Module, srgb: np.ndarray, long_side: Optional[int]
     model.eval()
     device = next(model.parameters()).device
     full = torch.from_numpy(np.ascontiguousarray(srgb.transpose(2, 0, 1)))[None].to(device)
-    x = _resize(full, network_size(h, w, model.config.multiple, long_side)).clamp(0, 1)
-    log_r, log_s, log_c = model(x)
-    if flip_average:  # the mirror image's outputs, mirrored back; log_c is one value per image
-        log_r_f, log_s_f, log_c_f = model(x.flip(-1))
-        log_r, log_s, log_c = (log_r + log_r_f.flip(-1)) / 2, (log_s + log_s_f.flip(-1)) / 2, (log_c + log_c_f) / 2
-    log_r, log_s, log_c = _resize(log_r.float(), (h, w)), _resize(log_s.float(), (h, w)), log_c.float()
+    base = network_size(h, w, model.config.multiple, long_side)
+    passes = [_network_layers(model, full, network_size(*base, model.config.multiple, round(max(base) * scale)),
+                              (h, w), flip_average) for scale in (1.0, *scale_average)]
+    log_r, log_s, log_c = (torch.stack(layer).mean(dim=0) for layer in zip(*passes))
     if residual_split is not None:
         residual = log_linear_image(full, LOG_EPS) - log_r - log_s - log_c[:, :, None, None]  # clamps to [0, 1]
         grey = residual.mean(dim=1, keepdim=True)
@@ -343,6 +358,16 @@ def _optional_number(accepts, expected: str, allow_none: bool = True):
     return parse
 
 
+def _positive_scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 4:
+        raise argparse.ArgumentTypeError(f"expected a scale in (0, 4], got {text!r}")
+    return value
+
+
 def _non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0, checked before anything is loaded."""
     try:
@@ -363,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-side", type=int, default=None, help="network input long side (default: native)")
     parser.add_argument("--input-linear", action="store_true", help="the input is a 16-bit linear PNG")
     parser.add_argument("--flip-average", action="store_true", help="average with the mirror image's decomposition")
+    parser.add_argument("--scale-average", type=_positive_scale, nargs="+", default=[],
+                        help="input scales besides 1 whose log layers are averaged with the 1x pass's "
+                             "(e.g. 0.75 1.25; default: none)")
     parser.add_argument("--residual-split", type=_optional_number(lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
                         default=_evaluate_default("residual_split"),
                         help="share a in [0, 1] of the log reconstruction residual given to reflectance, or 'none' "

@@ -7,8 +7,8 @@
         --synthetic-objects N   add N rendered painted-object sequences (synthetic://SCENE?variant=0..N-1,
                       sources `synth_<SCENE>_<k>`) to the training set of every fold; never scored (default
                       SYNTHETIC_OBJECTS = 5, which scored better than 0; 0 = the MIT objects only)
-        --synthetic-scene SCENE  which rendered scene they are: "objects" or "carved" (the same with surface
-                      relief; default SYNTHETIC_SCENE)
+        --synthetic-scene SCENE [SCENE ...]  which rendered scene they are: "objects" or "carved" (the same
+                      with surface relief; default SYNTHETIC_SCENE); several alternate (`synthetic_object_sources`)
 
 Consumes `--mit-dir` (Barron's layout, 16-bit linear PNGs) and `params-mit.yaml` (the recipe's settings; its
 `sources` are rewritten here). Produces `--lights` (default data/mit-lights: 8-bit sRGB light sequences, one
@@ -67,17 +67,22 @@ def held_out(fold: str) -> tuple[str, ...]:
         raise ValueError(f"fold must be one of {', '.join(map(str, FOLDS))}, all; got {fold!r}") from None
 
 
-def synthetic_object_sources(count: int, scene: str = SYNTHETIC_SCENE) -> list[dict]:
-    """`count` rendered training sequences `synth_<scene>_<k>`, synthetic://<scene>?variant=0..count-1
-    (pipeline/synthetic.py; scene one of SYNTHETIC_SCENES)."""
-    if scene not in SYNTHETIC_SCENES:
-        raise ValueError(f"synthetic scene must be one of {', '.join(SYNTHETIC_SCENES)}; got {scene!r}")
-    return [{"name": f"synth_{scene}_{k}", "url": f"synthetic://{scene}?variant={k}", "type": "video",
-             "scene": "indoor", "licence": "CC0", "attribution": "BigTime synthetic renderer"} for k in range(count)]
+def synthetic_object_sources(count: int, scene: str | tuple[str, ...] = SYNTHETIC_SCENE) -> list[dict]:
+    """`count` rendered training sequences `synth_<scene>_<v>`, synthetic://<scene>?variant=v (pipeline/synthetic.py;
+    each scene one of SYNTHETIC_SCENES). Several scenes alternate: sequence k is scenes[k % n], variant k // n
+    (("objects", "carved") and 5: objects 0, carved 0, objects 1, carved 1, objects 2)."""
+    scenes = (scene,) if isinstance(scene, str) else tuple(scene)
+    unknown = [s for s in scenes if s not in SYNTHETIC_SCENES]
+    if not scenes or unknown:
+        raise ValueError(f"synthetic scene must be one of {', '.join(SYNTHETIC_SCENES)}; got {', '.join(map(repr, unknown)) or 'none'}")
+    picks = [(scenes[k % len(scenes)], k // len(scenes)) for k in range(count)]
+    return [{"name": f"synth_{s}_{v}", "url": f"synthetic://{s}?variant={v}", "type": "video",
+             "scene": "indoor", "licence": "CC0", "attribution": "BigTime synthetic renderer"} for s, v in picks]
 
 
 def recipe_params(base: dict, *, fold: str, mit_dir: Path, lights: Path, objects=MIT_OBJECTS,
-                  synthetic_objects: int = SYNTHETIC_OBJECTS, synthetic_scene: str = SYNTHETIC_SCENE) -> dict:
+                  synthetic_objects: int = SYNTHETIC_OBJECTS,
+                  synthetic_scene: str | tuple[str, ...] = SYNTHETIC_SCENE) -> dict:
     """params mapping: `base` (params-mit.yaml) with one source per object, the fold's held-out list and
     `synthetic_objects` rendered sequences that only ever train (rendered at the frames' long side, 3:2)."""
     if synthetic_objects < 0:
@@ -108,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="add this many rendered painted-object sequences (synthetic://objects?variant=k) to "
                              f"every fold's training set; they are never scored (default {SYNTHETIC_OBJECTS}; 0: the "
                              "MIT objects only)")
-    parser.add_argument("--synthetic-scene", choices=SYNTHETIC_SCENES, default=SYNTHETIC_SCENE,
-                        help=f"the rendered scene of those sequences (default {SYNTHETIC_SCENE}; carved: with surface relief)")
+    parser.add_argument("--synthetic-scene", nargs="+", choices=SYNTHETIC_SCENES, default=[SYNTHETIC_SCENE],
+                        help=f"the rendered scene of those sequences (default {SYNTHETIC_SCENE}; carved: with surface "
+                             "relief); several alternate (objects carved: objects 0, carved 0, objects 1, ...)")
     args = parser.parse_args(argv)
     from training.prepare_mit import prepare_object
 
@@ -123,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = recipe_params(yaml.safe_load(args.base.read_text()), fold=args.fold, mit_dir=args.mit_dir,
                                lights=args.lights, synthetic_objects=args.synthetic_objects,
-                               synthetic_scene=args.synthetic_scene)
+                               synthetic_scene=tuple(args.synthetic_scene))
     except ValueError as err:
         print(f"mit_recipe: {err}", file=sys.stderr)
         return 1

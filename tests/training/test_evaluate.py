@@ -225,6 +225,24 @@ def test_flip_average_is_mirror_equivariant_and_the_mean_of_both_passes(checkpoi
     np.testing.assert_allclose(np.log(avg.reflectance), expect, atol=1e-4)
 
 
+def test_scale_average_is_the_log_mean_of_the_passes_at_each_scale(tmp_path, checkpoint):
+    """scale_average=(0.5,) on a 32x48 image (sides multiples of the network's) is the log-space mean of the plain
+    pass and the pass at long side 24, each resized back: reflectance, shading and light; the CLI takes the same."""
+    model = E_model(checkpoint)
+    srgb = np.random.default_rng(2).uniform(0, 1, (32, 48, 3))
+    plain, half = D.decompose(model, srgb, residual_split=None), D.decompose(model, srgb, 24, residual_split=None)
+    assert not np.allclose(np.log(plain.shading), np.log(half.shading), atol=1e-3)
+    avg = D.decompose(model, srgb, residual_split=None, scale_average=(0.5,))
+    for layer in ("reflectance", "shading", "light"):
+        expect = (np.log(getattr(plain, layer)) + np.log(getattr(half, layer))) / 2
+        np.testing.assert_allclose(np.log(getattr(avg, layer)), expect, atol=1e-5, err_msg=layer)
+    with pytest.raises(ValueError, match="scale_average"):
+        D.decompose(model, srgb, scale_average=(0.0,))
+    with pytest.raises(SystemExit):
+        D.main([str(tmp_path / "x.png"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
+                "--scale-average", "-1"])
+
+
 def test_mit_long_side_sets_the_network_size_for_mit_only(tmp_path, checkpoint):
     """The MIT object (48x64 here) is decomposed at long side 32 when evaluate.mit_long_side = 32: its model scores
     then equal those of decomposing a 24x32 network input by hand; the baselines' scores do not change."""

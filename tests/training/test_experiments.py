@@ -51,6 +51,14 @@ def test_recipe_synthetic_objects_only_ever_train(tmp_path):
     with pytest.raises(ValueError, match="synthetic scene must be one of objects, carved; got 'sun'"):
         recipe_params(base, fold="0", mit_dir=tmp_path, lights=Path("data/mit-lights"), synthetic_objects=2,
                       synthetic_scene="sun")
+    mixed = validate_params(recipe_params(base, fold="0", mit_dir=tmp_path, lights=Path("data/mit-lights"),
+                                          synthetic_objects=5, synthetic_scene=("objects", "carved"))).sources
+    assert [s.synthetic_scene for s in mixed if s.is_synthetic] == [
+        ("objects", 0), ("carved", 0), ("objects", 1), ("carved", 1), ("objects", 2)]
+    assert len({s.name for s in mixed}) == len(mixed)
+    with pytest.raises(ValueError, match="got 'sun'"):
+        recipe_params(base, fold="0", mit_dir=tmp_path, lights=Path("data/mit-lights"), synthetic_objects=2,
+                      synthetic_scene=("objects", "sun"))
 
 
 def _exp(name, fold, variant, mse, lmse, dssim, weiss):
