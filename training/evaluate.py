@@ -162,10 +162,10 @@ def mit_objects(mit_dir: Path) -> list[Path]:
     return sorted(p for p in mit_dir.iterdir() if (p / "diffuse.png").exists() and (p / "reflectance.png").exists())
 
 
-def evaluate_mit(predict: Predictor, mit_dir: Path, max_images: int, grid_dir: Optional[Path] = None,
+def evaluate_mit(predict: Predictor, mit_dir: Path, max_images: Optional[int], grid_dir: Optional[Path] = None,
                  objects: Optional[Iterable[str]] = None, baselines: bool = True) -> tuple[dict, list[dict]]:
     """Score `predict` (and, with `baselines`, BASELINES) on the MIT objects in `mit_dir` (only those named in
-    `objects` if given; at most `max_images`) -> (means over the objects, one row per object)."""
+    `objects` if given; at most `max_images`, None: all) -> (means over the objects, one row per object)."""
     rows = []
     folders = mit_objects(mit_dir)
     if objects is not None:

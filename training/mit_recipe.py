@@ -51,7 +51,12 @@ SYNTHETIC_OBJECTS = 5
 # steps, seed 0:
 #   carved 0.0298 / 0.0363 / 0.1675 (0.0189 / 0.0286 / 0.1416; 0.0406 / 0.0439 / 0.1934)
 # Relief helps the sculpted fold-0 objects (their best fold-0 row) and costs fold 1, whose fine paint on white then
-# goes into the shading: worse on the means, so "objects" stays.
+# goes into the shading: worse on the means, so "objects" stays. Both alternated (`--synthetic-scene objects carved`:
+# objects 0-2, carved 0-1), the current recipe at seed 0 (docs/results.md "sources+=synthetic://objects x3,
+# synthetic://carved x2"), against "objects" alone (the "baseline params" seed-0 rows):
+#   mixed   0.0183 / 0.0206 / 0.1116 (0.01378 / 0.02713 / 0.12958; 0.02290 / 0.01412 / 0.09357)
+#   objects 0.0176 / 0.0201 / 0.1094 (0.01356 / 0.02654 / 0.12766; 0.02155 / 0.01373 / 0.09118)
+# worse on all three in both folds (seeds 1 and 2 were stopped), so "objects" alone stays.
 SYNTHETIC_SCENE = "objects"
 LICENCE = "MIT intrinsic images (research use)"
 ATTRIBUTION = "Grosse et al. 2009; Barron's version"

@@ -94,7 +94,7 @@ def score_run(run: Run, variants: dict[str, dict], mit_dir: Path) -> pd.DataFram
     rows = []
     for name, keywords in options.items():
         predict = model_predictor(model, base.mit_long_side, **keywords)
-        _, per_object = evaluate_mit(predict, mit_dir, max_images=10 ** 6, objects=run.held_out, baselines=False)
+        _, per_object = evaluate_mit(predict, mit_dir, max_images=None, objects=run.held_out, baselines=False)
         rows += [{"run": run.label, "fold": run.fold, "seed": run.params.train.seed, "variant": name,
                   "object": r["image"], **{k: r["model"][k] for k in METRICS}} for r in per_object]
     return pd.DataFrame(rows)
