@@ -217,12 +217,12 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     return long[keep].reset_index(drop=True)
 
 
-def _fmt(frame: pd.DataFrame) -> str:
-    """DataFrame -> Markdown table (4 decimals)."""
+def markdown_table(frame: pd.DataFrame, decimals: int = 4) -> str:
+    """DataFrame -> Markdown table (floats to `decimals` places)."""
     cols = list(frame.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, row in frame.iterrows():
-        lines.append("| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row) + " |")
+        lines.append("| " + " | ".join(f"{v:.{decimals}f}" if isinstance(v, float) else str(v) for v in row) + " |")
     return "\n".join(lines)
 
 
@@ -251,26 +251,26 @@ def results_markdown(long: pd.DataFrame) -> str:
                 f"A variant lists the params it changes against the newest baseline commit's params (the recipe "
                 f"as committed: `{REFERENCE_LABEL}`, first). `seeds`: how many training seeds (`train.seed`) each "
                 f"fold ran at (the fewest over the folds); a fold's seeds are averaged, then the folds.", ""]
-        out += [_fmt(mean), ""]
+        out += [markdown_table(mean), ""]
         # per fold first (every run of a fold scores the same objects), then the mean over folds
         base = folds[folds["method"] != "model"].groupby(["method", "fold"])[list(METRICS)].mean().groupby("method").mean()
         beats = mean[["variant", "steps"]].copy()
         for method in base.index:
             beats[f"beats {method}"] = ["/".join("yes" if row[m] < base.loc[method, m] else "no" for m in METRICS)
                                         for _, row in mean.iterrows()]
-        out += ["Does the variant beat each baseline (si-MSE / LMSE / DSSIM)?", "", _fmt(beats), ""]
+        out += ["Does the variant beat each baseline (si-MSE / LMSE / DSSIM)?", "", markdown_table(beats), ""]
         base = base.reset_index().rename(columns={"method": "baseline (same held-out objects)"})
         out += ["Baselines on the same objects (mean over folds; Weiss uses each object's ten lights):", "",
-                _fmt(base), "",
+                markdown_table(base), "",
                 "Paper, Table 3 (Barron's 10 test objects, which are not available here): "
                 + ", ".join(f"{k} {v}" for k, v in PAPER_TABLE3.items()), ""]
         per_fold = by_fold.pivot_table(index=keys, columns="fold", values="mse_avg").reset_index()
         per_fold.columns = [str(c) if c in ("variant", "steps") else f"si-MSE avg, held out {c}" for c in per_fold.columns]
-        out += ["Per fold (si-MSE avg):", "", _fmt(per_fold), ""]
+        out += ["Per fold (si-MSE avg):", "", markdown_table(per_fold), ""]
     ten = long[long["fold"] == "all"]
     if not ten.empty:
         out += ["## Ten on ten (train and score the same ten objects: a train-set score)", "",
-                _fmt(ten.groupby(["method", "variant", "steps"], dropna=False)[list(METRICS)].mean().reset_index()), ""]
+                markdown_table(ten.groupby(["method", "variant", "steps"], dropna=False)[list(METRICS)].mean().reset_index()), ""]
     return "\n".join(out)
 
 

@@ -37,8 +37,11 @@ def test_rescore_scores_the_held_out_objects_as_the_evaluate_stage_does_and_each
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(_params(root, residual_split=0.5)))
     csv = tmp_path / "rows.csv"
     assert R.main(["--checkpoint", str(checkpoint), "--params", str(tmp_path / "params.yaml"), "--csv", str(csv),
-                   "--variant", "colour", "residual_chroma_to_reflectance=true", "flatten_reflectance=0.5"]) == 0
+                   "--variant", "colour", "residual_chroma_to_reflectance=true", "flatten_reflectance=0.5",
+                   "--markdown", str(tmp_path / "report.md")]) == 0
     rows = pd.read_csv(csv)
+    report = (tmp_path / "report.md").read_text()
+    assert "| colour | residual_chroma_to_reflectance=true flatten_reflectance=0.5 |" in report
     assert sorted(rows["object"].unique()) == ["blocks"]  # bricks was trained on: not scored
     assert list(rows["variant"]) == [R.AS_RUN, "colour"]
     assert set(rows["fold"]) == {"blocks"}
@@ -76,6 +79,11 @@ def test_summarise_averages_objects_then_runs_then_folds():
     assert tables["folds"].loc[("v", "x"), "mse_avg"] == 4.0  # (2 + 6) / 2: each run counts once
     assert tables["mean"].loc["v", "mse_avg"] == 7.0  # (4 + 10) / 2: each fold counts once
     assert tables["mean"].loc["v", "lmse_avg"] == 3.0
+    report = R.report_markdown(tables, {"v": "flip_average=true"}, "python -m training.rescore --rev a")
+    assert "`python -m training.rescore --rev a`" in report
+    assert "| v | flip_average=true | 7.00000 | 3.00000 | 3.00000 |" in report
+    assert "| v | x | a, b | 4.00000 | 2.00000 | 3.00000 |" in report
+    assert "| v | y | c | 10.00000 | 4.00000 | 3.00000 |" in report
 
 
 def test_rescore_names_bad_variants_and_runs(tmp_path, checkpoint, capsys):
