@@ -13,7 +13,8 @@ nearest such size — after first scaling its long side to `long_side` if given 
 resized back to (H, W). `flip_average`: the log layers are the mean of the network's outputs on the image and
 on its mirror image (mirrored back), a test-time average that cancels left/right-asymmetric artefacts (twice the
 time). `scale_average` (s, ...): the log layers are the mean of that pass and passes at the network size scaled
-by each s (sides again multiples of 2**depth), resized back to (H, W); log c is averaged alike. `residual_split` a in [0, 1] makes the layers reproduce the image: with the log residual
+by each s (sides again multiples of 2**depth), resized back to (H, W); log c is averaged alike.
+`residual_split` a in [0, 1] makes the layers reproduce the image: with the log residual
 eps = log I - log R - log S - log c (I the input's linear RGB at full size, floored at `training.model.LOG_EPS`;
 (H, W, 3)), log R += a * eps and log S += (1 - a) * mean_c(eps), so R * S * c = I up to the colour part of eps
 left with weight 1 - a (exactly at a = 1). None: the decoders' layers as they are; the training energy never
@@ -40,8 +41,8 @@ lightness that follows a gradual change of colour (an apple's yellow flank) stay
 -> white).
 
 CLI: `python -m training.decompose IMAGE --checkpoint data/models/checkpoint.pt --out DIR [--linear]
-[--long-side N] [--input-linear] [--flip-average] [--scale-average S [S ...]] [--residual-split A|none] [--residual-chroma-to-reflectance|
---residual-chroma-split] [--chroma-edges T|none] [--chroma-edge-min-pixels N]
+[--long-side N] [--input-linear] [--flip-average] [--scale-average S [S ...]] [--residual-split A|none]
+[--residual-chroma-to-reflectance|--residual-chroma-split] [--chroma-edges T|none] [--chroma-edge-min-pixels N]
 [--flatten-reflectance K|none] [--flatten-threshold T] [--flatten-chroma-bandwidth B|none]` writes DIR/<stem>_reflectance.png, DIR/<stem>_shading.png and
 DIR/<stem>_light.json. Default output is 8-bit sRGB PNG, each layer scaled so its 99th percentile is 1
 (scales are arbitrary); `--linear` writes 16-bit LINEAR PNGs (value / 65535, same scaling; read them with
@@ -358,16 +359,6 @@ def _optional_number(accepts, expected: str, allow_none: bool = True):
     return parse
 
 
-def _positive_scale(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value <= 4:
-        raise argparse.ArgumentTypeError(f"expected a scale in (0, 4], got {text!r}")
-    return value
-
-
 def _non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0, checked before anything is loaded."""
     try:
@@ -388,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-side", type=int, default=None, help="network input long side (default: native)")
     parser.add_argument("--input-linear", action="store_true", help="the input is a 16-bit linear PNG")
     parser.add_argument("--flip-average", action="store_true", help="average with the mirror image's decomposition")
-    parser.add_argument("--scale-average", type=_positive_scale, nargs="+", default=[],
+    parser.add_argument("--scale-average", nargs="+", default=[],
+                        type=_optional_number(lambda v: 0 < v <= 4, "a scale in (0, 4]", allow_none=False),
                         help="input scales besides 1 whose log layers are averaged with the 1x pass's "
                              "(e.g. 0.75 1.25; default: none)")
     parser.add_argument("--residual-split", type=_optional_number(lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),

@@ -79,7 +79,8 @@ def synthetic_object_sources(count: int, scene: str | tuple[str, ...] = SYNTHETI
     scenes = (scene,) if isinstance(scene, str) else tuple(scene)
     unknown = [s for s in scenes if s not in SYNTHETIC_SCENES]
     if not scenes or unknown:
-        raise ValueError(f"synthetic scene must be one of {', '.join(SYNTHETIC_SCENES)}; got {', '.join(map(repr, unknown)) or 'none'}")
+        raise ValueError(f"synthetic scene must be one of {', '.join(SYNTHETIC_SCENES)}; "
+                         f"got {', '.join(map(repr, unknown)) or 'none'}")
     picks = [(scenes[k % len(scenes)], k // len(scenes)) for k in range(count)]
     return [{"name": f"synth_{s}_{v}", "url": f"synthetic://{s}?variant={v}", "type": "video",
              "scene": "indoor", "licence": "CC0", "attribution": "BigTime synthetic renderer"} for s, v in picks]

@@ -114,7 +114,7 @@ def report_markdown(summary: dict[str, pd.DataFrame], options: dict[str, str], c
     """Markdown: per variant its `options` as given (AS_RUN: each run's own evaluate section), the runs, the mean
     over each fold's runs and the mean over folds (`summarise`), 5 decimals; `command` says how to regenerate it."""
     runs = summary["runs"].reset_index().groupby(["variant", "fold"], sort=False)["run"].agg(", ".join)
-    folds = summary["folds"].reset_index().assign(runs=lambda f: [runs[v, k] for v, k in zip(f["variant"], f["fold"])])
+    folds = summary["folds"].join(runs.rename("runs")).reset_index()
     mean = summary["mean"].reset_index()
     mean.insert(1, "options", mean["variant"].map({AS_RUN: "each run's own `evaluate`", **options}))
     return "\n".join([
