@@ -71,7 +71,7 @@ class LossConfig:
     """Mirror of `pipeline.params.LossParams` (see that class and this module's docstring)."""
 
     w_reconstruct: float = 2.0
-    w_consistency: float = 2.0
+    w_consistency: float = 4.0  # pipeline/params.py LossParams cites the rows that chose it
     w_rsmooth: float = 4.0
     w_ssmooth: float = 4.0  # pipeline/params.py LossParams cites the rows that chose it
     w_shading_l1: float = 0.1
