@@ -375,6 +375,11 @@ class LossParams(_Section):
     # Ablations (the paper's Table 2): "dense" spatio-temporal bilateral smoothness vs "local" 8-neighbour
     # bilateral weights within each frame.
     rsmooth_kind: Literal["dense", "local"] = "dense"
+    # The bilateral features' intensity and chromaticity: "frame", each frame's own (the paper's); "sequence_mean",
+    # the sequence's per-pixel mean linear image over its valid frames (training/loss.py `sequence_mean_linear`),
+    # so that a shading step that moves with the light (a box's two faces) is weaker in the guide than in a frame
+    # and the prior may join its two sides.
+    rsmooth_guide: Literal["frame", "sequence_mean"] = "frame"
     # L_reconstruct over "all" frame pairs (i, j), the paper's, or "same_frame" (i = j), its per-image ablation
     # (both are means over their pairs, so w_reconstruct keeps its scale). Cross-object MIT folds
     # (docs/results.md, si-MSE / LMSE / DSSIM avg, mean of 2 folds; each fold's si-MSE agrees):

@@ -44,6 +44,8 @@ Terms (i, j frames; p pixels; c colour channels; M masks; log I = log(clamp(srgb
   `rsmooth_normaliser`: "all" (default; the authors' Z) rescales it to a division by all m*H*W pixels,
   "valid" keeps the lattice's N (pipeline/params.py cites the measured rows).
   `rsmooth_kind="local"`: 8-neighbour bilateral weights within each frame (`LocalBilateralSmoothness`).
+  `rsmooth_guide="sequence_mean"`: the intensity and chromaticity features of every frame are those of the
+  sequence's per-pixel mean linear image over its valid frames (`sequence_mean_linear`), not the frame's own.
 - `reconstruct_pairs="same_frame"`: L_reconstruct over the i = j pairs only (`same_frame_terms`).
 - shading_l1: mean over all pixels of |log S| (a prior toward unit shading, from the authors' code).
 
@@ -86,6 +88,7 @@ class LossConfig:
     rsmooth_masked_pixels: bool = False
     rsmooth_normaliser: str = "all"
     rsmooth_kind: str = "dense"
+    rsmooth_guide: str = "frame"  # as pipeline/params.py LossParams (the measured rows are there)
     reconstruct_pairs: str = "same_frame"  # as pipeline/params.py LossParams (the measured rows are there)
     ssmooth_robust_scale: Optional[float] = None
     ssmooth_robust_by_weight: bool = False
@@ -309,18 +312,36 @@ def shading_smoothness_loss(
     return total
 
 
+def sequence_mean_linear(linear: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """(m, 3, H, W) linear RGB, mask (m, 1, H, W) {0, 1} or None -> (m, 3, H, W) linear: every frame replaced by
+    the per-pixel mean over the frames where that pixel is valid (over all frames where it is valid in none)."""
+    if mask is None:
+        return linear.mean(0, keepdim=True).expand_as(linear)
+    weight = (mask.to(linear.dtype) > 0.5).to(linear.dtype)
+    count = weight.sum(0, keepdim=True)
+    valid_mean = (linear * weight).sum(0, keepdim=True) / count.clamp_min(1.0)
+    return torch.where(count > 0, valid_mean, linear.mean(0, keepdim=True)).expand_as(linear)
+
+
 def build_lattice(
     srgb: torch.Tensor, mask: Optional[torch.Tensor], config: LossConfig, *, linear: Optional[torch.Tensor] = None
 ):
     """The reflectance-smoothness operator for this sequence (float32): the dense bilateral one of
-    training/lattice.py, or `LocalBilateralSmoothness` with `rsmooth_kind="local"`.
+    training/lattice.py, or `LocalBilateralSmoothness` with `rsmooth_kind="local"`; its features from each frame
+    (`rsmooth_guide="frame"`) or from the sequence's mean image (`"sequence_mean"`).
 
     `linear`: srgb_to_linear of the clamped srgb when the caller already has it (saves the conversion).
     """
     from training.lattice import BilateralSmoothness
 
+    if config.rsmooth_guide not in ("frame", "sequence_mean"):
+        raise ValueError(f"rsmooth_guide must be frame|sequence_mean, got {config.rsmooth_guide!r}")
     with torch.autocast(device_type=srgb.device.type, enabled=False):
         valid = None if (config.rsmooth_masked_pixels or mask is None) else mask.float() > 0.5
+        if config.rsmooth_guide == "sequence_mean":
+            if linear is None:
+                linear = srgb_to_linear(srgb.float().clamp(0.0, 1.0))
+            linear = sequence_mean_linear(linear.float(), None if mask is None else mask.float())
         if config.rsmooth_kind == "local":
             return LocalBilateralSmoothness.build(
                 srgb.float(), valid, sigma_xy=config.sigma_xy, sigma_intensity=config.sigma_intensity,

@@ -49,7 +49,8 @@ ADDED_PARAMS = {"model.reflectance": "decoder", "model.input_skip": False, "mode
                 "evaluate.chroma_edges": None, "evaluate.chroma_edge_min_pixels": 0,
                 "evaluate.flatten_reflectance": None, "evaluate.flatten_threshold": 0.03,
                 "evaluate.flatten_chroma_bandwidth": None, "synthetic.tonal_paint": 0.0,
-                "evaluate.residual_chroma_to_reflectance": False, "evaluate.scale_average": []}
+                "evaluate.residual_chroma_to_reflectance": False, "evaluate.scale_average": [],
+                "loss.rsmooth_guide": "frame"}
 REFERENCE_LABEL = "baseline params"  # the variant of a row whose params are the reference's
 PAPER_TABLE3 = {"mse_avg": 0.0141, "lmse_avg": 0.0297, "dssim_avg": 0.1332}  # Li & Snavely 2018, Table 3
 

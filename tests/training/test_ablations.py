@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.color import luminance, srgb_to_linear
+from pipeline.color import linear_to_srgb, luminance, srgb_to_linear
 from pipeline.params import ModelParams
 from pipeline.shading_weights import shading_smoothness_weights
 from pipeline.shards import split_of
@@ -269,3 +269,40 @@ def test_input_skip_trains_every_parameter_and_reaches_the_model():
         (log_r.square().mean() + log_s.square().mean() + log_c.square().mean()).backward()
         dead = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
         assert not dead, f"{reflectance}: no gradient: {dead}"
+
+
+def _mean_frame_srgb(srgb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Reference for rsmooth_guide="sequence_mean": every frame replaced by the per-pixel mean linear image over
+    the frames valid there (all frames where none is), by an explicit loop, back in sRGB."""
+    lin = srgb_to_linear(srgb.clamp(0, 1)).numpy()
+    m, _, h, w = srgb.shape
+    out = np.empty_like(lin)
+    for y in range(h):
+        for x in range(w):
+            frames = [i for i in range(m) if mask[i, 0, y, x] > 0.5] or list(range(m))
+            out[:, :, y, x] = sum(lin[i, :, y, x] for i in frames) / len(frames)
+    return linear_to_srgb(torch.from_numpy(out))
+
+
+@pytest.mark.parametrize("kind", ["local", "dense"])
+def test_sequence_mean_guide_is_the_frame_guide_of_the_mean_image(kind):
+    srgb, mask, log_r, *_ = _sequence(3, m=3, h=9, w=10)
+    mask[:, :, 0, 0] = 0.0  # a pixel valid in no frame: the mean of all frames
+    mean_srgb = _mean_frame_srgb(srgb, mask)
+    guided = build_lattice(srgb, mask, LossConfig(rsmooth_kind=kind, rsmooth_guide="sequence_mean"))
+    reference = build_lattice(mean_srgb, mask, LossConfig(rsmooth_kind=kind, rsmooth_guide="frame"))
+    own = build_lattice(srgb, mask, LossConfig(rsmooth_kind=kind, rsmooth_guide="frame"))
+    r32 = log_r.float()
+    assert guided.energy(r32).item() == pytest.approx(reference.energy(r32).item(), rel=1e-4)
+    assert abs(guided.energy(r32).item() - own.energy(r32).item()) > 1e-3 * own.energy(r32).item()
+    # frames that are all the same image: the guide changes nothing
+    same = srgb[:1].expand_as(srgb).contiguous()
+    a = build_lattice(same, mask, LossConfig(rsmooth_kind=kind, rsmooth_guide="sequence_mean")).energy(r32)
+    b = build_lattice(same, mask, LossConfig(rsmooth_kind=kind, rsmooth_guide="frame")).energy(r32)
+    assert a.item() == pytest.approx(b.item(), rel=1e-4)
+
+
+def test_unknown_rsmooth_guide_is_refused():
+    srgb, mask, *_ = _sequence()
+    with pytest.raises(ValueError, match="rsmooth_guide"):
+        build_lattice(srgb, mask, LossConfig(rsmooth_guide="median"))
