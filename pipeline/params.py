@@ -632,6 +632,10 @@ class EvaluateParams(_Section):
     # residual split 0.3/0.7 or 0.3 off / 0.7 on chromaticity edges, a half-strength chroma_edges cut, and taking the
     # chromaticity-predicted part out of the shading too.) The DVC rows are in docs/results.md.
     flatten_chroma_bandwidth: Optional[Annotated[float, Field(gt=0.0)]] = 0.1
+    # The BatchNorm statistics the network normalises by at test time (training/decompose.py `image_statistics`):
+    # "running", the averages training left (torch's eval mode); "image", each input image's own, as every training
+    # step normalised by its one sequence's frames (pix2pix also decodes with the test batch's statistics).
+    norm_statistics: Literal["running", "image"] = "running"
 
 
 class RayParams(_Section):

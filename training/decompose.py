@@ -2,7 +2,7 @@
 
 Library: `decompose(model, srgb, long_side=None, flip_average=False, residual_split=None,
 residual_chroma_to_reflectance=False, chroma_edges=None, chroma_edge_min_pixels=0, flatten_reflectance=None,
-flatten_threshold=0.03, flatten_chroma_bandwidth=None, scale_average=()) -> Decomposition`
+flatten_threshold=0.03, flatten_chroma_bandwidth=None, scale_average=(), norm_statistics="running") -> Decomposition`
   srgb         (H, W, 3) float in [0, 1], gamma-encoded (an ordinary photo)
   reflectance  (H, W, 3) float64 LINEAR albedo = exp(log_r), scale arbitrary (the model fixes it only up to
                the illumination colour: image_linear ~= reflectance * shading * light)
@@ -14,6 +14,9 @@ resized back to (H, W). `flip_average`: the log layers are the mean of the netwo
 on its mirror image (mirrored back), a test-time average that cancels left/right-asymmetric artefacts (twice the
 time). `scale_average` (s, ...): the log layers are the mean of that pass and passes at the network size scaled
 by each s (sides again multiples of 2**depth), resized back to (H, W); log c is averaged alike.
+`norm_statistics`: "running" (default), the BatchNorm layers use the running averages training left; "image",
+each network pass is normalised by the statistics of its own input image (pix2pix's choice at test time, and what
+training did: each step's batch is one sequence's frames), the running averages untouched (`image_statistics`).
 `residual_split` a in [0, 1] makes the layers reproduce the image: with the log residual
 eps = log I - log R - log S - log c (I the input's linear RGB at full size, floored at `training.model.LOG_EPS`;
 (H, W, 3)), log R += a * eps and log S += (1 - a) * mean_c(eps), so R * S * c = I up to the colour part of eps
@@ -43,7 +46,8 @@ lightness that follows a gradual change of colour (an apple's yellow flank) stay
 CLI: `python -m training.decompose IMAGE --checkpoint data/models/checkpoint.pt --out DIR [--linear]
 [--long-side N] [--input-linear] [--flip-average] [--scale-average S [S ...]] [--residual-split A|none]
 [--residual-chroma-to-reflectance|--residual-chroma-split] [--chroma-edges T|none] [--chroma-edge-min-pixels N]
-[--flatten-reflectance K|none] [--flatten-threshold T] [--flatten-chroma-bandwidth B|none]` writes DIR/<stem>_reflectance.png, DIR/<stem>_shading.png and
+[--flatten-reflectance K|none] [--flatten-threshold T] [--flatten-chroma-bandwidth B|none]
+[--norm-statistics running|image]` writes DIR/<stem>_reflectance.png, DIR/<stem>_shading.png and
 DIR/<stem>_light.json. Default output is 8-bit sRGB PNG, each layer scaled so its 99th percentile is 1
 (scales are arbitrary); `--linear` writes 16-bit LINEAR PNGs (value / 65535, same scaling; read them with
 cv2.imread(p, cv2.IMREAD_UNCHANGED), never PIL). The input is read as sRGB (any PIL image: 8- or 16-bit, grey
@@ -55,6 +59,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -91,6 +96,27 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+NORM_STATISTICS = ("running", "image")
+
+
+@contextmanager
+def image_statistics(model: torch.nn.Module, enabled: bool = True):
+    """Within the block, every BatchNorm layer of `model` normalises by the statistics of the batch it is given
+    (torch's behaviour with no running buffers), not by its running averages, which are put back unchanged on
+    exit; `enabled=False` changes nothing."""
+    saved = []
+    if enabled:
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
+                saved.append((module, module.running_mean, module.running_var))
+                module.running_mean = module.running_var = None
+    try:
+        yield model
+    finally:
+        for module, mean, var in saved:
+            module.running_mean, module.running_var = mean, var
 
 
 def _network_layers(model: torch.nn.Module, full: torch.Tensor, size: tuple[int, int], out_hw: tuple[int, int],
@@ -209,7 +235,7 @@ def shading_in_reflectance(srgb: np.ndarray, log_r: np.ndarray, keep: float, thr
 # `decompose`'s keywords that are also keys of params.yaml's evaluate
 DECOMPOSE_OPTIONS = ("flip_average", "scale_average", "residual_split", "residual_chroma_to_reflectance",
                      "chroma_edges", "chroma_edge_min_pixels", "flatten_reflectance", "flatten_threshold",
-                     "flatten_chroma_bandwidth")
+                     "flatten_chroma_bandwidth", "norm_statistics")
 
 
 def decompose_options(settings) -> dict:
@@ -224,10 +250,13 @@ def decompose(model: torch.nn.Module, srgb: np.ndarray, long_side: Optional[int]
               residual_chroma_to_reflectance: bool = False,
               chroma_edges: Optional[float] = None, chroma_edge_min_pixels: int = 0,
               flatten_reflectance: Optional[float] = None, flatten_threshold: float = 0.03,
-              flatten_chroma_bandwidth: Optional[float] = None, scale_average: tuple[float, ...] = ()) -> Decomposition:
+              flatten_chroma_bandwidth: Optional[float] = None, scale_average: tuple[float, ...] = (),
+              norm_statistics: str = "running") -> Decomposition:
     srgb = np.asarray(srgb, np.float32)
     if srgb.ndim != 3 or srgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) sRGB image, got {srgb.shape}")
+    if norm_statistics not in NORM_STATISTICS:
+        raise ValueError(f"norm_statistics must be one of {NORM_STATISTICS}, got {norm_statistics!r}")
     if not all(scale > 0 for scale in scale_average):
         raise ValueError(f"scale_average must hold scales > 0, got {list(scale_average)}")
     if residual_split is not None and not 0.0 <= residual_split <= 1.0:
@@ -248,8 +277,9 @@ def decompose(model: torch.nn.Module, srgb: np.ndarray, long_side: Optional[int]
     device = next(model.parameters()).device
     full = torch.from_numpy(np.ascontiguousarray(srgb.transpose(2, 0, 1)))[None].to(device)
     base = network_size(h, w, model.config.multiple, long_side)
-    passes = [_network_layers(model, full, network_size(*base, model.config.multiple, round(max(base) * scale)),
-                              (h, w), flip_average) for scale in (1.0, *scale_average)]
+    with image_statistics(model, norm_statistics == "image"):
+        passes = [_network_layers(model, full, network_size(*base, model.config.multiple, round(max(base) * scale)),
+                                  (h, w), flip_average) for scale in (1.0, *scale_average)]
     log_r, log_s, log_c = (torch.stack(layer).mean(dim=0) for layer in zip(*passes))
     if residual_split is not None:
         residual = log_linear_image(full, LOG_EPS) - log_r - log_s - log_c[:, :, None, None]  # clamps to [0, 1]
@@ -414,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
                         default=_evaluate_default("flatten_chroma_bandwidth"),
                         help="kernel bandwidth (rg chromaticity) of the lightness kept as reflectance because the "
                              "colour predicts it, or 'none' (default: evaluate.flatten_chroma_bandwidth's default)")
+    parser.add_argument("--norm-statistics", choices=NORM_STATISTICS, default=_evaluate_default("norm_statistics"),
+                        help="BatchNorm statistics: the running averages or each input image's own "
+                             "(default: evaluate.norm_statistics's default)")
     args = parser.parse_args(argv)
     try:
         model, _ = load_checkpoint(args.checkpoint)

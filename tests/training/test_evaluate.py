@@ -2,6 +2,7 @@
 (MIT 16-bit linear PNG folders, frames + groundtruth.npz, IIW JSON, SAW .npy), with a tiny checkpoint."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import shutil
@@ -515,3 +516,44 @@ def test_flatten_reflectance_moves_reflectance_into_shading_and_keeps_the_produc
             D.main([str(tmp_path / "p.png"), *base, "--out", str(tmp_path / "bad"), flag, bad])
     assert not (tmp_path / "bad").exists()
     assert D.main([str(tmp_path / "p.png"), *base, "--out", str(tmp_path / "ok"), "--flatten-reflectance", "none"]) == 0
+
+
+class _OwnStatisticsNorm(torch.nn.Module):
+    """Reference for norm_statistics="image": a BatchNorm layer's affine map after normalising by the per-channel
+    mean and biased variance of the batch it is given, written out."""
+
+    def __init__(self, bn: torch.nn.BatchNorm2d):
+        super().__init__()
+        self.bn = bn
+
+    def forward(self, x):
+        mean = x.mean(dim=(0, 2, 3), keepdim=True)
+        var = ((x - mean) ** 2).mean(dim=(0, 2, 3), keepdim=True)
+        return (x - mean) / torch.sqrt(var + self.bn.eps) * self.bn.weight.view(1, -1, 1, 1) + self.bn.bias.view(1, -1, 1, 1)
+
+
+def test_image_norm_statistics_normalise_each_pass_by_its_own_input(checkpoint):
+    model = E_model(checkpoint)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms
+    with torch.no_grad():  # running averages far from what any image gives
+        for m in norms:
+            m.running_mean.fill_(0.5)
+            m.running_var.fill_(4.0)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    reference = copy.deepcopy(model)
+    for parent in list(reference.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.BatchNorm2d):
+                setattr(parent, name, _OwnStatisticsNorm(child))
+    srgb = np.random.default_rng(3).uniform(0, 1, (32, 48, 3))
+    own = D.decompose(model, srgb, residual_split=None, flip_average=True, norm_statistics="image")
+    expect = D.decompose(reference, srgb, residual_split=None, flip_average=True)
+    running = D.decompose(model, srgb, residual_split=None, flip_average=True)
+    for layer in ("reflectance", "shading", "light"):
+        np.testing.assert_allclose(np.log(getattr(own, layer)), np.log(getattr(expect, layer)), atol=1e-4, err_msg=layer)
+    assert not np.allclose(np.log(own.shading), np.log(running.shading), atol=1e-2)
+    for key, value in model.state_dict().items():  # the running averages are back, untouched
+        assert torch.equal(value, state[key]), key
+    with pytest.raises(ValueError, match="norm_statistics"):
+        D.decompose(model, srgb, norm_statistics="batch")
