@@ -59,7 +59,7 @@ def test_rescore_scores_the_held_out_objects_as_the_evaluate_stage_does_and_each
     by_hand = D.decompose(E_model(checkpoint), E.mit_srgb(data["diffuse"]), None, flip_average=False,
                           residual_split=0.5, residual_chroma_to_reflectance=True, chroma_edges=None,
                           chroma_edge_min_pixels=100, flatten_reflectance=0.5, flatten_threshold=0.03,
-                          flatten_chroma_bandwidth=0.1)
+                          flatten_chroma_bandwidth=0.1, norm_statistics="image")
     expect = E.M.mit_scores(data["reflectance"], data["shading"], by_hand.reflectance, by_hand.shading, data["mask"])
     colour = rows[rows["variant"] == "colour"].iloc[0]
     for key in R.METRICS:
