@@ -649,6 +649,11 @@ class EvaluateParams(_Section):
     #   (+0.0001). By object, apple's si-MSE got worse (0.0084 -> 0.0150); box, frog1, panther, paper1 better.
     # - The embedded default (params.yaml, synthetic val, 60 steps): seed 0 0.0206 / 0.0954 / 0.1564 -> 0.0173 /
     #   0.0892 / 0.1420; seed 1 0.0223 / 0.0999 / 0.1615 -> 0.0164 / 0.0866 / 0.1431: better on all three at both.
+    # With "image", the recipe's neighbouring test-time values still split the folds (mean of 3 seeds, fold 0; fold
+    # 1): chroma_edges 0.05 0.01417 / 0.02918 / 0.13342; 0.02087 / 0.01280 / 0.08669, 0.08 0.01324 / 0.02482 /
+    # 0.12042; 0.02055 / 0.02111 / 0.10893, flatten_reflectance 0.15 0.01386 / 0.02620 / 0.12663; 0.02015 / 0.01430 /
+    # 0.08913, 0.25 0.01358 / 0.02563 / 0.12464; 0.02043 / 0.01494 / 0.09284 (image at 0.06, 0.2: 0.01369 / 0.02587 /
+    # 0.12546; 0.02025 / 0.01457 / 0.09085): each helps one fold and costs the other, so they stay.
     # IIW / SAW (real photos, unmeasured here: no data) decode the same way.
     norm_statistics: Literal["running", "image"] = "image"
 
