@@ -283,6 +283,10 @@ class ModelParams(_Section):
     # false (params-mit.yaml cites the rows: 0.0279 / 0.0373 / 0.1664 vs 0.0291 / 0.0382 / 0.1696); the default stays
     # true because the embedded default's image_ratio model has no reflectance decoder, so false would drop its skip
     input_skip_shading: bool = True
+    # "batch": BatchNorm, the authors' (in training each step's batch is one sequence's frames); "instance":
+    # InstanceNorm with a learnt affine map, each frame normalised by its own statistics in training and at test
+    # (training/model.py; evaluate.norm_statistics "image" normalises by the image's own at test only).
+    norm: Literal["batch", "instance"] = "batch"
 
 
 class LossParams(_Section):

@@ -36,6 +36,8 @@ Presets: "paper" = 7 downsamplings, 64 base channels, 512 max (68.4M parameters,
 test prints the count); "small" = 5 downsamplings, 16 base channels, 128 max (1.7M, trains on a CPU); "medium" =
 5 downsamplings, 24 base channels, 256 max (4.3M; about 2.2x small's FLOPs, same input multiple of 32); "tiny" =
 5 downsamplings, 8 base channels, 64 max (0.4M: does less capacity generalise better from five MIT objects?).
+`norm="instance"` (not the authors'): every BatchNorm above is an InstanceNorm with a learnt affine map, so each
+image is normalised by its own statistics in training too (evaluate.norm_statistics "image" does so at test only).
 Weights are initialised N(0, 0.02) (BatchNorm: N(1, 0.02), bias 0) as pix2pix, so a seed fixes the model.
 """
 from __future__ import annotations
@@ -68,6 +70,7 @@ class ModelConfig:
     input_skip: bool = False
     input_skip_channels: int = 8  # full-resolution features of level 1 with input_skip (16: 3x the step time on CPU)
     input_skip_shading: bool = True  # with input_skip: False leaves the shading decoder the paper's level 1
+    norm: str = "batch"  # "batch" (the authors') | "instance": each image normalised by its own statistics
 
     PRESETS = {  # type: ignore[misc]  (class constant, not a field: no annotation)
         "tiny": dict(depth=5, base_channels=8, max_channels=64, color_hidden=64),
@@ -81,6 +84,8 @@ class ModelConfig:
             raise ValueError(f"depth must be >= 2, got {self.depth}")
         if self.upsample not in ("transposed", "bilinear"):
             raise ValueError(f"upsample must be transposed|bilinear, got {self.upsample!r}")
+        if self.norm not in ("batch", "instance"):
+            raise ValueError(f"norm must be batch|instance, got {self.norm!r}")
         if self.reflectance not in ("decoder", "image_ratio"):
             raise ValueError(f"reflectance must be decoder|image_ratio, got {self.reflectance!r}")
         if self.base_channels < 1 or self.max_channels < self.base_channels:
@@ -98,7 +103,7 @@ class ModelConfig:
         """From `pipeline.params.ModelParams` (the `model` section of params.yaml)."""
         return dataclasses.replace(cls.preset(params.preset), color_head=params.color_head, upsample=params.upsample,
                                    reflectance=params.reflectance, input_skip=params.input_skip,
-                                   input_skip_shading=params.input_skip_shading)
+                                   input_skip_shading=params.input_skip_shading, norm=params.norm)
 
     @property
     def multiple(self) -> int:
@@ -124,6 +129,14 @@ class _InputSkipOutput(nn.Module):
         return self.conv(torch.cat([F.relu(features), image], dim=1))
 
 
+def _norm_layer(config: ModelConfig, channels: int) -> nn.Module:
+    """BatchNorm2d (`norm="batch"`: statistics over the batch, one sequence's frames in training, running averages
+    at test) or InstanceNorm2d with a learnt affine map (`"instance"`: each image by its own, in training and test)."""
+    if config.norm == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    return nn.BatchNorm2d(channels)
+
+
 def _decoder(config: ModelConfig, out_channels: int, input_skip: bool) -> nn.ModuleList:
     """Decoder levels ordered innermost first; level k's upsampling maps to c_{k-1} (or, at level 1, out_channels;
     with `input_skip`, `input_skip_channels` features followed by an `_InputSkipOutput` as one more, last, entry)."""
@@ -139,7 +152,7 @@ def _decoder(config: ModelConfig, out_channels: int, input_skip: bool) -> nn.Mod
             up = [nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=k == 0 and not input_skip)]
         layers: list[nn.Module] = [nn.ReLU(inplace=False), *up]
         if k > 0 or input_skip:
-            layers.append(nn.BatchNorm2d(out_ch))
+            layers.append(_norm_layer(config, out_ch))
         levels.append(nn.Sequential(*layers))
     if input_skip:
         levels.append(_InputSkipOutput(config.input_skip_channels, out_channels))
@@ -157,7 +170,7 @@ class IntrinsicUNet(nn.Module):
             inner_or_outer = k == 0 or k == config.depth - 1
             layers.append(nn.Conv2d(3 if k == 0 else ch[k - 1], ch[k], 4, 2, 1, bias=inner_or_outer))
             if not inner_or_outer:
-                layers.append(nn.BatchNorm2d(ch[k]))
+                layers.append(_norm_layer(config, ch[k]))
             encoder.append(nn.Sequential(*layers))
         self.encoder = nn.ModuleList(encoder)
         self.reflectance = _decoder(config, 3, config.input_skip) if config.reflectance == "decoder" else None
@@ -227,7 +240,7 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.BatchNorm2d):
+    elif isinstance(module, (nn.BatchNorm2d, nn.InstanceNorm2d)):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
 

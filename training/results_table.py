@@ -50,7 +50,8 @@ ADDED_PARAMS = {"model.reflectance": "decoder", "model.input_skip": False, "mode
                 "evaluate.flatten_reflectance": None, "evaluate.flatten_threshold": 0.03,
                 "evaluate.flatten_chroma_bandwidth": None, "synthetic.tonal_paint": 0.0,
                 "evaluate.residual_chroma_to_reflectance": False, "evaluate.scale_average": [],
-                "loss.rsmooth_guide": "frame", "evaluate.norm_statistics": "running"}
+                "loss.rsmooth_guide": "frame", "evaluate.norm_statistics": "running",
+                "model.norm": "batch"}
 REFERENCE_LABEL = "baseline params"  # the variant of a row whose params are the reference's
 PAPER_TABLE3 = {"mse_avg": 0.0141, "lmse_avg": 0.0297, "dssim_avg": 0.1332}  # Li & Snavely 2018, Table 3
 

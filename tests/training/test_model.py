@@ -144,3 +144,26 @@ def test_output_layers_run_in_float32_under_bf16_autocast(device):
     torch.testing.assert_close(log_c.double(), ref, rtol=1e-5, atol=1e-7)
     # the outputs are no longer on the bf16 grid: their neighbour differences survive
     assert (log_r == log_r.bfloat16().float()).float().mean() < 0.1
+
+
+@pytest.mark.parametrize("norm", ["batch", "instance"])
+def test_instance_norm_decomposes_each_image_on_its_own_in_training(tmp_path, norm):
+    """norm="instance": in training mode a batch's outputs are each image's outputs alone (its own statistics); with
+    "batch" they depend on the other images. Same parameter count; the choice survives a checkpoint."""
+    torch.manual_seed(0)
+    config = dataclasses.replace(ModelConfig.preset("tiny"), norm=norm)
+    model = IntrinsicUNet(config).train()
+    assert count_parameters(model) == count_parameters(IntrinsicUNet(ModelConfig.preset("tiny")))
+    x = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    x[1] = x[1] * 0.3  # a darker second image: different statistics
+    together = model(x)
+    alone = [model(x[i : i + 1]) for i in range(2)]
+    for k, layer in enumerate(together):
+        separate = torch.cat([a[k] for a in alone])
+        assert torch.allclose(layer, separate, atol=1e-5) == (norm == "instance"), (norm, k)
+    assert ModelConfig.from_params(ModelParams(norm=norm)).norm == norm
+    path = tmp_path / "c.pt"
+    torch.save({"model": model.state_dict(), "model_config": dataclasses.asdict(config)}, path)
+    loaded, _ = load_checkpoint(path)
+    assert loaded.config.norm == norm
+    assert torch.allclose(loaded(x)[1], model.eval()(x)[1], atol=1e-6)
