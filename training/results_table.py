@@ -74,11 +74,13 @@ def _data_row(data: dict) -> dict:
 
 def experiments_frame(exp_show: list) -> pd.DataFrame:
     """`dvc exp show --json` (parsed) -> one row per finished experiment: Experiment, rev, baseline (the
-    commit it ran on), param:* and metric:* columns. Each baseline commit's own params are kept in a row with
+    commit it ran on), param:* and metric:* columns, commits in the order of their timestamps (oldest first). Each baseline commit's own params are kept in a row with
     Experiment "<baseline>" (no metrics needed): the reference that variants are described against, and a run
     of its own when its lock holds metrics."""
     rows = []
-    for baseline in exp_show:
+    # commits oldest first, whatever order exp show lists them in (newest first): the last is the reference
+    by_time = sorted(exp_show, key=lambda entry: str((entry.get("data") or {}).get("timestamp") or ""))
+    for baseline in by_time:
         if baseline.get("rev") == "workspace" or not baseline.get("experiments"):
             continue  # commits without experiments add nothing
         rows.append({"Experiment": "<baseline>", "rev": baseline["rev"], "baseline": baseline["rev"],

@@ -201,3 +201,22 @@ def test_a_baseline_commits_own_run_counts_once_beside_its_queued_twin():
     # fold 0: the commit's run (0.01) and its twin at the same seed (0.03) average to 0.02 and count as one seed;
     # fold mean (0.02 + 0.06) / 2 = 0.04 (the run mean (0.01 + 0.03 + 0.06) / 3 would be 0.0333)
     assert "| baseline params | 400 | 2 | 1 | 0.0400 | 0.0400 | 0.0400 |" in T.results_markdown(long)
+
+
+def test_the_reference_is_the_newest_commit_whatever_order_exp_show_lists_them_in():
+    """`dvc exp show --all-commits` lists commits newest first; two commits with experiments, the newer ("local")
+    listed first: it is the reference, so its own params are "baseline params" and the older commit's differ."""
+    def commit(rev, variant, stamp, name):
+        data = {"timestamp": stamp, "params": {"params.yaml": {"data": {
+            "shards": {"val_sequences": list(FOLDS[0])}, "loss": {"rsmooth_kind": variant}, "train": {"steps": 400},
+            "evaluate": {"mit_dir": "x"}}}}}
+        return {"rev": rev, "name": "main", "data": data,
+                "experiments": [_exp(name, FOLDS[0], variant, 0.01, 0.02, 0.03, 0.03)]}
+
+    shown = [commit("new", "local", "2026-12-05T13:39:37", "on-new"), commit("old", "dense", "2026-12-05T12:36:35", "on-old")]
+    frame = T.experiments_frame(shown)
+    assert list(dict.fromkeys(frame["baseline"])) == ["old", "new"]
+    labels = dict(zip(frame["Experiment"], T.variant_labels(frame)))
+    assert labels["on-new"] == "baseline params" and labels["on-old"] == "loss.rsmooth_kind=dense"
+    merged = T.merge_frames(T.experiments_frame(EXPERIMENTS), frame)  # after a saved table: still the newest
+    assert dict(zip(merged["Experiment"], T.variant_labels(merged)))["on-new"] == "baseline params"
