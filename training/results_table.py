@@ -115,6 +115,50 @@ def dvc_exp_show(repo: str) -> list:
     return json.loads(done.stdout)
 
 
+LOCKED_STAGES = ("shards", "train", "evaluate")  # the stages whose params decide a commit's metrics
+
+
+def stale_commits(repo: str, revs) -> set[str]:
+    """The commits among `revs` whose dvc.lock records, for the shards, train or evaluate stage, params.yaml values
+    other than the commit's params.yaml (params edited and committed without `dvc repro`): the metrics in such a lock
+    were made with other settings, so they are no run of the commit's params. Values compare as in the table (a key
+    one side lacks is ADDED_PARAMS's value). A commit whose files cannot be read is not judged."""
+    import subprocess
+
+    import yaml
+
+    stale = set()
+    for rev in revs:
+        try:
+            lock, params = (yaml.safe_load(subprocess.run(["git", "show", f"{rev}:{name}"], cwd=repo, check=True,
+                                                          capture_output=True, text=True).stdout)
+                            for name in ("dvc.lock", "params.yaml"))
+        except (subprocess.CalledProcessError, yaml.YAMLError, OSError):
+            continue
+        stages = (lock or {}).get("stages") or {}
+        for name in LOCKED_STAGES:
+            recorded = (((stages.get(name) or {}).get("params") or {}).get("params.yaml")) or {}
+            locked = _flat(recorded, PARAM)
+            current = _flat({k: (params or {}).get(k) for k in recorded}, PARAM)
+            if any(_param_value(c, locked.get(c)) != _param_value(c, current.get(c)) for c in {*locked, *current}):
+                stale.add(rev)
+                break
+    return stale
+
+
+def drop_stale_runs(frame: pd.DataFrame, stale: set[str]) -> pd.DataFrame:
+    """`frame` with the metrics of the "<baseline>" rows of `stale` commits removed (their params stay: a variant is
+    still described against them)."""
+    metrics = [c for c in frame.columns if c.startswith(METRIC)]
+    frame = frame.copy()
+    rows = (frame["Experiment"] == "<baseline>") & frame["rev"].isin(stale)
+    if rows.any():
+        flags = [c for c in metrics if frame[c].dtype == bool]  # model_beats verdicts: no NaN in a bool column
+        frame[flags] = frame[flags].astype(object)
+        frame.loc[rows, metrics] = np.nan
+    return frame
+
+
 def _metric_columns(frame: pd.DataFrame, dataset: str, method: str) -> dict[str, str]:
     """{metric: column} of the metric:dataset.method.metric columns present."""
     return {m: f"{METRIC}{dataset}.{method}.{m}" for m in METRICS if f"{METRIC}{dataset}.{method}.{m}" in frame}
@@ -291,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         frame = pd.read_csv(args.from_csv)
     else:
         frame = experiments_frame(dvc_exp_show(args.repo))
+        frame = drop_stale_runs(frame, stale_commits(args.repo, frame["rev"][frame["Experiment"] == "<baseline>"]))
         if args.merge and args.csv.exists():
             frame = merge_frames(pd.read_csv(args.csv), frame)
         args.csv.parent.mkdir(parents=True, exist_ok=True)

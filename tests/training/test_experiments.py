@@ -220,3 +220,34 @@ def test_the_reference_is_the_newest_commit_whatever_order_exp_show_lists_them_i
     assert labels["on-new"] == "baseline params" and labels["on-old"] == "loss.rsmooth_kind=dense"
     merged = T.merge_frames(T.experiments_frame(EXPERIMENTS), frame)  # after a saved table: still the newest
     assert dict(zip(merged["Experiment"], T.variant_labels(merged)))["on-new"] == "baseline params"
+
+
+def test_a_commit_whose_lock_predates_its_params_has_no_run_of_its_own(tmp_path):
+    """A real git repository: commit 1 locks evaluate with flip_average false; commit 2 edits params.yaml (true)
+    without reproducing, so its lock's metrics are not a run of its params; commit 3 reproduces (lock updated)."""
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    def commit(flip, locked_flip, message):
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump({"evaluate": {"flip_average": flip, "mit_dir": "x"}}))
+        (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {"evaluate": {
+            "cmd": "python -m training.evaluate", "params": {"params.yaml": {
+                "evaluate": {"flip_average": locked_flip, "mit_dir": "x"}}}}}}))
+        git("add", "-A")
+        git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    git("init", "-q")
+    locked = commit(False, False, "locked")
+    edited = commit(True, False, "params edited, not reproduced")
+    reproduced = commit(True, True, "reproduced")
+    assert T.stale_commits(str(tmp_path), [locked, edited, reproduced, "0" * 40]) == {edited}
+    frame = T.experiments_frame(EXPERIMENTS)
+    frame.loc[frame["Experiment"] == "<baseline>", "metric:mit_heldout.model.mse_avg"] = 0.5
+    frame["metric:mit_heldout.model_beats.mse_avg.weiss"] = True  # a bool column (the metrics' verdicts)
+    dropped = T.drop_stale_runs(frame, {"c0ffee"})
+    assert dropped.loc[dropped["Experiment"] == "<baseline>", "metric:mit_heldout.model.mse_avg"].isna().all()
+    assert dropped.loc[dropped["Experiment"] == "a-f0", "metric:mit_heldout.model.mse_avg"].item() == 0.02
