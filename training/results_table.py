@@ -52,6 +52,7 @@ ADDED_PARAMS = {"model.reflectance": "decoder", "model.input_skip": False, "mode
                 "evaluate.residual_chroma_to_reflectance": False, "evaluate.scale_average": [],
                 "loss.rsmooth_guide": "frame", "evaluate.norm_statistics": "running",
                 "model.norm": "batch"}
+BASELINE_ROW = "<baseline>"  # Experiment of the row with a baseline commit's own params (and its lock's metrics)
 REFERENCE_LABEL = "baseline params"  # the variant of a row whose params are the reference's
 PAPER_TABLE3 = {"mse_avg": 0.0141, "lmse_avg": 0.0297, "dssim_avg": 0.1332}  # Li & Snavely 2018, Table 3
 
@@ -74,16 +75,16 @@ def _data_row(data: dict) -> dict:
 
 def experiments_frame(exp_show: list) -> pd.DataFrame:
     """`dvc exp show --json` (parsed) -> one row per finished experiment: Experiment, rev, baseline (the
-    commit it ran on), param:* and metric:* columns, commits in the order of their timestamps (oldest first). Each baseline commit's own params are kept in a row with
-    Experiment "<baseline>" (no metrics needed): the reference that variants are described against, and a run
-    of its own when its lock holds metrics."""
+    commit it ran on), param:* and metric:* columns, commits in the order of their timestamps (oldest first).
+    Each baseline commit's own params are kept in a row with Experiment BASELINE_ROW (no metrics needed): the
+    reference that variants are described against, and a run of its own when its lock holds metrics."""
     rows = []
     # commits oldest first, whatever order exp show lists them in (newest first): the last is the reference
     by_time = sorted(exp_show, key=lambda entry: str((entry.get("data") or {}).get("timestamp") or ""))
     for baseline in by_time:
         if baseline.get("rev") == "workspace" or not baseline.get("experiments"):
             continue  # commits without experiments add nothing
-        rows.append({"Experiment": "<baseline>", "rev": baseline["rev"], "baseline": baseline["rev"],
+        rows.append({"Experiment": BASELINE_ROW, "rev": baseline["rev"], "baseline": baseline["rev"],
                      **_data_row(baseline.get("data"))})
         for exp in baseline.get("experiments") or []:
             state = (exp.get("executor") or {}).get("state") if isinstance(exp.get("executor"), dict) else exp.get("executor")
@@ -147,11 +148,11 @@ def stale_commits(repo: str, revs) -> set[str]:
 
 
 def drop_stale_runs(frame: pd.DataFrame, stale: set[str]) -> pd.DataFrame:
-    """`frame` with the metrics of the "<baseline>" rows of `stale` commits removed (their params stay: a variant is
+    """`frame` with the metrics of the BASELINE_ROW rows of `stale` commits removed (their params stay: a variant is
     still described against them)."""
     metrics = [c for c in frame.columns if c.startswith(METRIC)]
     frame = frame.copy()
-    rows = (frame["Experiment"] == "<baseline>") & frame["rev"].isin(stale)
+    rows = (frame["Experiment"] == BASELINE_ROW) & frame["rev"].isin(stale)
     if rows.any():
         flags = [c for c in metrics if frame[c].dtype == bool]  # model_beats verdicts: no NaN in a bool column
         frame[flags] = frame[flags].astype(object)
@@ -210,7 +211,7 @@ def variant_labels(frame: pd.DataFrame) -> pd.Series:
     row ran on, so only an explicit `-S` of a new key makes a variant."""
     params = [c for c in frame.columns if c.startswith(PARAM) and c.removeprefix(PARAM) not in IGNORED_PARAMS
               and not c.removeprefix(PARAM).startswith("sources") and c != PARAM + "train.steps"]  # steps: own column
-    baselines = frame[frame["Experiment"] == "<baseline>"]
+    baselines = frame[frame["Experiment"] == BASELINE_ROW]
     own_commit = baselines.drop_duplicates("baseline").set_index("baseline")
     newest = baselines.iloc[-1] if len(baselines) else None  # frames list commits oldest first (merge_frames)
 
@@ -335,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         frame = pd.read_csv(args.from_csv)
     else:
         frame = experiments_frame(dvc_exp_show(args.repo))
-        frame = drop_stale_runs(frame, stale_commits(args.repo, frame["rev"][frame["Experiment"] == "<baseline>"]))
+        frame = drop_stale_runs(frame, stale_commits(args.repo, frame["rev"][frame["Experiment"] == BASELINE_ROW]))
         if args.merge and args.csv.exists():
             frame = merge_frames(pd.read_csv(args.csv), frame)
         args.csv.parent.mkdir(parents=True, exist_ok=True)
