@@ -528,8 +528,8 @@ class EvaluateParams(_Section):
     # true: every decomposition is the mean (in log space) of the image's and its mirror image's (twice the time).
     # Same checkpoints, native size: 0.0164 / 0.0301 / 0.1700; 0.0440 / 0.0482 / 0.2182 against the plain pass's
     # numbers above: within noise, so off. The embedded default's committed checkpoint (2026-12-04), synthetic val:
-    # off 0.0225 / 0.1027 / 0.1600, on 0.0226 / 0.1027 / 0.1597 (mixed), so off; the MIT recipe turns it on
-    # (params-mit.yaml: LMSE and DSSIM never worse on any of six checkpoints, si-MSE within 0.0001).
+    # off 0.0225 / 0.1027 / 0.1600, on 0.0226 / 0.1027 / 0.1597 (mixed), so off; the MIT recipe had it on until
+    # norm_statistics image made the mirror pass redundant (params-mit.yaml cites the rows of both).
     flip_average: bool = False
     # Input scales besides 1 (relative to the network input's size) whose log layers, resized back, are averaged
     # with the 1x pass's (each pass flip-averaged with flip_average): a multi-scale test-time mean, one network
