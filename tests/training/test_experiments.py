@@ -251,3 +251,22 @@ def test_a_commit_whose_lock_predates_its_params_has_no_run_of_its_own(tmp_path)
     dropped = T.drop_stale_runs(frame, {"c0ffee"})
     assert dropped.loc[dropped["Experiment"] == "<baseline>", "metric:mit_heldout.model.mse_avg"].isna().all()
     assert dropped.loc[dropped["Experiment"] == "a-f0", "metric:mit_heldout.model.mse_avg"].item() == 0.02
+
+
+def test_the_seed_spread_is_the_standard_error_of_the_fold_mean():
+    def run(name, fold, seed, mse, variant="dense"):
+        exp = _exp(name, fold, variant, mse, mse, mse, 0.5)
+        exp["revs"][0]["data"]["params"]["params.yaml"]["data"]["train"]["seed"] = seed
+        return exp
+    # fold 0 seeds 0.01, 0.03: sd 0.01414, se 0.01; fold 1 seeds 0.06, 0.10: sd 0.02828, se 0.02;
+    # mean over folds (0.02 + 0.08) / 2 = 0.05, its se sqrt(0.01^2 + 0.02^2) / 2 = 0.01118. The one-seed variant
+    # ("local") has no spread and no row.
+    long = T.tidy(T.experiments_frame(_exp_show(
+        run("s0-f0", FOLDS[0], 0, 0.01), run("s1-f0", FOLDS[0], 1, 0.03),
+        run("s0-f1", FOLDS[1], 0, 0.06), run("s1-f1", FOLDS[1], 1, 0.10),
+        run("l-f0", FOLDS[0], 0, 0.2, "local"), run("l-f1", FOLDS[1], 0, 0.2, "local"))))
+    text = T.results_markdown(long)
+    assert "| baseline params | 400 | 2 | 2 | 0.0500 | 0.0500 | 0.0500 |" in text
+    assert "| baseline params | 400 | 2 | 0.01118 | 0.01118 | 0.01118 |" in text
+    spread = text.split("Seed spread")[1].split("Does the variant")[0]
+    assert "local" not in spread
