@@ -285,10 +285,9 @@ def seed_spread(per_fold_seed: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     se_fold = grouped[list(METRICS)].std(ddof=1).div(np.sqrt(n), axis=0)
     se_fold["seeds"] = n
     per_variant = se_fold.reset_index().groupby(keys, dropna=False)
-    spread = per_variant.agg(folds=("fold", "nunique"), seeds=("seeds", "min"),
+    spread = per_variant.agg(seeds=("seeds", "min"),
                              **{f"se {m}": (m, lambda s: float(np.sqrt((s ** 2).sum())) / len(s)) for m in METRICS})
-    spread = spread[spread["seeds"] >= 2].reset_index()
-    return spread.drop(columns="folds")
+    return spread[spread["seeds"] >= 2].reset_index()
 
 
 def results_markdown(long: pd.DataFrame) -> str:
