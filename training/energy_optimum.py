@@ -22,6 +22,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -30,8 +31,8 @@ from pipeline.mask_backends import saturation_invalid
 from pipeline.params import Params, ParamsError, ShardsParams, load_params
 from pipeline.shading_weights import weights_from_params
 from training import metrics as M
-from training.baselines import weiss
-from training.evaluate import _resize, load_mit_object, mit_objects, mit_srgb
+from training.evaluate import (_resize, load_mit_object, mit_frame_8bit, mit_objects, mit_weiss,
+                               shading_from_reflectance)
 from training.loss import LossConfig, build_lattice, intrinsic_loss, log_linear_image
 
 SCORES = ("mse_r", "mse_s", "lmse_r", "lmse_s", "dssim_r", "dssim_s", "mse_avg", "lmse_avg", "dssim_avg")
@@ -80,7 +81,7 @@ def mit_light_sequence(data: dict, params: Params, long_side: int) -> tuple[np.n
     height, width = data["mask"].shape
     scale = min(1.0, long_side / max(height, width))
     size = (max(1, round(height * scale)), max(1, round(width * scale)))
-    srgb8 = np.stack([_resize(np.round(255 * mit_srgb(light)).astype(np.uint8), size) for light in data["lights"]])
+    srgb8 = np.stack([_resize(mit_frame_8bit(light), size) for light in data["lights"]])
     object_mask = _resize((data["mask"] > 0.5).astype(np.float64), size) > 0.99
     sat = params.masks.saturation
     valid = object_mask[None] & ~saturation_invalid(srgb8, high=sat.high, low=sat.low, dilate=sat.dilate)
@@ -99,11 +100,9 @@ def score_object(folder: Path, params: Params, iterations: int, long_side: int) 
     mean_log_r = (log_r * m).sum(0) / m.sum(0).clamp_min(1.0)  # (3, h, w)
     mask = data["mask"] > 0.5
     refl = _resize(np.exp(mean_log_r.permute(1, 2, 0).double().numpy()), mask.shape)
-    shading = np.maximum(data["diffuse"], 1e-4).mean(axis=2) / np.maximum(refl.mean(axis=2), 1e-6)
-    w_refl, _ = weiss(data["lights"], np.broadcast_to(mask, data["lights"].shape[:3]))
-    w_shading = np.maximum(data["diffuse"], 1e-4).mean(axis=2) / w_refl.mean(axis=2)
+    optimum = (refl, shading_from_reflectance(data["diffuse"], refl))
     out = {"energy": total, "terms": terms}
-    for name, (r, s) in {"optimum": (refl, shading), "weiss": (w_refl, w_shading)}.items():
+    for name, (r, s) in {"optimum": optimum, "weiss": mit_weiss(data, mask)}.items():
         scores = M.mit_scores(data["reflectance"], data["shading"], r, s, mask)
         out[name] = {k: float(scores[k]) for k in SCORES}
     return out

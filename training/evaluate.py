@@ -83,6 +83,23 @@ def mit_srgb(linear: np.ndarray) -> np.ndarray:
     return linear_to_srgb(np.clip(linear, 0.0, 1.0))
 
 
+def mit_frame_8bit(linear: np.ndarray) -> np.ndarray:
+    """MIT 16-bit linear light -> the 8-bit sRGB training frame (uint8) training/prepare_mit.py writes."""
+    return np.round(255 * mit_srgb(linear)).astype(np.uint8)
+
+
+def shading_from_reflectance(image: np.ndarray, reflectance: np.ndarray) -> np.ndarray:
+    """Linear image (H, W, 3) and a reflectance (H, W, 3) found from other images -> grey shading (H, W): the
+    image's channel mean over the reflectance's (how multi-image reflectances, Weiss's, are scored on MIT)."""
+    return np.maximum(image, 1e-4).mean(axis=2) / reflectance.mean(axis=2)
+
+
+def mit_weiss(data: dict, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weiss's reflectance from an MIT object's lights (`load_mit_object`) and the diffuse image's shading under it."""
+    refl, _ = weiss(data["lights"], np.broadcast_to(mask, data["lights"].shape[:3]))
+    return refl, shading_from_reflectance(data["diffuse"], refl)
+
+
 def model_predictor(model, long_side: Optional[int] = None, **options) -> Predictor:
     """srgb (H, W, 3) -> the model's linear (R (H, W, 3), S (H, W)); `options`: `training.decompose.decompose`'s
     keywords (flip_average, residual_split, ...; `decompose_options(params.evaluate)` gives them all)."""
@@ -178,8 +195,7 @@ def evaluate_mit(predict: Predictor, mit_dir: Path, max_images: Optional[int], g
         if baselines:
             preds.update(single_image_baselines(image, mask))
         if data["lights"] is not None and len(data["lights"]) >= 2:
-            refl, _ = weiss(data["lights"], np.broadcast_to(mask, data["lights"].shape[:3]))
-            preds["weiss"] = (refl, np.maximum(image, 1e-4).mean(axis=2) / refl.mean(axis=2))
+            preds["weiss"] = mit_weiss(data, mask)
         row = {"image": folder.name}
         for method, (r, s) in preds.items():
             row[method] = M.mit_scores(data["reflectance"], data["shading"], r, s, mask)

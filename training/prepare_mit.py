@@ -3,8 +3,8 @@
 Consumes `--mit-dir` (Barron's layout `<object>/light01..light10.png`, 16-bit LINEAR PNG; the folders also hold
 diffuse/reflectance/shading/mask PNGs, which the `images` source type would otherwise copy as frames, and PIL
 would truncate the 16-bit values). Produces `--out/<object>/lightNN.png`: 8-bit sRGB RGB, encoded with
-`training.evaluate.mit_srgb` (plain sRGB curve, no exposure change) - the same conversion the evaluation
-applies to MIT inputs. No ground truth is read or written.
+`training.evaluate.mit_frame_8bit` (`mit_srgb`'s plain sRGB curve, no exposure change) - the same conversion the
+evaluation applies to MIT inputs. No ground truth is read or written.
 
 Used by params-mit.yaml (the "train on MIT light sequences, no ground truth" recipe of the paper's Table 3):
     python -m training.prepare_mit --mit-dir ../shared/data/mit-intrinsic --out data/mit-lights
@@ -16,19 +16,16 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.atomic import atomic_dir, atomic_write_bytes
 from training.decompose import png_bytes, read_linear_png
-from training.evaluate import mit_srgb
+from training.evaluate import mit_frame_8bit
 
 
 def prepare_object(folder: Path, out: Path) -> int:
     lights = sorted(folder.glob("light[0-9][0-9].png"))
     with atomic_dir(out) as tmp:
         for path in lights:
-            srgb = np.round(255 * mit_srgb(read_linear_png(path))).astype(np.uint8)
-            atomic_write_bytes(tmp / path.name, png_bytes(srgb))
+            atomic_write_bytes(tmp / path.name, png_bytes(mit_frame_8bit(read_linear_png(path))))
     return len(lights)
 
 

@@ -74,7 +74,7 @@ def test_cli_scores_an_mit_object_beside_weiss(tmp_path, repo_root):
     assert result["mean"]["optimum"]["mse_avg"] == pytest.approx(row["optimum"]["mse_avg"])
 
 
-def test_cli_names_an_unknown_object(tmp_path, capsys):
+def test_cli_names_an_unknown_object(repo_root, capsys):
     mit = shared_path("mit-intrinsic")
-    assert main(["--params", "params-mit.yaml", "--mit-dir", str(mit), "--objects", "unicorn"]) == 1
+    assert main(["--params", str(repo_root / "params-mit.yaml"), "--mit-dir", str(mit), "--objects", "unicorn"]) == 1
     assert "unicorn" in capsys.readouterr().err
