@@ -31,7 +31,7 @@ from pipeline.mask_backends import saturation_invalid
 from pipeline.params import Params, ParamsError, ShardsParams, load_params
 from pipeline.shading_weights import weights_from_params
 from training import metrics as M
-from training.evaluate import (_resize, load_mit_object, mit_frame_8bit, mit_objects, mit_weiss,
+from training.evaluate import (load_mit_object, mit_frame_8bit, mit_objects, mit_weiss, resize_image,
                                shading_from_reflectance)
 from training.loss import LossConfig, build_lattice, intrinsic_loss, log_linear_image
 
@@ -81,8 +81,8 @@ def mit_light_sequence(data: dict, params: Params, long_side: int) -> tuple[np.n
     height, width = data["mask"].shape
     scale = min(1.0, long_side / max(height, width))
     size = (max(1, round(height * scale)), max(1, round(width * scale)))
-    srgb8 = np.stack([_resize(mit_frame_8bit(light), size) for light in data["lights"]])
-    object_mask = _resize((data["mask"] > 0.5).astype(np.float64), size) > 0.99
+    srgb8 = np.stack([resize_image(mit_frame_8bit(light), size) for light in data["lights"]])
+    object_mask = resize_image((data["mask"] > 0.5).astype(np.float64), size) > 0.99
     sat = params.masks.saturation
     valid = object_mask[None] & ~saturation_invalid(srgb8, high=sat.high, low=sat.low, dilate=sat.dilate)
     return srgb8.astype(np.float64) / 255.0, valid
@@ -99,7 +99,7 @@ def score_object(folder: Path, params: Params, iterations: int, long_side: int) 
     log_r, m = layers["log_r"], torch.from_numpy(valid[:, None].astype(np.float32))
     mean_log_r = (log_r * m).sum(0) / m.sum(0).clamp_min(1.0)  # (3, h, w)
     mask = data["mask"] > 0.5
-    refl = _resize(np.exp(mean_log_r.permute(1, 2, 0).double().numpy()), mask.shape)
+    refl = resize_image(np.exp(mean_log_r.permute(1, 2, 0).double().numpy()), mask.shape)
     optimum = (refl, shading_from_reflectance(data["diffuse"], refl))
     out = {"energy": total, "terms": terms}
     for name, (r, s) in {"optimum": optimum, "weiss": mit_weiss(data, mask)}.items():

@@ -116,7 +116,9 @@ def single_image_baselines(linear: np.ndarray, mask: Optional[np.ndarray] = None
             "retinex": retinex(linear, mask)}
 
 
-def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W[, C]) array -> (h, w[, C]) for size (h, w), any units (resampling is linear in the values):
+    area-averaged when shrinking, bilinear when enlarging; the input itself when already that size."""
     import cv2
 
     h, w = size
@@ -301,10 +303,10 @@ def _wild_predictions(predict: Predictor, srgb: np.ndarray) -> dict[str, tuple[n
     """Model and baselines on the image scaled to long side WILD_LONG_SIDE (if larger), layers resized back."""
     h, w = srgb.shape[:2]
     scale = min(1.0, WILD_LONG_SIDE / max(h, w))
-    small = _resize(srgb, (max(1, round(h * scale)), max(1, round(w * scale))))
+    small = resize_image(srgb, (max(1, round(h * scale)), max(1, round(w * scale))))
     linear = srgb_to_linear(small)
     out = {"model": predict(small), **single_image_baselines(linear)}
-    return {k: (_resize(r, (h, w)), _resize(s, (h, w))) for k, (r, s) in out.items()}
+    return {k: (resize_image(r, (h, w)), resize_image(s, (h, w))) for k, (r, s) in out.items()}
 
 
 def _wild_images(predict: Predictor, root: Path, ext: str, load: Callable[[Path], Any], max_images: int,
@@ -340,7 +342,7 @@ def evaluate_saw(predict: Predictor, saw_dir: Path, max_images: int, grid_dir: O
         row = {"image": image_id}
         for method, (_, s) in preds.items():
             for key, gamma in gammas.items():
-                conf = M.saw_confusion(_resize(s, labels.shape), labels, thresholds, gamma=gamma)
+                conf = M.saw_confusion(resize_image(s, labels.shape), labels, thresholds, gamma=gamma)
                 if conf is not None:
                     totals.setdefault(method, {})[key] = totals.get(method, {}).get(key, 0) + conf
         rows.append(row)

@@ -557,3 +557,13 @@ def test_image_norm_statistics_normalise_each_pass_by_its_own_input(checkpoint):
         assert torch.equal(value, state[key]), key
     with pytest.raises(ValueError, match="norm_statistics"):
         D.decompose(model, srgb, norm_statistics="batch")
+
+
+def test_resize_image_shrinks_by_block_means_and_keeps_same_size():
+    """Halving is the mean of each 2x2 block (area resampling), computed here by hand; same size is the input."""
+    rng = np.random.default_rng(3)
+    image = rng.random((6, 8, 3))
+    half = E.resize_image(image, (3, 4))
+    blocks = image.reshape(3, 2, 4, 2, 3).mean(axis=(1, 3))
+    np.testing.assert_allclose(half, blocks, atol=1e-6)
+    assert E.resize_image(image, (6, 8)) is image
