@@ -550,6 +550,12 @@ class TrainParams(_Section):
     # MIT recipe at 1200 steps (docs/results.md), 0.3 scored 0.0318 / 0.0382 / 0.1728 against 0's 0.0291 / 0.0382 /
     # 0.1696 (si-MSE / LMSE / DSSIM avg, mean of 2 folds; fold 1 worse on all three), like permute_channels
     color_gain: Annotated[float, Field(ge=0)] = 0.0
+    # Geometric augmentation (training/data.py `sample_augmentation`): each sequence's crop side is U(min_crop, 1)
+    # x the largest crop of the bucket's aspect that fits the frame at a rotation of U(-max_rotation_deg,
+    # max_rotation_deg). With train.bucket "fit" the smallest crop also sets the training size (frames are never
+    # upsampled), so a larger min_crop or a smaller rotation trains on larger frames.
+    min_crop: Annotated[float, Field(gt=0, le=1)] = 0.8
+    max_rotation_deg: Annotated[float, Field(ge=0, le=45)] = 5.0
     # A float: evaluation uses an exponential moving average of the weights (and BatchNorm statistics), updated
     # after every optimizer step as ema = d * ema + (1 - d) * weights (the first step copies them; torch.optim.
     # swa_utils.AveragedModel); None: the last step's weights. The checkpoint keeps both (`model` to resume,

@@ -201,6 +201,30 @@ def test_lattice_built_in_loader_gives_the_same_step(shards):
     assert inside.item() > 0 and torch.equal(inside, outside)
 
 
+def test_crop_and_rotation_params_reach_the_step_loader(shards):
+    """train.min_crop 1 and max_rotation_deg 0 with the fit bucket (64x96 frames -> the 64x96 bucket): the only
+    augmentation left is the flip, so every item is the unaugmented frames or their mirror image; the defaults
+    (0.8, 5 degrees) crop and rotate."""
+    exact = validate_params(raw_params(bucket="fit", min_crop=1.0, max_rotation_deg=0.0))
+    default = validate_params(raw_params(bucket="fit"))
+    _, loader = T.make_step_loader(shards, exact, start=0, stop=4)
+    _, augmented = T.make_step_loader(shards, default, start=0, stop=4)
+    plain = ParquetSequences(shards, "train", LoaderConfig(frames=None, augment=False, size="native"))
+    frames = {item["key"]: item["srgb"] for item in plain}
+    moved = 0
+    for step in range(4):
+        item = loader[step]
+        reference = frames[item["key"]][item["indices"]]
+        assert item["srgb"].shape == reference.shape
+        assert torch.allclose(item["srgb"], reference, atol=1e-6) or \
+            torch.allclose(item["srgb"], reference.flip(-1), atol=1e-6)
+        other = augmented[step]
+        ref = frames[other["key"]][other["indices"]]
+        moved += not (torch.allclose(other["srgb"], ref, atol=1e-3) or torch.allclose(other["srgb"], ref.flip(-1),
+                                                                                    atol=1e-3))
+    assert moved == 4
+
+
 def test_torchrun_ddp_on_cpu(shards, tmp_path, repo_root):
     """`torchrun` with two CPU processes: DDP over gloo initialises, both train, rank 0 writes the checkpoint."""
     import os
