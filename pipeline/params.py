@@ -157,7 +157,8 @@ class SaturationParams(_Section):
 class TemporalBackendParams(_Section):
     """Model-free sky/dynamic masks (pipeline/mask_backends.py `TemporalBackend` documents each)."""
 
-    dynamic_threshold: Annotated[float, Field(gt=0)] = 4.0  # robust z-score (bench/masks.py: 3 -> 5% vs 3.4% false masking on vtest, same recall)
+    # robust z-score (bench/masks.py: 3 -> 5% vs 3.4% false masking on vtest, same recall)
+    dynamic_threshold: Annotated[float, Field(gt=0)] = 4.0
     sky: bool = True
     shading_cells: Annotated[int, Field(ge=0, le=64)] = 4  # gain-field grid along the long side; 0 = global gain
     min_object: Annotated[float, Field(ge=0, lt=1)] = 0.0005  # fraction of the image; smaller blobs dropped
@@ -379,12 +380,12 @@ class LossParams(_Section):
     # 0.0388 / 0.1719, 0.1 0.0291 / 0.0382 / 0.1696: both directions worse.
     w_shading_l1: float = 0.1
     # The paper's 1/8 (the reconstruction's squared error weighted by lum^(2 x exponent)); the authors' code used 1/4
-    # with their w_reconstruct 2 (which also weakens the data term ~1.5x: measured last, below). The network's reconstruction
-    # residual is mostly in the darkest pixels, where the log-space energy looks hardest and the linear MIT metrics
-    # least: on squirrel's and apple's ten lights (training/energy_optimum.py's frames, base-f1-s1's outputs), pixels
-    # of luminance < 0.01 are 10% / 9% of the valid ones and hold 45% / 43% of it. 0.25 weighs them down; with
-    # w_reconstruct 3 (2 x 1.5, the mean over the ten MIT objects of mean(lum^0.25) / mean(lum^0.5): the data term
-    # as strong as before on average). Cross-object MIT folds, the MIT recipe at 1200 steps, DVC rows
+    # with their w_reconstruct 2 (which also weakens the data term ~1.5x: measured last, below). The network's
+    # reconstruction residual is mostly in the darkest pixels, where the log-space energy looks hardest and the linear
+    # MIT metrics least: on squirrel's and apple's ten lights (training/energy_optimum.py's frames, base-f1-s1's
+    # outputs), pixels of luminance < 0.01 are 10% / 9% of the valid ones and hold 45% / 43% of it. 0.25 weighs them
+    # down; with w_reconstruct 3 (2 x 1.5, the mean over the ten MIT objects of mean(lum^0.25) / mean(lum^0.5): the data
+    # term as strong as before on average). Cross-object MIT folds, the MIT recipe at 1200 steps, DVC rows
     # le25-f{0,1}-s{0,1,2} against nbs-f{0,1}-s0 and base-f{0,1}-s{1,2}, si-MSE / LMSE / DSSIM avg, fold 0; fold 1:
     #   0.25, 3   s0 0.01291 / 0.02559 / 0.12291; 0.02022 / 0.01446 / 0.09084
     #             s1 0.01384 / 0.02468 / 0.12552; 0.02101 / 0.01485 / 0.09265
@@ -394,12 +395,13 @@ class LossParams(_Section):
     #             s2 0.01503 / 0.02653 / 0.13028; 0.02073 / 0.01473 / 0.09164
     # Means of the folds 0.01713 / 0.02001 / 0.10830 against 0.01718 / 0.02031 / 0.10893 (Weiss 0.0279 / 0.02022 /
     # 0.1250; seed spread of the baseline 0.00028 / 0.00017 / 0.00094): better on all three, LMSE by 0.0003 (1.8 x
-    # either mean's standard error, 1.25 x their difference's); the sculpted fold 0 better on all three at every
-    # seed, the painted fold 1 worse on si-MSE and LMSE at every seed. The embedded default (synthetic val, 60 steps, seed 0): 0.01700 / 0.08532 / 0.14357 against
-    # 0.01699 / 0.08543 / 0.14360, a tie. So the MIT recipe sets 0.25 and 3 (params-mit.yaml); the params default
-    # stays the paper's. At the energy's own optimum (no network) it changes little: squirrel's ten lights at 0.5
-    # (w_reconstruct balanced likewise) 0.0087 / 0.0391 / 0.0400 / 0.0603 (R, S si-MSE; R, S LMSE) vs 0.0084 / 0.0394
-    # / 0.0399 / 0.0565: the weighting matters for what the network spends itself on, not for the optimum.
+    # either mean's standard error, 1.25 x their difference's); the sculpted fold 0 better on all three at every seed,
+    # the painted fold 1 worse on si-MSE and LMSE at every seed. The embedded default (synthetic val, 60 steps, seed 0):
+    # 0.01700 / 0.08532 / 0.14357 against 0.01699 / 0.08543 / 0.14360, a tie. So the MIT recipe sets 0.25 and 3
+    # (params-mit.yaml); the params default stays the paper's. At the energy's own optimum (no network) it changes
+    # little: squirrel's ten lights at 0.5 (w_reconstruct balanced likewise) 0.0087 / 0.0391 / 0.0400 / 0.0603 (R, S
+    # si-MSE; R, S LMSE) vs 0.0084 / 0.0394 / 0.0399 / 0.0565: the weighting matters for what the network spends itself
+    # on, not for the optimum.
     # The authors' combination, 0.25 with w_reconstruct 2 (DVC rows auth-f{0,1}-s{0,1,2} on a later commit whose
     # training is bit-identical: its control ctl-f0-s0 logs the same losses as le25-f0-s0 at every step; all three
     # scored with flip_average off, as the recipe now is, le25nf-f{0,1}-s{0,1,2} rescoring le25's checkpoints):
@@ -553,7 +555,8 @@ class TrainParams(_Section):
     # Geometric augmentation (training/data.py `sample_augmentation`): each sequence's crop side is U(min_crop, 1)
     # x the largest crop of the bucket's aspect that fits the frame at a rotation of U(-max_rotation_deg,
     # max_rotation_deg). With train.bucket "fit" the smallest crop also sets the training size (frames are never
-    # upsampled), so a larger min_crop or a smaller rotation trains on larger frames.
+    # upsampled), so a larger min_crop or a smaller rotation trains on larger frames. The MIT recipe's rows (larger
+    # and smaller training frames on the cross-object folds): params-mit.yaml `train.min_crop`.
     min_crop: Annotated[float, Field(gt=0, le=1)] = 0.8
     max_rotation_deg: Annotated[float, Field(ge=0, le=45)] = 5.0
     # A float: evaluation uses an exponential moving average of the weights (and BatchNorm statistics), updated
