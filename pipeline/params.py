@@ -552,6 +552,13 @@ class TrainParams(_Section):
     # MIT recipe at 1200 steps (docs/results.md), 0.3 scored 0.0318 / 0.0382 / 0.1728 against 0's 0.0291 / 0.0382 /
     # 0.1696 (si-MSE / LMSE / DSSIM avg, mean of 2 folds; fold 1 worse on all three), like permute_channels
     color_gain: Annotated[float, Field(ge=0)] = 0.0
+    # Light superposition (training/data.py `sample_light_mix`): each training frame, with this probability, is
+    # replaced by a * itself + (1 - a) * another frame of its step, a ~ U(0, 1), in linear light (sRGB decoded,
+    # mixed, re-encoded); its mask is the AND of the two, per-frame shading weights are mixed alike. A static
+    # scene under the sum of two lights is the same reflectance under a new shading, so a time-lapse gives more
+    # (softer, two-shadow) shadings than it has frames. Exact for linear sensors (the MIT lights), approximate for
+    # tone-mapped webcam frames. 0 = off (the paper's).
+    mix_lights: Annotated[float, Field(ge=0, le=1)] = 0.0
     # Geometric augmentation (training/data.py `sample_augmentation`): each sequence's crop side is U(min_crop, 1)
     # x the largest crop of the bucket's aspect that fits the frame at a rotation of U(-max_rotation_deg,
     # max_rotation_deg). With train.bucket "fit" the smallest crop also sets the training size (frames are never

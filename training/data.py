@@ -97,6 +97,7 @@ class LoaderConfig:
     min_crop: float = 0.8  # crop side as a fraction of the largest crop that fits
     permute_channels: bool = False  # one random RGB permutation per sequence (frames, GT reflectance)
     color_gain: float = 0.0  # std of the per-sequence log RGB gain (frames, GT reflectance); 0 = off
+    mix_lights: float = 0.0  # probability that a frame becomes a linear-light mix of itself and another frame
     seed: int = 0
     shuffle: bool = True  # shard order per epoch + a sample buffer per slot
     shuffle_buffer: int = 8
@@ -111,6 +112,8 @@ class LoaderConfig:
             raise ValueError("min_crop must be in (0, 1]")
         if not self.color_gain >= 0:
             raise ValueError("color_gain must be >= 0")
+        if not 0 <= self.mix_lights <= 1:
+            raise ValueError("mix_lights must be in [0, 1]")
 
 
 # --------------------------------------------------------------------------------------------- geometry
@@ -272,6 +275,29 @@ def sample_color_gain(rng: np.random.Generator, sigma: float) -> np.ndarray:
     return (gain / gain.max()).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class LightMix:
+    """Frame k of the mixed batch = weight[k] x frame k + (1 - weight[k]) x frame partner[k] (linear light);
+    weight 1 (partner k) leaves frame k as it was."""
+    partner: np.ndarray  # (m,) int
+    weight: np.ndarray  # (m,) float32 in [0, 1]
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """(m, ...) -> (m, ...): the convex combinations along axis 0 (from the unmixed stack)."""
+        a = self.weight.reshape((-1,) + (1,) * (x.ndim - 1)).astype(x.dtype)
+        return a * x + (1 - a) * x[self.partner]
+
+
+def sample_light_mix(rng: np.random.Generator, m: int, probability: float) -> LightMix:
+    """Each of m frames, with `probability`, is paired with another of the m frames (uniform) at a weight
+    U(0, 1); the others keep weight 1."""
+    chosen = rng.random(m) < probability
+    offset = rng.integers(1, max(m, 2), size=m)  # another frame: k + offset mod m, offset in 1..m-1
+    partner = np.where(chosen & (m > 1), (np.arange(m) + offset) % max(m, 1), np.arange(m))
+    weight = np.where(partner != np.arange(m), rng.random(m), 1.0).astype(np.float32)
+    return LightMix(partner, weight)
+
+
 def make_item(sample: Mapping, config: LoaderConfig, epoch: int = 0) -> dict:
     """One sample dict (shard_format layout) -> the loader item (module docstring)."""
     key = sample["__key__"]
@@ -294,12 +320,18 @@ def make_item(sample: Mapping, config: LoaderConfig, epoch: int = 0) -> dict:
     gain = sample_color_gain(rng, config.color_gain) if (config.augment and config.color_gain > 0) else None
     if gain is not None:
         frames = linear_to_srgb(srgb_to_linear(frames) * gain).astype(np.float32)
+    mix = sample_light_mix(rng, len(frames), config.mix_lights) if (config.augment and config.mix_lights > 0) else None
+    weights = transform_weights(seq.weights, aug)
+    if mix is not None:  # light superposition: the same surfaces under the sum of two lights
+        frames = linear_to_srgb(mix.apply(srgb_to_linear(frames))).astype(np.float32)
+        masks = np.minimum(masks, masks[mix.partner])  # valid in both frames
+        weights = [mix.apply(w) if w.ndim == 4 else w for w in weights]
     item = {
         "key": key,
         "indices": torch.from_numpy(indices.astype(np.int64)),
         "srgb": torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2))).clamp_(0, 1),
         "mask": torch.from_numpy(masks.astype(np.float32)[:, None]),
-        "shading_weights": [torch.from_numpy(x) for x in transform_weights(seq.weights, aug)],
+        "shading_weights": [torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for x in weights],
     }
     gt = seq.groundtruth
     if gt is not None and "reflectance" in gt and "shading" in gt:
@@ -307,6 +339,8 @@ def make_item(sample: Mapping, config: LoaderConfig, epoch: int = 0) -> dict:
         refl = refl if channels is None else refl[..., channels]
         refl = refl if gain is None else refl * gain
         shad = transform_images(gt["shading"].astype(np.float32), aug)
+        if mix is not None:  # (exact for the shading; the reflectance mix is exact where it is the same in both)
+            refl, shad = mix.apply(refl), mix.apply(shad)
         item["gt_reflectance"] = torch.from_numpy(np.ascontiguousarray(refl.transpose(0, 3, 1, 2)))
         item["gt_shading"] = torch.from_numpy(np.ascontiguousarray(shad[:, None]))
     return item

@@ -312,3 +312,42 @@ def test_color_gain_is_one_linear_rgb_gain_per_sequence_on_frames_and_reflectanc
 def test_color_gain_must_not_be_negative():
     with pytest.raises(ValueError, match="color_gain"):
         LoaderConfig(color_gain=-0.1)
+
+
+def test_mix_lights_makes_each_frame_a_linear_light_mix_of_two_frames_of_the_item(dataset):
+    """mix_lights 1: every frame, decoded to linear light, is a x the unmixed frame + (1 - a) x another of the
+    item's unmixed frames (a in [0, 1], fitted here by least squares over each candidate partner), its mask is the
+    AND of the two masks and the ground-truth shading is the same mix; geometry and frame choice are unchanged."""
+    from pipeline.color import srgb_to_linear
+
+    root, _, _ = dataset
+    base = LoaderConfig(frames=3, shuffle=False)
+    plain = {it["key"]: it for it in ShardedSequences(root / "shards", "train", base)}
+    weights_seen = []
+    for it in ShardedSequences(root / "shards", "train", dataclasses.replace(base, mix_lights=1.0)):
+        ref = plain[it["key"]]
+        torch.testing.assert_close(it["indices"], ref["indices"])
+        lin, ref_lin = srgb_to_linear(it["srgb"].double()), srgb_to_linear(ref["srgb"].double())
+        m = lin.shape[0]
+        for k in range(m):
+            fits = []
+            for j in range(m):
+                if j == k:
+                    continue
+                d = (ref_lin[k] - ref_lin[j]).flatten()
+                a = float(((lin[k] - ref_lin[j]).flatten() @ d) / (d @ d))
+                err = float((lin[k] - (a * ref_lin[k] + (1 - a) * ref_lin[j])).abs().max())
+                fits.append((err, j, a))
+            err, j, a = min(fits)
+            assert err < 2e-3 and -1e-3 <= a <= 1 + 1e-3, (it["key"], k, fits)
+            weights_seen.append(a)
+            torch.testing.assert_close(it["mask"][k], ref["mask"][k] * ref["mask"][j])
+            if "gt_shading" in it:
+                torch.testing.assert_close(it["gt_shading"][k], a * ref["gt_shading"][k] + (1 - a) * ref["gt_shading"][j],
+                                           atol=1e-3, rtol=0)
+    assert len(set(round(a, 2) for a in weights_seen)) > 2  # the weights are drawn, not fixed
+
+
+def test_mix_lights_must_be_a_probability():
+    with pytest.raises(ValueError, match="mix_lights"):
+        LoaderConfig(mix_lights=1.5)
