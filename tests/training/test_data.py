@@ -282,21 +282,26 @@ def test_channel_permutation_is_one_draw_per_sequence_applied_to_frames_and_refl
     assert len(seen) > 1
 
 
+def augmented_and_plain_items(root, **change):
+    """(item, unaugmented item of the same key, both frames in linear light as float64) for each train sequence
+    loaded with `change` to LoaderConfig(frames=3); asserts the two drew the same frames."""
+    from pipeline.color import srgb_to_linear
+
+    base = LoaderConfig(frames=3, shuffle=False)
+    plain = {it["key"]: it for it in ShardedSequences(root / "shards", "train", base)}
+    for it in ShardedSequences(root / "shards", "train", dataclasses.replace(base, **change)):
+        ref = plain[it["key"]]
+        torch.testing.assert_close(it["indices"], ref["indices"])
+        yield it, ref, srgb_to_linear(it["srgb"].double()), srgb_to_linear(ref["srgb"].double())
+
+
 def test_color_gain_is_one_linear_rgb_gain_per_sequence_on_frames_and_reflectance(dataset):
     """color_gain: every frame is the unaugmented item's frame times one per-sequence RGB gain in linear light
     (largest channel 1), the ground-truth reflectance is times the same gain, everything else is unchanged; the
     gains differ between sequences."""
-    from pipeline.color import srgb_to_linear
-
-    root, _, _ = dataset
-    base = LoaderConfig(frames=3, shuffle=False)
-    plain = {it["key"]: it for it in ShardedSequences(root / "shards", "train", base)}
     gains = []
-    for it in ShardedSequences(root / "shards", "train", dataclasses.replace(base, color_gain=0.5)):
-        ref = plain[it["key"]]
+    for it, ref, lin, ref_lin in augmented_and_plain_items(dataset[0], color_gain=0.5):
         torch.testing.assert_close(it["mask"], ref["mask"])
-        torch.testing.assert_close(it["indices"], ref["indices"])
-        lin, ref_lin = srgb_to_linear(it["srgb"].double()), srgb_to_linear(ref["srgb"].double())
         bright = ref_lin > 0.05  # where the ratio is well defined (8-bit sRGB steps)
         gain = torch.stack([(lin[:, c][bright[:, c]] / ref_lin[:, c][bright[:, c]]).median() for c in range(3)])
         assert gain.max() == pytest.approx(1.0, abs=1e-4) and gain.min() < 0.999
@@ -318,16 +323,8 @@ def test_mix_lights_makes_each_frame_a_linear_light_mix_of_two_frames_of_the_ite
     """mix_lights 1: every frame, decoded to linear light, is a x the unmixed frame + (1 - a) x another of the
     item's unmixed frames (a in [0, 1], fitted here by least squares over each candidate partner), its mask is the
     AND of the two masks and the ground-truth shading is the same mix; geometry and frame choice are unchanged."""
-    from pipeline.color import srgb_to_linear
-
-    root, _, _ = dataset
-    base = LoaderConfig(frames=3, shuffle=False)
-    plain = {it["key"]: it for it in ShardedSequences(root / "shards", "train", base)}
     weights_seen = []
-    for it in ShardedSequences(root / "shards", "train", dataclasses.replace(base, mix_lights=1.0)):
-        ref = plain[it["key"]]
-        torch.testing.assert_close(it["indices"], ref["indices"])
-        lin, ref_lin = srgb_to_linear(it["srgb"].double()), srgb_to_linear(ref["srgb"].double())
+    for it, ref, lin, ref_lin in augmented_and_plain_items(dataset[0], mix_lights=1.0):
         m = lin.shape[0]
         for k in range(m):
             fits = []
