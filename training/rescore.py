@@ -7,8 +7,8 @@ Each `--rev` is a DVC experiment (its name or a git revision of `--repo`) whose 
 `params.yaml` are read through `dvc.api` (the DVC cache of `--repo`): the run's held-out MIT objects (its
 `shards.val_sequences` named `mit_<object>`; every object when there are none, a train-set score) are decomposed
 with the run's own `evaluate` options ("as run") and with each `--variant NAME KEY=VALUE ...`, whose keys are
-`evaluate` keys that `training.decompose.decompose` takes (values parsed as YAML: true, 0.35, null), validated by
-the params schema. `--checkpoint CKPT --params PARAMS` scores one local run instead (no DVC).
+`evaluate` keys that `training.decompose.decompose` takes, or `mit_long_side` (values parsed as YAML: true, 0.35,
+null), validated by the params schema. `--checkpoint CKPT --params PARAMS` scores one local run instead (no DVC).
 
 Prints si-MSE / LMSE / DSSIM avg (training/metrics.py, reflectance per channel) per run and variant, the mean
 over each fold's runs, and the mean over folds (the results table's convention: a fold is its held-out set);
@@ -59,12 +59,17 @@ class Run:
         return "+".join(self.held_out) if self.held_out else "all"
 
 
-def variant_options(base: EvaluateParams, overrides: dict) -> dict:
-    """`decompose` keywords: `base`'s, with `overrides` (evaluate keys) applied and validated by the schema."""
-    unknown = sorted(set(overrides) - set(DECOMPOSE_OPTIONS))
+TEST_TIME_OPTIONS = ("mit_long_side", *DECOMPOSE_OPTIONS)  # the evaluate keys a variant may set
+
+
+def variant_options(base: EvaluateParams, overrides: dict) -> tuple[Optional[int], dict]:
+    """(the network input's long side for MIT objects, `decompose` keywords): `base`'s, with `overrides` (evaluate
+    keys) applied and validated by the schema."""
+    unknown = sorted(set(overrides) - set(TEST_TIME_OPTIONS))
     if unknown:
-        raise ValueError(f"not a test-time option: {', '.join(unknown)} (choose from {', '.join(DECOMPOSE_OPTIONS)})")
-    return decompose_options(EvaluateParams.model_validate({**base.model_dump(), **overrides}))
+        raise ValueError(f"not a test-time option: {', '.join(unknown)} (choose from {', '.join(TEST_TIME_OPTIONS)})")
+    settings = EvaluateParams.model_validate({**base.model_dump(), **overrides})
+    return settings.mit_long_side, decompose_options(settings)
 
 
 def parse_variant(tokens: list[str]) -> tuple[str, dict]:
@@ -94,8 +99,8 @@ def score_run(run: Run, variants: dict[str, dict], mit_dir: Path) -> pd.DataFram
             raise ValueError(f"variant {name}: {err}") from None
     model, _ = load_checkpoint(run.checkpoint)
     rows = []
-    for name, keywords in options.items():
-        predict = model_predictor(model, base.mit_long_side, **keywords)
+    for name, (long_side, keywords) in options.items():
+        predict = model_predictor(model, long_side, **keywords)
         _, per_object = evaluate_mit(predict, mit_dir, max_images=None, objects=run.held_out, baselines=False)
         rows += [{"run": run.label, "fold": run.fold, "seed": run.params.train.seed, "variant": name,
                   "object": r["image"], **{k: r["model"][k] for k in METRICS}} for r in per_object]

@@ -38,12 +38,12 @@ def test_rescore_scores_the_held_out_objects_as_the_evaluate_stage_does_and_each
     csv = tmp_path / "rows.csv"
     assert R.main(["--checkpoint", str(checkpoint), "--params", str(tmp_path / "params.yaml"), "--csv", str(csv),
                    "--variant", "colour", "residual_chroma_to_reflectance=true", "flatten_reflectance=0.5",
-                   "--markdown", str(tmp_path / "report.md")]) == 0
+                   "--variant", "small", "mit_long_side=128", "--markdown", str(tmp_path / "report.md")]) == 0
     rows = pd.read_csv(csv)
     report = (tmp_path / "report.md").read_text()
     assert "| colour | residual_chroma_to_reflectance=true flatten_reflectance=0.5 |" in report
     assert sorted(rows["object"].unique()) == ["blocks"]  # bricks was trained on: not scored
-    assert list(rows["variant"]) == [R.AS_RUN, "colour"]
+    assert list(rows["variant"]) == [R.AS_RUN, "colour", "small"]
     assert set(rows["fold"]) == {"blocks"}
 
     # "as run" = the evaluate stage's per-object model scores with the same params
@@ -65,6 +65,17 @@ def test_rescore_scores_the_held_out_objects_as_the_evaluate_stage_does_and_each
     for key in R.METRICS:
         assert colour[key] == pytest.approx(expect[key], rel=1e-9)
     assert colour["lmse_avg"] != as_run["lmse_avg"]
+
+    # mit_long_side: the network runs at that long side, the run's other options kept
+    by_hand = D.decompose(E_model(checkpoint), E.mit_srgb(data["diffuse"]), 128, flip_average=False,
+                          residual_split=0.5, residual_chroma_to_reflectance=False, chroma_edges=None,
+                          chroma_edge_min_pixels=100, flatten_reflectance=None, flatten_threshold=0.03,
+                          flatten_chroma_bandwidth=0.1, norm_statistics="image")
+    expect = E.M.mit_scores(data["reflectance"], data["shading"], by_hand.reflectance, by_hand.shading, data["mask"])
+    small = rows[rows["variant"] == "small"].iloc[0]
+    for key in R.METRICS:
+        assert small[key] == pytest.approx(expect[key], rel=1e-9)
+    assert small["mse_avg"] != as_run["mse_avg"]
 
 
 def test_summarise_averages_objects_then_runs_then_folds():
