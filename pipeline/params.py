@@ -599,7 +599,9 @@ class EvaluateParams(_Section):
     # Measured on the cross-object folds (the 400-step model.upsample=bilinear checkpoints, si-MSE / LMSE / DSSIM
     # avg, fold 0; fold 1): native 0.0165 / 0.0302 / 0.1708; 0.0438 / 0.0482 / 0.2186, long side 384
     # 0.0172 / 0.0313 / 0.1756; 0.0438 / 0.0468 / 0.2194, long side 256 0.0180 / 0.0331 / 0.1852; 0.0435 / 0.0477 /
-    # 0.2235 (the MIT recipe trains at long side <= 384): native stays the default.
+    # 0.2235 (the MIT recipe trains at long side <= 384): native stays the default. Again with the MIT recipe at
+    # 1600 steps, three seeds (docs/test_time_long_side.md, `training.rescore` of mc7n1600-f{0,1}-s{0,1,2}), mean of
+    # 2 folds: native 0.01646 / 0.01973 / 0.10753, 480 0.01655 / 0.01974 / 0.10723, 384 0.01686 / 0.01984 / 0.10767.
     mit_long_side: Optional[Annotated[int, Field(ge=32)]] = None
     # true: every decomposition is the mean (in log space) of the image's and its mirror image's (twice the time).
     # Same checkpoints, native size: 0.0164 / 0.0301 / 0.1700; 0.0440 / 0.0482 / 0.2182 against the plain pass's
