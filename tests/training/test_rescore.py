@@ -54,28 +54,23 @@ def test_rescore_scores_the_held_out_objects_as_the_evaluate_stage_does_and_each
     for key in R.METRICS:
         assert as_run[key] == pytest.approx(staged["blocks"][key], rel=1e-9)
 
-    # the variant = decompose by hand with the run's options overridden
+    # each variant = decompose by hand with the run's options (residual_split 0.5, flatten_reflectance None, the
+    # rest the params defaults) overridden
     data = E.load_mit_object(root / "mit" / "blocks")
-    by_hand = D.decompose(E_model(checkpoint), E.mit_srgb(data["diffuse"]), None, flip_average=False,
-                          residual_split=0.5, residual_chroma_to_reflectance=True, chroma_edges=None,
-                          chroma_edge_min_pixels=100, flatten_reflectance=0.5, flatten_threshold=0.03,
-                          flatten_chroma_bandwidth=0.1, norm_statistics="image")
-    expect = E.M.mit_scores(data["reflectance"], data["shading"], by_hand.reflectance, by_hand.shading, data["mask"])
-    colour = rows[rows["variant"] == "colour"].iloc[0]
-    for key in R.METRICS:
-        assert colour[key] == pytest.approx(expect[key], rel=1e-9)
-    assert colour["lmse_avg"] != as_run["lmse_avg"]
 
-    # mit_long_side: the network runs at that long side, the run's other options kept
-    by_hand = D.decompose(E_model(checkpoint), E.mit_srgb(data["diffuse"]), 128, flip_average=False,
-                          residual_split=0.5, residual_chroma_to_reflectance=False, chroma_edges=None,
-                          chroma_edge_min_pixels=100, flatten_reflectance=None, flatten_threshold=0.03,
-                          flatten_chroma_bandwidth=0.1, norm_statistics="image")
-    expect = E.M.mit_scores(data["reflectance"], data["shading"], by_hand.reflectance, by_hand.shading, data["mask"])
-    small = rows[rows["variant"] == "small"].iloc[0]
-    for key in R.METRICS:
-        assert small[key] == pytest.approx(expect[key], rel=1e-9)
-    assert small["mse_avg"] != as_run["mse_avg"]
+    def by_hand_scores(long_side, **overrides):
+        options = dict(flip_average=False, residual_split=0.5, residual_chroma_to_reflectance=False, chroma_edges=None,
+                       chroma_edge_min_pixels=100, flatten_reflectance=None, flatten_threshold=0.03,
+                       flatten_chroma_bandwidth=0.1, norm_statistics="image")
+        layers = D.decompose(E_model(checkpoint), E.mit_srgb(data["diffuse"]), long_side, **{**options, **overrides})
+        return E.M.mit_scores(data["reflectance"], data["shading"], layers.reflectance, layers.shading, data["mask"])
+
+    for variant, expect in [("colour", by_hand_scores(None, residual_chroma_to_reflectance=True, flatten_reflectance=0.5)),
+                            ("small", by_hand_scores(128))]:  # mit_long_side: the network runs at that long side
+        scored = rows[rows["variant"] == variant].iloc[0]
+        for key in R.METRICS:
+            assert scored[key] == pytest.approx(expect[key], rel=1e-9)
+        assert scored["mse_avg"] != as_run["mse_avg"]
 
 
 def test_summarise_averages_objects_then_runs_then_folds():
