@@ -238,6 +238,10 @@ class ShadingWeightsParams(_Section):
     # a tie on fold 0, worse on fold 1: "affinity" stays.
     edge_source: Literal["affinity", "median_derivative"] = "affinity"
     sigma_log_derivative: Annotated[float, Field(gt=0)] = 0.25  # median_derivative only: log-intensity scale
+    # A float s (log units): the reflectance-edge boost is multiplied by exp(-(spread / s)^2), spread = the median
+    # over frames of |d_i - median d|, so only edges that persist over time (paint) are boosted, not creases or
+    # moving shadows whose log-derivative changes with the light. None: off (the paper's).
+    edge_persistence: Optional[Annotated[float, Field(gt=0)]] = None
 
 
 class ShardsParams(_Section):

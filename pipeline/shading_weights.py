@@ -16,8 +16,12 @@ Definition, per scale l (the image is first reduced by 2x2 box averaging in line
                   exp(-k_rel * ((d_i - med) / (|med| + 1e-6))^2))   (... relative to the edge strength)
   W_i(p,q)  = exp(-|chroma_i(p) - chroma_i(q)|^2 / sigma_chroma^2 - (I_i(p) - I_i(q))^2 / sigma_intensity^2)
               (chroma = rg chromaticity of lin_i; W is the reflectance-style affinity)
-  v(p,q)    = reduce_i( v_i ) * (edge_offset + edge_scale * (1 - median_i W_i))
+  v(p,q)    = reduce_i( v_i ) * (edge_offset + edge_scale * (1 - median_i W_i) * P)
+  P(p,q)    = exp(-(median_i |d_i - med|)^2 / edge_persistence^2)   (1 with edge_persistence None)
 Ablations: derivative_term=False sets v_i = 1, edge_term=False sets the factor to 1.
+P (optional) keeps the reflectance-edge boost for edges that persist over time: a paint edge's log-derivative is
+the same in every frame (spread ~0, P ~1), a crease or a moving shadow's changes with the light (P -> 0), so the
+energy does not smooth the shading hard across a crease between a lit and a shaded face.
 `d_i - med` is the shading part of frame i's derivative (Weiss 2001): where it is ~0 the shading of frame i is
 smooth across (p,q) and gets a high weight; where a shadow edge crosses (p,q) in frame i, the weight drops.
 The factor (1 - median W) is large across persistent colour/intensity (reflectance) edges, where the image
@@ -101,12 +105,15 @@ def shading_smoothness_weights(
     edge_term: bool = True,
     edge_source: str = "affinity",
     sigma_log_derivative: float = 0.25,
+    edge_persistence: float | None = None,
 ) -> list[np.ndarray]:
     """Pair weights per scale (see module docstring). srgb (m, H, W, 3) in [0, 1] -> list of float32 arrays."""
     srgb = np.asarray(srgb, dtype=np.float64)
     _check(srgb.shape, scales, reduce, intensity, downsample)
     if edge_source not in ("affinity", "median_derivative"):
         raise ValueError(f"edge_source must be affinity|median_derivative, got {edge_source!r}")
+    if edge_persistence is not None and not edge_persistence > 0:
+        raise ValueError(f"edge_persistence must be > 0 or None, got {edge_persistence!r}")
     lin = srgb_to_linear(np.clip(srgb, 0.0, 1.0))
     out = []
     for level in range(scales):
@@ -135,7 +142,11 @@ def shading_smoothness_weights(
                     affinity = np.median(np.exp(-dchroma / sigma_chroma**2 - dint / sigma_intensity**2), axis=0)
                 else:  # the persistent (Weiss) edge: median chroma step and median log-derivative
                     affinity = np.exp(-np.median(dchroma, axis=0) / sigma_chroma**2 - med**2 / sigma_log_derivative**2)
-                factor = edge_offset + edge_scale * (1.0 - affinity)
+                boost = 1.0 - affinity
+                if edge_persistence is not None:  # the spread of the log-derivative over frames (log units)
+                    spread = np.median(np.abs(dev), axis=0)
+                    boost = boost * np.exp(-(spread / edge_persistence) ** 2)
+                factor = edge_offset + edge_scale * boost
             else:
                 factor = 1.0
             if reduce == "none":
@@ -167,4 +178,5 @@ def weights_from_params(srgb, params) -> list[np.ndarray]:
         edge_term=sw.edge_term,
         edge_source=sw.edge_source,
         sigma_log_derivative=sw.sigma_log_derivative,
+        edge_persistence=sw.edge_persistence,
     )

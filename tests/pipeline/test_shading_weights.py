@@ -7,6 +7,7 @@ import statistics
 import numpy as np
 import pytest
 
+from pipeline.color import linear_to_srgb
 from pipeline.params import ShardsParams
 from pipeline.shading_weights import (
     NEIGHBOUR_OFFSETS,
@@ -20,7 +21,7 @@ def _srgb_to_linear_scalar(v: float) -> float:
 
 
 def _reference(srgb, scales, k_abs, k_rel, s_int, s_chr, edge_scale, edge_offset, reduce, intensity, downsample, eps,
-               edge_source="affinity", s_logd=0.25):
+               edge_source="affinity", s_logd=0.25, persistence=None):
     """Per-pixel loops over plain Python floats; an independent reading of the module docstring."""
     m, h, w, _ = srgb.shape
     img = [[[[_srgb_to_linear_scalar(float(srgb[i, y, x, c])) for c in range(3)] for x in range(w)] for y in range(h)] for i in range(m)]
@@ -69,7 +70,11 @@ def _reference(srgb, scales, k_abs, k_rel, s_int, s_chr, edge_scale, edge_offset
                         aff = statistics.median(affs)
                     else:
                         aff = math.exp(-statistics.median(dcs) / s_chr**2 - med**2 / s_logd**2)
-                    factor = edge_offset + edge_scale * (1 - aff)
+                    boost = 1 - aff
+                    if persistence is not None:
+                        spread = statistics.median([abs(d - med) for d in ds])
+                        boost *= math.exp(-((spread / persistence) ** 2))
+                    factor = edge_offset + edge_scale * boost
                     if reduce == "none":
                         for i in range(m):
                             res[i, k, y, x] = vs[i] * factor
@@ -86,10 +91,13 @@ CASES = [
     dict(reduce="none", intensity="mean_rgb", downsample="average", edge_scale=2.0, edge_offset=0.5),
     dict(reduce="none", intensity="rec709", downsample="average", edge_scale=12.0, edge_offset=1.0,
          edge_source="median_derivative", sigma_log_derivative=0.3),
+    dict(reduce="median", intensity="mean_rgb", downsample="average", edge_scale=12.0, edge_offset=1.0,
+         edge_persistence=0.5),
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c["reduce"] + "-" + c.get("edge_source", "affinity") for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[c["reduce"] + "-" + c.get("edge_source", "affinity")
+                                             + ("-persistence" if "edge_persistence" in c else "") for c in CASES])
 @pytest.mark.parametrize("m", [4, 5])  # even and odd: the median of an even count averages the middle two
 def test_matches_per_pixel_loop(case, m):
     rng = np.random.default_rng(m)
@@ -98,7 +106,8 @@ def test_matches_per_pixel_loop(case, m):
     kw = dict(scales=3, k_abs=20.0, k_rel=4.0, sigma_intensity=0.3, sigma_chroma=0.2, eps=1e-4, **case)
     got = shading_smoothness_weights(srgb, **kw)
     ref = _reference(srgb, 3, 20.0, 4.0, 0.3, 0.2, case["edge_scale"], case["edge_offset"], case["reduce"], case["intensity"],
-                     case["downsample"], 1e-4, case.get("edge_source", "affinity"), case.get("sigma_log_derivative", 0.25))
+                     case["downsample"], 1e-4, case.get("edge_source", "affinity"), case.get("sigma_log_derivative", 0.25),
+                     case.get("edge_persistence"))
     assert len(got) == 3
     for level, (g, r) in enumerate(zip(got, ref)):
         assert g.dtype == np.float32 and g.shape == r.shape
@@ -155,9 +164,33 @@ def test_median_derivative_edge_ignores_a_geometric_edge_that_flips_with_the_lig
     np.testing.assert_allclose([affinity[1], weiss[1]], 1.0, atol=1e-6)  # flat: the offset
 
 
+def test_edge_persistence_boosts_paint_edges_not_a_crease_whose_contrast_changes_with_the_light():
+    """A box crease: the right face's shading changes from frame to frame but never flips, so both the affinity and
+    Weiss's median derivative call it a reflectance edge. Its log-derivative spreads over the frames; a paint edge's
+    is the same in every frame, so edge_persistence keeps the boost there and drops it at the crease."""
+    m, h, w = 5, 3, 8
+    shading = np.ones((m, h, w))
+    for i, right in enumerate([0.3, 0.5, 0.8, 1.0, 0.6]):
+        shading[i, :, 4:] = right
+    albedo = np.full((h, w, 3), 0.6)
+    albedo[:, 6:] = [0.6, 0.2, 0.2]  # paint: a colour edge between columns 5 and 6
+    albedo[:, 1:] *= np.where(np.arange(w - 1) < 1, 0.5, 1.0)[None, :, None]  # paint: a grey step, columns 0|1
+    srgb = linear_to_srgb(albedo[None] * shading[..., None] * np.linspace(0.7, 1.0, m)[:, None, None, None])
+    kw = dict(scales=1, reduce="mean", edge_offset=1.0, edge_scale=12.0, derivative_term=False, sigma_chroma=0.05)
+    plain = shading_smoothness_weights(srgb, **kw)[0][0, 1]  # horizontal pairs on row 1
+    weiss = shading_smoothness_weights(srgb, edge_source="median_derivative", **kw)[0][0, 1]
+    gated = shading_smoothness_weights(srgb, edge_persistence=0.1, **kw)[0][0, 1]
+    assert plain[3] > 5 and weiss[3] > 5  # the crease: boosted without the gate
+    assert gated[3] < 1.01  # ... and left at the offset with it (log-derivative spread ~0.3 >> 0.1)
+    for x in (0, 5):  # the paint edges keep their boost: spread 0, gate 1
+        assert plain[x] > 5
+        np.testing.assert_allclose(gated[x], plain[x], rtol=1e-5)
+    np.testing.assert_allclose(gated[2], 1.0, atol=1e-6)  # flat paint, flat shading: the offset
+
+
 def test_weights_from_params_uses_the_section():
     section = {"edge_scale": 12.0, "edge_offset": 1.0, "reduce": "median", "edge_source": "median_derivative",
-               "sigma_log_derivative": 0.4, "sigma_chroma": 0.05}
+               "sigma_log_derivative": 0.4, "sigma_chroma": 0.05, "edge_persistence": 0.2}
     params = ShardsParams(shading_scales=2, shading_weights=section)
     srgb = np.random.default_rng(1).random((5, 8, 8, 3))
     got = weights_from_params(srgb, params)
