@@ -43,6 +43,12 @@ exp(N(0, color_gain^2)) per channel divided by its largest channel (so it only d
 saturates), multiplies every frame in linear light (sRGB decoded, scaled, re-encoded) and the ground-truth
 reflectance: the same object under the same light, with another albedo colour and brightness. Every frame gets
 the same gain, so the time-lapse's shading (and its precomputed weights, up to the chromaticity term) holds.
+With `mix_lights` > 0 (params `train.mix_lights`), light superposition, drawn after the gain: with that
+probability each frame becomes a x itself + (1 - a) x another frame of the item, a ~ U(0, 1), in linear light
+(`LightMix`; the gain and the mix share one sRGB decode and encode). A static scene under the sum of two lights
+keeps its reflectance under a new shading (exact for linear data such as the MIT lights, approximate for
+tone-mapped frames). The mixed frame's mask is the AND of the two masks; per-frame shading weights ((m, 4, H, W))
+and the ground truth are mixed with the same a.
 
 Distribution: the manifest's shards are ordered by a (seed, epoch) permutation shared by all processes;
 slot = rank * num_workers + worker of S = world_size * num_workers. With at least S shards, slot s reads shards
@@ -318,20 +324,23 @@ def make_item(sample: Mapping, config: LoaderConfig, epoch: int = 0) -> dict:
     if channels is not None:  # (fancy indexing copies: only when permuting)
         frames = frames[..., channels]
     gain = sample_color_gain(rng, config.color_gain) if (config.augment and config.color_gain > 0) else None
-    if gain is not None:
-        frames = linear_to_srgb(srgb_to_linear(frames) * gain).astype(np.float32)
     mix = sample_light_mix(rng, len(frames), config.mix_lights) if (config.augment and config.mix_lights > 0) else None
     weights = transform_weights(seq.weights, aug)
-    if mix is not None:  # light superposition: the same surfaces under the sum of two lights
-        frames = linear_to_srgb(mix.apply(srgb_to_linear(frames))).astype(np.float32)
-        masks = np.minimum(masks, masks[mix.partner])  # valid in both frames
-        weights = [mix.apply(w) if w.ndim == 4 else w for w in weights]
+    if gain is not None or mix is not None:  # both act in linear light: one sRGB decode and one encode
+        linear = srgb_to_linear(frames)
+        if gain is not None:  # another albedo colour under the same light
+            linear = linear * gain
+        if mix is not None:  # light superposition: the same surfaces under the sum of two lights
+            linear = mix.apply(linear)
+            masks = np.minimum(masks, masks[mix.partner])  # valid in both frames
+            weights = [mix.apply(w) if w.ndim == 4 else w for w in weights]
+        frames = linear_to_srgb(linear).astype(np.float32)
     item = {
         "key": key,
         "indices": torch.from_numpy(indices.astype(np.int64)),
         "srgb": torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2))).clamp_(0, 1),
         "mask": torch.from_numpy(masks.astype(np.float32)[:, None]),
-        "shading_weights": [torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for x in weights],
+        "shading_weights": [torch.from_numpy(x) for x in weights],  # contiguous float32 (transform_weights, LightMix)
     }
     gt = seq.groundtruth
     if gt is not None and "reflectance" in gt and "shading" in gt:

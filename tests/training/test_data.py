@@ -282,12 +282,13 @@ def test_channel_permutation_is_one_draw_per_sequence_applied_to_frames_and_refl
     assert len(seen) > 1
 
 
-def augmented_and_plain_items(root, **change):
-    """(item, unaugmented item of the same key, both frames in linear light as float64) for each train sequence
-    loaded with `change` to LoaderConfig(frames=3); asserts the two drew the same frames."""
+def augmented_and_plain_items(root, reference=None, **change):
+    """(item, reference item of the same key, both frames in linear light as float64) for each train sequence
+    loaded with `change` to the reference config LoaderConfig(frames=3, **reference) (default: unaugmented);
+    asserts the two drew the same frames."""
     from pipeline.color import srgb_to_linear
 
-    base = LoaderConfig(frames=3, shuffle=False)
+    base = LoaderConfig(frames=3, shuffle=False, **(reference or {}))
     plain = {it["key"]: it for it in ShardedSequences(root / "shards", "train", base)}
     for it in ShardedSequences(root / "shards", "train", dataclasses.replace(base, **change)):
         ref = plain[it["key"]]
@@ -319,12 +320,14 @@ def test_color_gain_must_not_be_negative():
         LoaderConfig(color_gain=-0.1)
 
 
-def test_mix_lights_makes_each_frame_a_linear_light_mix_of_two_frames_of_the_item(dataset):
+@pytest.mark.parametrize("reference", [{}, {"color_gain": 0.5}], ids=["plain", "with-color-gain"])
+def test_mix_lights_makes_each_frame_a_linear_light_mix_of_two_frames_of_the_item(dataset, reference):
     """mix_lights 1: every frame, decoded to linear light, is a x the unmixed frame + (1 - a) x another of the
     item's unmixed frames (a in [0, 1], fitted here by least squares over each candidate partner), its mask is the
-    AND of the two masks and the ground-truth shading is the same mix; geometry and frame choice are unchanged."""
+    AND of the two masks and the ground-truth shading is the same mix; geometry and frame choice are unchanged.
+    With color_gain as well, the unmixed frames are the gained ones (the gain is drawn first, the mix after)."""
     weights_seen = []
-    for it, ref, lin, ref_lin in augmented_and_plain_items(dataset[0], mix_lights=1.0):
+    for it, ref, lin, ref_lin in augmented_and_plain_items(dataset[0], reference, mix_lights=1.0):
         m = lin.shape[0]
         for k in range(m):
             fits = []
