@@ -240,7 +240,8 @@ class ShadingWeightsParams(_Section):
     sigma_log_derivative: Annotated[float, Field(gt=0)] = 0.25  # median_derivative only: log-intensity scale
     # A float s (log units): the reflectance-edge boost is multiplied by exp(-(spread / s)^2), spread = the median
     # over frames of |d_i - median d|, so only edges that persist over time (paint) are boosted, not creases or
-    # moving shadows whose log-derivative changes with the light. None: off (the paper's).
+    # moving shadows whose log-derivative changes with the light. None: off (the paper's); the MIT recipe's rows
+    # (0.1 and 0.3 on the cross-object folds) are in params-mit.yaml beside `shards.shading_weights`.
     edge_persistence: Optional[Annotated[float, Field(gt=0)]] = None
 
 
