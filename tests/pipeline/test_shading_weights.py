@@ -174,7 +174,7 @@ def test_edge_persistence_boosts_paint_edges_not_a_crease_whose_contrast_changes
         shading[i, :, 4:] = right
     albedo = np.full((h, w, 3), 0.6)
     albedo[:, 6:] = [0.6, 0.2, 0.2]  # paint: a colour edge between columns 5 and 6
-    albedo[:, 1:] *= np.where(np.arange(w - 1) < 1, 0.5, 1.0)[None, :, None]  # paint: a grey step, columns 0|1
+    albedo[:, 1] *= 0.5  # paint: a darker grey column 1 (grey steps between columns 0|1 and 1|2)
     srgb = linear_to_srgb(albedo[None] * shading[..., None] * np.linspace(0.7, 1.0, m)[:, None, None, None])
     kw = dict(scales=1, reduce="mean", edge_offset=1.0, edge_scale=12.0, derivative_term=False, sigma_chroma=0.05)
     plain = shading_smoothness_weights(srgb, **kw)[0][0, 1]  # horizontal pairs on row 1
