@@ -567,6 +567,14 @@ class TrainParams(_Section):
     # 0.12508; 0.01900 / 0.01375 / 0.08812 against 0.01279 / 0.02580 / 0.12320; 0.01838 / 0.01374 / 0.08788: worse
     # on both folds and all three (1.0 was stopped).
     mix_lights: Annotated[float, Field(ge=0, le=1)] = 0.0
+    # Light contrast (training/data.py `sample_light_contrast`): each training frame, with this probability, becomes
+    # I_k (I_k / I_j) ** g per channel in linear light for another frame j of its step, g ~ U(0, contrast_gamma):
+    # for a static scene under lights of one colour the reflectance is kept and the shading becomes S_k ** (1 + g)
+    # / S_j ** g, a harsher light than any frame's (the mix above makes softer ones). Its mask is the AND of the
+    # two minus the pixels pushed above 1. 0 = off (the paper's). The MIT recipe's rows: params-mit.yaml
+    # `train.contrast_lights`.
+    contrast_lights: Annotated[float, Field(ge=0, le=1)] = 0.0
+    contrast_gamma: Annotated[float, Field(gt=0, le=4)] = 1.0
     # Geometric augmentation (training/data.py `sample_augmentation`): each sequence's crop side is U(min_crop, 1)
     # x the largest crop of the bucket's aspect that fits the frame at a rotation of U(-max_rotation_deg,
     # max_rotation_deg). With train.bucket "fit" the smallest crop also sets the training size (frames are never

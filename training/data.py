@@ -49,6 +49,14 @@ probability each frame becomes a x itself + (1 - a) x another frame of the item,
 keeps its reflectance under a new shading (exact for linear data such as the MIT lights, approximate for
 tone-mapped frames). The mixed frame's mask is the AND of the two masks; per-frame shading weights ((m, 4, H, W))
 and the ground truth are mixed with the same a.
+With `contrast_lights` > 0 (params `train.contrast_lights`), light contrast, drawn after the mix: with that
+probability each frame I_k becomes I_k x (I_k / I_j) ** g for another frame j of the item, g ~ U(0,
+`contrast_gamma`), per channel in linear light (`LightContrast`). For a static scene under lights of one colour,
+I = R S c, this keeps R and c and gives the shading S_k ** (1 + g) / S_j ** g: the mix makes softer lights, this
+makes harsher ones (a face the light leaves darker in frame k than in frame j is darker still), which the ten
+MIT lights lack against the test images' light. The frame's mask is the AND of the two masks minus the pixels
+it pushes above 1; per-frame shading weights are kept (the edges stay where they were); the ground-truth shading
+gets the same power law.
 
 Distribution: the manifest's shards are ordered by a (seed, epoch) permutation shared by all processes;
 slot = rank * num_workers + worker of S = world_size * num_workers. With at least S shards, slot s reads shards
@@ -104,6 +112,8 @@ class LoaderConfig:
     permute_channels: bool = False  # one random RGB permutation per sequence (frames, GT reflectance)
     color_gain: float = 0.0  # std of the per-sequence log RGB gain (frames, GT reflectance); 0 = off
     mix_lights: float = 0.0  # probability that a frame becomes a linear-light mix of itself and another frame
+    contrast_lights: float = 0.0  # probability that a frame's shading is exaggerated against another frame's
+    contrast_gamma: float = 1.0  # the exaggeration's largest exponent g (drawn U(0, contrast_gamma))
     seed: int = 0
     shuffle: bool = True  # shard order per epoch + a sample buffer per slot
     shuffle_buffer: int = 8
@@ -120,6 +130,10 @@ class LoaderConfig:
             raise ValueError("color_gain must be >= 0")
         if not 0 <= self.mix_lights <= 1:
             raise ValueError("mix_lights must be in [0, 1]")
+        if not 0 <= self.contrast_lights <= 1:
+            raise ValueError("contrast_lights must be in [0, 1]")
+        if not self.contrast_gamma > 0:
+            raise ValueError("contrast_gamma must be > 0")
 
 
 # --------------------------------------------------------------------------------------------- geometry
@@ -294,14 +308,45 @@ class LightMix:
         return a * x + (1 - a) * x[self.partner]
 
 
+def sample_partners(rng: np.random.Generator, m: int, probability: float) -> np.ndarray:
+    """(m,) int: each of m frames, with `probability`, is paired with another of the m frames (uniform); the
+    others with themselves."""
+    chosen = rng.random(m) < probability
+    offset = rng.integers(1, max(m, 2), size=m)  # another frame: k + offset mod m, offset in 1..m-1
+    return np.where(chosen & (m > 1), (np.arange(m) + offset) % max(m, 1), np.arange(m))
+
+
 def sample_light_mix(rng: np.random.Generator, m: int, probability: float) -> LightMix:
     """Each of m frames, with `probability`, is paired with another of the m frames (uniform) at a weight
     U(0, 1); the others keep weight 1."""
-    chosen = rng.random(m) < probability
-    offset = rng.integers(1, max(m, 2), size=m)  # another frame: k + offset mod m, offset in 1..m-1
-    partner = np.where(chosen & (m > 1), (np.arange(m) + offset) % max(m, 1), np.arange(m))
+    partner = sample_partners(rng, m, probability)
     weight = np.where(partner != np.arange(m), rng.random(m), 1.0).astype(np.float32)
     return LightMix(partner, weight)
+
+
+CONTRAST_FLOOR = 1e-4  # linear value below which LightContrast's ratios are taken at the floor (8-bit sRGB 0)
+
+
+@dataclass(frozen=True)
+class LightContrast:
+    """Frame k of the new batch = frame k x (frame k / frame partner[k]) ** gamma[k], per channel in linear light
+    (values floored at CONTRAST_FLOOR in the ratio); gamma 0 (partner k) leaves frame k as it was."""
+    partner: np.ndarray  # (m,) int
+    gamma: np.ndarray  # (m,) float32 >= 0
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """(m, ...) positive linear values -> (m, ...) (from the unchanged stack)."""
+        g = self.gamma.reshape((-1,) + (1,) * (x.ndim - 1)).astype(x.dtype)
+        floored = np.maximum(x, x.dtype.type(CONTRAST_FLOOR))
+        return x * (floored / floored[self.partner]) ** g
+
+
+def sample_light_contrast(rng: np.random.Generator, m: int, probability: float, max_gamma: float) -> LightContrast:
+    """Each of m frames, with `probability`, is paired with another of the m frames (uniform) at an exponent
+    U(0, max_gamma); the others keep exponent 0."""
+    partner = sample_partners(rng, m, probability)
+    gamma = np.where(partner != np.arange(m), rng.uniform(0.0, max_gamma, m), 0.0).astype(np.float32)
+    return LightContrast(partner, gamma)
 
 
 def make_item(sample: Mapping, config: LoaderConfig, epoch: int = 0) -> dict:
@@ -325,8 +370,10 @@ def make_item(sample: Mapping, config: LoaderConfig, epoch: int = 0) -> dict:
         frames = frames[..., channels]
     gain = sample_color_gain(rng, config.color_gain) if (config.augment and config.color_gain > 0) else None
     mix = sample_light_mix(rng, len(frames), config.mix_lights) if (config.augment and config.mix_lights > 0) else None
+    contrast = (sample_light_contrast(rng, len(frames), config.contrast_lights, config.contrast_gamma)
+                if (config.augment and config.contrast_lights > 0) else None)
     weights = transform_weights(seq.weights, aug)
-    if gain is not None or mix is not None:  # both act in linear light: one sRGB decode and one encode
+    if gain is not None or mix is not None or contrast is not None:  # in linear light: one sRGB decode and encode
         linear = srgb_to_linear(frames)
         if gain is not None:  # another albedo colour under the same light
             linear = linear * gain
@@ -334,6 +381,10 @@ def make_item(sample: Mapping, config: LoaderConfig, epoch: int = 0) -> dict:
             linear = mix.apply(linear)
             masks = np.minimum(masks, masks[mix.partner])  # valid in both frames
             weights = [mix.apply(w) if w.ndim == 4 else w for w in weights]
+        if contrast is not None:  # harsher lights: the same surfaces, the shading raised to a power
+            linear = contrast.apply(linear)
+            masks = np.minimum(masks, masks[contrast.partner])  # valid in both frames
+            masks = np.where((linear > 1).any(axis=-1), 0, masks).astype(masks.dtype)  # and not clipped
         frames = linear_to_srgb(linear).astype(np.float32)
     item = {
         "key": key,
@@ -350,6 +401,8 @@ def make_item(sample: Mapping, config: LoaderConfig, epoch: int = 0) -> dict:
         shad = transform_images(gt["shading"].astype(np.float32), aug)
         if mix is not None:  # (exact for the shading; the reflectance mix is exact where it is the same in both)
             refl, shad = mix.apply(refl), mix.apply(shad)
+        if contrast is not None:  # the reflectance is what it was
+            shad = contrast.apply(shad)
         item["gt_reflectance"] = torch.from_numpy(np.ascontiguousarray(refl.transpose(0, 3, 1, 2)))
         item["gt_shading"] = torch.from_numpy(np.ascontiguousarray(shad[:, None]))
     return item

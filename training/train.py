@@ -133,7 +133,8 @@ def make_step_loader(shards: str | Path, params: Params, *, start: int, stop: in
         frames=params.train.frames_per_step, seed=params.train.seed,
         size="fit" if params.train.bucket == "fit" else "bucket",
         permute_channels=params.train.permute_channels, color_gain=params.train.color_gain,
-        mix_lights=params.train.mix_lights,
+        mix_lights=params.train.mix_lights, contrast_lights=params.train.contrast_lights,
+        contrast_gamma=params.train.contrast_gamma,
         min_crop=params.train.min_crop, max_rotation_deg=params.train.max_rotation_deg,
         size_multiple=ModelConfig.from_params(params.model).multiple)
     sequences = ParquetSequences(shards, "train", config)

@@ -19,7 +19,8 @@ from pipeline.shading_weights import NEIGHBOUR_OFFSETS, shading_smoothness_weigh
 from pipeline.shards import build_shards
 from tests.shard_fixtures import random_sequence, write_source
 from training.data import (
-    LoaderConfig, ParquetSequences, ShardedSequences, ShardError, choose_bucket, flip_weights, make_item, make_loader,
+    LightContrast, LoaderConfig, ParquetSequences, ShardedSequences, ShardError, choose_bucket, flip_weights, make_item,
+    make_loader,
 )
 
 NAMES = ["s0", "s1", "s2", "s3", "s4"]
@@ -351,3 +352,59 @@ def test_mix_lights_makes_each_frame_a_linear_light_mix_of_two_frames_of_the_ite
 def test_mix_lights_must_be_a_probability():
     with pytest.raises(ValueError, match="mix_lights"):
         LoaderConfig(mix_lights=1.5)
+
+
+def test_light_contrast_keeps_the_reflectance_and_raises_the_shading_to_a_power():
+    """LightContrast on frames R * S_k (one light colour): frame 0 becomes R * S_0 ** (1 + g) / S_1 ** g, the
+    reflectance untouched; a frame paired with itself (gamma 0) is unchanged. Reference written out by hand."""
+    rng = np.random.default_rng(3)
+    reflectance = rng.uniform(0.05, 0.9, (1, 4, 5, 3))
+    shading = rng.uniform(0.05, 1.0, (3, 4, 5, 1))
+    frames = reflectance * shading
+    out = LightContrast(partner=np.array([1, 1, 0]), gamma=np.array([0.5, 0.0, 2.0], np.float32)).apply(frames)
+    np.testing.assert_allclose(out[0], reflectance[0] * shading[0] ** 1.5 / shading[1] ** 0.5, rtol=1e-6)
+    np.testing.assert_allclose(out[1], frames[1], rtol=0, atol=0)
+    np.testing.assert_allclose(out[2], reflectance[0] * shading[2] ** 3.0 / shading[0] ** 2.0, rtol=1e-6)
+
+
+def test_contrast_lights_exaggerates_each_frame_against_another_frame_of_the_item(dataset):
+    """contrast_lights 1: every frame, in linear light, is the plain frame k times (frame k / frame j) ** g for
+    another plain frame j of the item (g fitted here over each candidate j, in [0, contrast_gamma]); its mask is
+    within the AND of the two and drops exactly the pixels the law pushes above 1 (up to the fit); the ground-truth
+    shading follows the same law with the same g and the reflectance is unchanged."""
+    gammas = []
+    for it, ref, lin, ref_lin in augmented_and_plain_items(dataset[0], contrast_lights=1.0, contrast_gamma=0.3):
+        m = lin.shape[0]
+        for k in range(m):
+            fits = []
+            for j in range(m):
+                if j == k:
+                    continue
+                ok = (ref_lin[k] > 0.05) & (ref_lin[j] > 0.05) & (lin[k] < 0.95)  # ratios well above 8-bit steps
+                x, y = (ref_lin[k] / ref_lin[j]).log()[ok], (lin[k] / ref_lin[k]).log()[ok]
+                if x.numel() < 50 or float(x @ x) < 1e-6:  # too few pixels to tell this partner
+                    continue
+                g = float((x @ y) / (x @ x))
+                fits.append((float((y - g * x).abs().max()), j, g))
+            err, j, g = min(fits)
+            assert err < 5e-3 and -1e-3 <= g <= 0.3 + 1e-3, (it["key"], k, fits)
+            gammas.append(g)
+            both = ref["mask"][k] * ref["mask"][j]
+            assert bool((it["mask"][k] <= both).all())
+            law = ref_lin[k] * (ref_lin[k].clamp_min(1e-4) / ref_lin[j].clamp_min(1e-4)) ** g
+            dropped = both.double() * (1 - it["mask"][k].double())
+            assert bool((it["mask"][k].double() * (law > 1.01).any(dim=0, keepdim=True).double() == 0).all())
+            assert bool((dropped * (law < 0.99).all(dim=0, keepdim=True).double() == 0).all())
+            if "gt_shading" in it:
+                s_k, s_j = ref["gt_shading"][k].double(), ref["gt_shading"][j].double()
+                torch.testing.assert_close(it["gt_shading"][k].double(),
+                                           s_k * (s_k.clamp_min(1e-4) / s_j.clamp_min(1e-4)) ** g, atol=2e-3, rtol=2e-2)
+                torch.testing.assert_close(it["gt_reflectance"], ref["gt_reflectance"])
+    assert len(set(round(g, 2) for g in gammas)) > 2  # the exponents are drawn, not fixed
+
+
+@pytest.mark.parametrize("change, key", [({"contrast_lights": 1.5}, "contrast_lights"),
+                                          ({"contrast_gamma": 0.0}, "contrast_gamma")])
+def test_contrast_lights_settings_are_checked(change, key):
+    with pytest.raises(ValueError, match=key):
+        LoaderConfig(**change)
