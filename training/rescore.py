@@ -25,7 +25,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 import pandas as pd
 import yaml
@@ -166,40 +166,74 @@ def dvc_run(repo: Path, rev: str, workdir: Path) -> Run:
     return Run(rev, target, params)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that name finished runs: --repo/--rev (DVC experiments) or --checkpoint/--params, --mit-dir."""
     parser.add_argument("--repo", type=Path, default=Path("."), help="the DVC repository holding the experiments")
     parser.add_argument("--rev", action="append", default=[], help="an experiment name or git revision (repeat)")
     parser.add_argument("--checkpoint", type=Path, help="score this local checkpoint instead (with --params)")
     parser.add_argument("--params", type=Path, help="the params.yaml of --checkpoint's run")
-    parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME KEY=VALUE",
-                        help="test-time options to score besides the run's own (repeat)")
     parser.add_argument("--mit-dir", type=Path, help="MIT objects (default: each run's evaluate.mit_dir)")
-    parser.add_argument("--csv", type=Path, help="write one row per (run, object, variant)")
-    parser.add_argument("--markdown", type=Path, help="write the fold means per variant as a Markdown report")
+
+
+def parse_run_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if bool(args.checkpoint) != bool(args.params) or bool(args.checkpoint) == bool(args.rev):
         parser.error("give --rev (one or more), or --checkpoint with --params")
+    return args
+
+
+def named_runs(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[Run, Path]]:
+    """(run, its MIT folder) for each run `add_run_arguments`' options name; checkpoints read from DVC land in
+    `workdir`. ValueError when a run's MIT folder is missing."""
+    if args.checkpoint:
+        runs = [Run(str(args.checkpoint), args.checkpoint, load_params(args.params))]
+    else:
+        runs = [dvc_run(args.repo, rev, workdir) for rev in args.rev]
+    for run in runs:
+        mit_dir = args.mit_dir or Path(run.params.evaluate.mit_dir)
+        if not mit_dir.is_dir():
+            raise ValueError(f"{run.label}: MIT objects not found at {mit_dir} (give --mit-dir)")
+        yield run, mit_dir
+
+
+RUN_ERRORS = (ValueError, ParamsError, OSError, subprocess.CalledProcessError)  # what stops a CLI with a message
+
+
+def score_named_runs(args: argparse.Namespace, score: Callable[[Run, Path], pd.DataFrame],
+                     tool: str) -> Optional[pd.DataFrame]:
+    """`score(run, its MIT folder)` for each run the options name, concatenated (and written to `args.csv` when
+    given); None, with the error printed after `tool`, when a run cannot be read or scored."""
     try:
-        variants = dict(parse_variant(tokens) for tokens in args.variant)
-        with tempfile.TemporaryDirectory(prefix="rescore-") as tmp:
-            if args.checkpoint:
-                runs = [Run(str(args.checkpoint), args.checkpoint, load_params(args.params))]
-            else:
-                runs = [dvc_run(args.repo, rev, Path(tmp)) for rev in args.rev]
+        with tempfile.TemporaryDirectory(prefix=f"{tool}-") as tmp:
             frames = []
-            for run in runs:
-                mit_dir = args.mit_dir or Path(run.params.evaluate.mit_dir)
-                if not mit_dir.is_dir():
-                    raise ValueError(f"{run.label}: MIT objects not found at {mit_dir} (give --mit-dir)")
-                frames.append(score_run(run, variants, mit_dir))
-                print(f"rescore: {run.label} scored", file=sys.stderr)
-    except (ValueError, ParamsError, OSError, subprocess.CalledProcessError) as err:
-        print(f"rescore: stopped: {err}", file=sys.stderr)
-        return 1
+            for run, mit_dir in named_runs(args, Path(tmp)):
+                frames.append(score(run, mit_dir))
+                print(f"{tool}: {run.label} scored", file=sys.stderr)
+    except RUN_ERRORS as err:
+        print(f"{tool}: stopped: {err}", file=sys.stderr)
+        return None
     rows = pd.concat(frames, ignore_index=True)
     if args.csv:
         rows.to_csv(args.csv, index=False)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_run_arguments(parser)
+    parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME KEY=VALUE",
+                        help="test-time options to score besides the run's own (repeat)")
+    parser.add_argument("--csv", type=Path, help="write one row per (run, object, variant)")
+    parser.add_argument("--markdown", type=Path, help="write the fold means per variant as a Markdown report")
+    args = parse_run_arguments(parser, argv)
+    try:
+        variants = dict(parse_variant(tokens) for tokens in args.variant)
+    except ValueError as err:
+        print(f"rescore: stopped: {err}", file=sys.stderr)
+        return 1
+    rows = score_named_runs(args, lambda run, mit_dir: score_run(run, variants, mit_dir), "rescore")
+    if rows is None:
+        return 1
     summary = summarise(rows)
     if args.markdown:
         given = argv if argv is not None else sys.argv[1:]

@@ -297,6 +297,13 @@ def augmented_and_plain_items(root, reference=None, **change):
         yield it, ref, srgb_to_linear(it["srgb"].double()), srgb_to_linear(ref["srgb"].double())
 
 
+def best_partner(m, k, fit):
+    """((error, j, parameter) of the frame j != k of m whose `fit(j)` -> (error, parameter) or None (can't tell)
+    errs least, every fit as such a triple)."""
+    fits = [(f[0], j, f[1]) for j in range(m) if j != k and (f := fit(j)) is not None]
+    return min(fits), fits
+
+
 def test_color_gain_is_one_linear_rgb_gain_per_sequence_on_frames_and_reflectance(dataset):
     """color_gain: every frame is the unaugmented item's frame times one per-sequence RGB gain in linear light
     (largest channel 1), the ground-truth reflectance is times the same gain, everything else is unchanged; the
@@ -329,17 +336,13 @@ def test_mix_lights_makes_each_frame_a_linear_light_mix_of_two_frames_of_the_ite
     With color_gain as well, the unmixed frames are the gained ones (the gain is drawn first, the mix after)."""
     weights_seen = []
     for it, ref, lin, ref_lin in augmented_and_plain_items(dataset[0], reference, mix_lights=1.0):
-        m = lin.shape[0]
-        for k in range(m):
-            fits = []
-            for j in range(m):
-                if j == k:
-                    continue
+        for k in range(lin.shape[0]):
+            def mix_fit(j):
                 d = (ref_lin[k] - ref_lin[j]).flatten()
                 a = float(((lin[k] - ref_lin[j]).flatten() @ d) / (d @ d))
-                err = float((lin[k] - (a * ref_lin[k] + (1 - a) * ref_lin[j])).abs().max())
-                fits.append((err, j, a))
-            err, j, a = min(fits)
+                return float((lin[k] - (a * ref_lin[k] + (1 - a) * ref_lin[j])).abs().max()), a
+
+            (err, j, a), fits = best_partner(lin.shape[0], k, mix_fit)
             assert err < 2e-3 and -1e-3 <= a <= 1 + 1e-3, (it["key"], k, fits)
             weights_seen.append(a)
             torch.testing.assert_close(it["mask"][k], ref["mask"][k] * ref["mask"][j])
@@ -374,19 +377,16 @@ def test_contrast_lights_exaggerates_each_frame_against_another_frame_of_the_ite
     shading follows the same law with the same g and the reflectance is unchanged."""
     gammas = []
     for it, ref, lin, ref_lin in augmented_and_plain_items(dataset[0], contrast_lights=1.0, contrast_gamma=0.3):
-        m = lin.shape[0]
-        for k in range(m):
-            fits = []
-            for j in range(m):
-                if j == k:
-                    continue
+        for k in range(lin.shape[0]):
+            def contrast_fit(j):
                 ok = (ref_lin[k] > 0.05) & (ref_lin[j] > 0.05) & (lin[k] < 0.95)  # ratios well above 8-bit steps
                 x, y = (ref_lin[k] / ref_lin[j]).log()[ok], (lin[k] / ref_lin[k]).log()[ok]
                 if x.numel() < 50 or float(x @ x) < 1e-6:  # too few pixels to tell this partner
-                    continue
+                    return None
                 g = float((x @ y) / (x @ x))
-                fits.append((float((y - g * x).abs().max()), j, g))
-            err, j, g = min(fits)
+                return float((y - g * x).abs().max()), g
+
+            (err, j, g), fits = best_partner(lin.shape[0], k, contrast_fit)
             assert err < 5e-3 and -1e-3 <= g <= 0.3 + 1e-3, (it["key"], k, fits)
             gammas.append(g)
             both = ref["mask"][k] * ref["mask"][j]
