@@ -37,6 +37,16 @@ REFLECTANCE_SCORES = ("mse_r", "lmse_r", "dssim_r")
 LOG_FLOOR = 1e-4  # linear reflectance floor before the log-mean
 
 
+def light_input(k: int) -> str:
+    """The input name of the object's k-th light image (k from 0): "light01", ..."""
+    return f"light{k + 1:02d}"
+
+
+def is_light_input(name: str) -> bool:
+    """Whether `name` is one of the light images (not "light mix" or "lights log-mean")."""
+    return name.startswith("light") and name[5:].isdigit()
+
+
 def light_mix_weights(lights: np.ndarray, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """(n,) non-negative weights w minimising sum over masked pixels and channels of (sum_k w_k lights_k - image)^2.
 
@@ -54,7 +64,7 @@ def object_inputs(data: dict) -> tuple[dict[str, np.ndarray], np.ndarray]:
     lights = data["lights"]
     weights = light_mix_weights(lights, data["diffuse"], data["mask"])
     inputs = {"diffuse": data["diffuse"]}
-    inputs.update({f"light{k + 1:02d}": light for k, light in enumerate(lights)})
+    inputs.update({light_input(k): light for k, light in enumerate(lights)})
     inputs["light mix"] = np.tensordot(weights, lights, axes=1)
     return inputs, weights
 
@@ -81,7 +91,7 @@ def score_run(run: Run, mit_dir: Path) -> pd.DataFrame:
         light_logs = []
         for name, image in inputs.items():
             reflectance = decompose(model, mit_srgb(image), long_side, **options).reflectance
-            if name.startswith("light") and name != "light mix":
+            if is_light_input(name):
                 light_logs.append(np.log(np.maximum(reflectance, LOG_FLOOR)))
             scored[name] = reflectance
         scored["lights log-mean"] = np.exp(np.mean(light_logs, axis=0))
@@ -98,7 +108,7 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (run, object): reflectance si-MSE of the diffuse image, the lights' mean / min / max, the mix and the
     lights' log-mean."""
     si = rows.pivot_table(index=["run", "object"], columns="input", values="mse_r", sort=False)
-    lights = si[[c for c in si.columns if c.startswith("light") and c[5:].isdigit()]]
+    lights = si[[c for c in si.columns if is_light_input(c)]]
     return pd.DataFrame({"diffuse": si["diffuse"], "lights mean": lights.mean(axis=1), "lights min": lights.min(axis=1),
                          "lights max": lights.max(axis=1), "light mix": si["light mix"],
                          "lights log-mean": si["lights log-mean"]})
