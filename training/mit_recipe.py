@@ -4,6 +4,8 @@
         --fold 0 | 1  cross-object folds: train on five objects' light sequences, hold the other five out
                       (`shards.val_sequences`); evaluate reports them as "mit_heldout"
         --fold all    ten on ten (every object trains; "mit" scores the same objects: a train-set score)
+        --fold k/N    fold k of N (0 <= k < N, 2 <= N <= 10): hold out every N-th object from the k-th, train on
+                      the rest (5 folds: train on eight, score two; 10: leave one out). "0" and "1" are "0/2", "1/2"
         --synthetic-objects N   add N rendered painted-object sequences (synthetic://SCENE?variant=0..N-1,
                       sources `synth_<SCENE>_<k>`) to the training set of every fold; never scored (default
                       SYNTHETIC_OBJECTS = 5, which scored better than 0; 0 = the MIT objects only)
@@ -17,7 +19,7 @@ source `mit_<object>` per object, the fold's `shards.val_sequences`, every other
 `evaluate.mit_dir` and the sources' `--lights` folders are made absolute so the file also works in `dvc exp run
 --queue`, whose runs happen in a temporary copy of the repository without the git-ignored `--lights` (a change
 that re-downloads the MIT sources there, e.g. of the download code, would otherwise find no light sequences).
-The folds are fixed here (FOLDS): objects in sorted order, alternately assigned.
+The folds are fixed here (FOLDS, `held_out`): objects in sorted order, assigned in turn to the N folds.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from pipeline.params import validate_params
 from training.evaluate import MIT_SOURCE_PREFIX
 
 MIT_OBJECTS = ("apple", "box", "cup1", "dinosaur", "frog1", "panther", "paper1", "phone", "squirrel", "teabag2")
-FOLDS = {0: MIT_OBJECTS[0::2], 1: MIT_OBJECTS[1::2]}  # the objects HELD OUT in each fold
+FOLDS = {0: MIT_OBJECTS[0::2], 1: MIT_OBJECTS[1::2]}  # the objects HELD OUT in each fold (the protocol's two)
 SYNTHETIC_SCENES = ("objects", "carved")  # pipeline/synthetic.py scenes of painted objects under a circling light
 # Rendered painted-object sequences (pipeline/synthetic.py "objects") added to every fold's training set. Cross-object
 # MIT folds at 1200 steps (docs/results.md), si-MSE / LMSE / DSSIM avg, mean of 2 folds (fold 0; fold 1):
@@ -63,13 +65,18 @@ ATTRIBUTION = "Grosse et al. 2009; Barron's version"
 
 
 def held_out(fold: str) -> tuple[str, ...]:
-    """Objects held out by `fold` ("0", "1" or "all" = none)."""
+    """Objects held out by `fold`: "0", "1" (FOLDS, the protocol's two folds), "k/N" (MIT_OBJECTS[k::N], fold k
+    of N; "0/2" is "0") or "all" (none)."""
     if fold == "all":
         return ()
+    index, slash, count = fold.partition("/")
     try:
-        return FOLDS[int(fold)]
-    except (ValueError, KeyError):
-        raise ValueError(f"fold must be one of {', '.join(map(str, FOLDS))}, all; got {fold!r}") from None
+        k, n = int(index), int(count if slash else len(FOLDS))
+    except ValueError:
+        k = n = -1
+    if not (2 <= n <= len(MIT_OBJECTS) and 0 <= k < n):
+        raise ValueError(f"fold must be 0, 1, k/N (0 <= k < N, 2 <= N <= {len(MIT_OBJECTS)}) or all; got {fold!r}")
+    return MIT_OBJECTS[k::n]
 
 
 def synthetic_object_sources(count: int, scene: str | tuple[str, ...] = SYNTHETIC_SCENE) -> list[dict]:
@@ -111,7 +118,7 @@ def recipe_params(base: dict, *, fold: str, mit_dir: Path, lights: Path, objects
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mit-dir", type=Path, default=Path("../shared/data/mit-intrinsic"))
-    parser.add_argument("--fold", default="0", help="0, 1 (cross-object folds) or all (ten on ten)")
+    parser.add_argument("--fold", default="0", help="0, 1 (cross-object folds), k/N (fold k of N: hold out objects k, k+N, ...) or all (ten on ten)")
     parser.add_argument("--base", type=Path, default=Path("params-mit.yaml"))
     parser.add_argument("--lights", type=Path, default=Path("data/mit-lights"))
     parser.add_argument("--out", type=Path, default=Path("params.yaml"))

@@ -17,8 +17,18 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_folds_partition_the_ten_objects():
     assert sorted(FOLDS[0] + FOLDS[1]) == sorted(MIT_OBJECTS) and not set(FOLDS[0]) & set(FOLDS[1])
     assert held_out("all") == ()
-    with pytest.raises(ValueError, match="fold must be"):
-        held_out("2")
+    assert held_out("0") == held_out("0/2") == ("apple", "cup1", "frog1", "paper1", "squirrel")
+    for bad in ("2", "5/5", "-1/5", "0/1", "0/11", "a/5", "1/", "x"):
+        with pytest.raises(ValueError, match="fold must be"):
+            held_out(bad)
+
+
+@pytest.mark.parametrize("count", [2, 3, 5, 10])
+def test_k_of_n_folds_partition_the_ten_objects(count):
+    folds = [held_out(f"{k}/{count}") for k in range(count)]
+    assert sorted(o for fold in folds for o in fold) == sorted(MIT_OBJECTS)  # every object held out exactly once
+    assert held_out(f"1/{count}")[0] == "box" and len(folds[0]) == -(-len(MIT_OBJECTS) // count)
+    assert held_out("3/5") == ("dinosaur", "squirrel")  # objects 3 and 8 in sorted order
 
 
 def test_recipe_params_hold_out_the_fold_and_validate(tmp_path):
@@ -104,6 +114,18 @@ def test_table_averages_the_folds_per_variant():
     assert "| weiss | 0.0400 | 0.0400 | 0.0400 |" in text  # baselines on the same held-out objects, fold mean
     assert "| baseline params | 400 | yes/no/no |" in text  # 0.03 < 0.04, 0.05 > 0.04, 0.15 > 0.04
     assert "Ten on ten" in text and "apple+cup1+frog1+paper1+squirrel" in text
+
+
+def test_k_of_n_folds_get_their_own_section_apart_from_the_cross_object_protocol():
+    five_folds = [_exp(f"k{k}", held_out(f"{k}/5"), "dense", 0.01 * (k + 1), 0.02, 0.1, 0.03) for k in range(5)]
+    long = T.tidy(T.experiments_frame(_exp_show(*EXPERIMENTS[1]["experiments"][:4], *five_folds)))
+    text = T.results_markdown(long)
+    cross, _, eight = text.partition("## Train on 8 objects, score 2")
+    assert "| baseline params | 400 | 2 | 1 | 0.0300 | 0.0500 | 0.1500 |" in cross  # the 5-fold runs stay out of it
+    assert "apple+panther" not in cross and "held out apple+panther; held out box+paper1" in eight
+    # mean over the five folds: (0.01 + 0.02 + 0.03 + 0.04 + 0.05) / 5 = 0.03, each fold one seed
+    assert "| baseline params | 400 | 5 | 1 | 0.0300 | 0.0200 | 0.1000 |" in eight
+    assert "| weiss | 0.0300 | 0.0300 | 0.0300 |" in eight
 
 
 def test_table_round_trips_through_the_csv(tmp_path):
