@@ -17,8 +17,9 @@ rank; epoch e = g // n, position g % n of a (seed, e) permutation of the n train
 augmentation come from the loader's (seed, e, key) generator. Nothing is iterated statefully, so a run resumed
 at step k sees exactly the sequences, frames and augmentations of the straight run (`StepSequences`).
 
-Optimiser: Adam (lr `train.lr`: 1e-3, the authors used 5e-4; pipeline/params.py cites the rows), lr halved at
-1/3 and 2/3 of `train.steps` (MultiStepLR).
+Optimiser: Adam (lr `train.lr`: 1e-3, the authors used 5e-4; pipeline/params.py cites the rows; AdamW with
+`train.weight_decay` > 0), lr halved at 1/3 and 2/3 of `train.steps` (MultiStepLR; `train.lr_schedule` "cosine":
+cosine decay to 0 at the last step).
 Device: CUDA when present (bf16 autocast, or fp16 autocast + GradScaler where bf16 is unsupported, if
 `train.amp`), else CPU in float32. The loss always runs in float32. Several GPUs: `torchrun` sets WORLD_SIZE > 1;
 each process joins the group, wraps the model in DistributedDataParallel (SyncBatchNorm if
@@ -255,10 +256,16 @@ def build_training(params: Params, setup: Setup):
             raw = model  # same parameter and buffer names as BatchNorm2d
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[setup.device.index] if setup.device.type == "cuda" else None)
-    optimizer = torch.optim.Adam(raw.parameters(), lr=params.train.lr)
-    steps = params.train.steps
-    milestones = [max(1, round(steps / 3)), max(1, round(2 * steps / 3))]
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.5)
+    tp = params.train
+    if tp.weight_decay:  # decoupled decay (AdamW); 0: plain Adam, the authors'
+        optimizer = torch.optim.AdamW(raw.parameters(), lr=tp.lr, weight_decay=tp.weight_decay)
+    else:
+        optimizer = torch.optim.Adam(raw.parameters(), lr=tp.lr)
+    if tp.lr_schedule == "cosine":  # lr * (1 + cos(pi * step / steps)) / 2: from lr to 0 at the last step
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=tp.steps, eta_min=0.0)
+    else:  # "step": halved at 1/3 and 2/3 of the steps
+        milestones = [max(1, round(tp.steps / 3)), max(1, round(2 * tp.steps / 3))]
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.5)
     scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.amp_dtype == torch.float16)
     return model, raw, optimizer, scheduler, scaler
 
@@ -345,13 +352,15 @@ def truncate_live(live: Path, step: int) -> None:
 
 def _scheduler_state(scheduler) -> dict:
     state = scheduler.state_dict()
-    state["milestones"] = dict(state["milestones"])  # Counter is not weights_only-loadable
+    if "milestones" in state:  # MultiStepLR ("step" schedule)
+        state["milestones"] = dict(state["milestones"])  # Counter is not weights_only-loadable
     return state
 
 
 def _load_scheduler_state(scheduler, state: dict) -> None:
     state = dict(state)
-    state["milestones"] = collections.Counter(state["milestones"])
+    if "milestones" in state:
+        state["milestones"] = collections.Counter(state["milestones"])
     scheduler.load_state_dict(state)
 
 
@@ -369,7 +378,8 @@ def check_resumable(saved: dict, params: Params, keys: list[str], world: int, da
     for section in ("model", "loss"):
         if saved["params"][section] != now[section]:
             problems.append(f"{section}: checkpoint {saved['params'][section]} != params {now[section]}")
-    for key in ("seed", "frames_per_step", "lr", "steps", "amp", "sync_batchnorm", "ema_decay"):
+    for key in ("seed", "frames_per_step", "lr", "steps", "amp", "sync_batchnorm", "ema_decay", "lr_schedule",
+                "weight_decay"):
         saved_value = saved["params"]["train"].get(key)  # .get: keys added since (None = their default)
         if saved_value != now["train"][key]:
             problems.append(f"train.{key}: checkpoint {saved_value} != params {now['train'][key]}")
@@ -492,7 +502,7 @@ def train(params: Params, *, shards: str | Path, out: str | Path, live: str | Pa
         set_rng_state(ckpt["rng"])  # after that draw, so the generators continue exactly (checkpoint bytes too)
     t_prev = time.perf_counter()
     for step in range(start, stop):
-        # lr: MultiStepLR halves it at 1/3 and 2/3 of train.steps (stepped after every optimizer step)
+        # lr: the scheduler (train.lr_schedule) is stepped after every optimizer step
         lr = scheduler.get_last_lr()[0]
 
         # checkpoint: every checkpoint_every completed steps (the final one is written after the loop)

@@ -121,6 +121,41 @@ def test_resume_is_bit_identical(shards, tmp_path):
         T.train(validate_params(raw_params(lr=2e-3)), shards=shards, out=tmp_path / "b", live=None, resume=True)
 
 
+def test_cosine_schedule_logs_the_hand_computed_lr_and_resumes_bit_identical(shards, tmp_path):
+    # 4 steps: step k (0-based) runs at lr (1 + cos(pi k / 4)) / 2; the log's row k + 1 is the lr step k used
+    lr = 1e-3
+    params = validate_params(raw_params(lr=lr, lr_schedule="cosine"))
+    T.train(params, shards=shards, out=tmp_path / "a", live=tmp_path / "live_a")
+    rows = (tmp_path / "live_a/plots/metrics/lr.tsv").read_text().splitlines()[1:]
+    logged = [float(r.split("\t")[-1]) for r in rows]
+    assert logged == pytest.approx([lr * (1 + np.cos(np.pi * k / 4)) / 2 for k in range(4)], rel=1e-6)
+    assert logged[0] == pytest.approx(lr) and logged[2] == pytest.approx(lr / 2)  # not the step schedule's lr at 2
+    T.train(params, shards=shards, out=tmp_path / "b", live=None, stop_at=2)
+    T.train(params, shards=shards, out=tmp_path / "b", live=None, resume=True)
+    a = torch.load(tmp_path / "a/checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "b/checkpoint.pt", weights_only=True)
+    assert a["scheduler"] == b["scheduler"] and all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
+    with pytest.raises(ValueError, match="train.lr_schedule"):  # the step schedule does not resume it
+        T.train(validate_params(raw_params(lr=lr)), shards=shards, out=tmp_path / "b", live=None, resume=True)
+
+
+def test_weight_decay_is_decoupled_from_the_adam_step(shards, tmp_path):
+    # one step from the same initial weights w0 and the same gradients: AdamW's weights are Adam's minus lr * wd * w0
+    # (decoupled decay, applied beside the Adam update, not added to the gradient)
+    lr, decay = 1e-3, 0.5
+    w0 = T.build_training(validate_params(raw_params()), T.Setup(torch.device("cpu"), None))[1].state_dict()
+    for name, wd in (("adam", 0.0), ("adamw", decay)):
+        T.train(validate_params(raw_params(lr=lr, weight_decay=wd)), shards=shards, out=tmp_path / name, live=None,
+                stop_at=1)
+    adam = torch.load(tmp_path / "adam/checkpoint.pt", weights_only=True)["model"]
+    adamw = torch.load(tmp_path / "adamw/checkpoint.pt", weights_only=True)["model"]
+    weights = [n for n, p in T.build_training(validate_params(raw_params()), T.Setup(torch.device("cpu"), None))[1]
+               .named_parameters()]
+    for name in weights:
+        torch.testing.assert_close(adamw[name], adam[name] - lr * decay * w0[name], rtol=1e-5, atol=1e-8, msg=name)
+    assert any(not torch.equal(adamw[n], adam[n]) for n in weights)
+
+
 def test_ema_is_the_hand_computed_average_of_the_steps_weights(shards, tmp_path):
     # the weights after 1, 2 and 3 steps (straight runs stopped there; the schedule of 4 steps kept), averaged by
     # hand: e1 = w1, e_k = d e_(k-1) + (1 - d) w_k, for every parameter and floating-point buffer
