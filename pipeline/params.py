@@ -535,9 +535,11 @@ class TrainParams(_Section):
     #   0.1234 / 0.1761 (seed 1); 1e-3 0.0214 / 0.1039 / 0.1535 (seed 0), 0.0252 / 0.1076 / 0.1656 (seed 1).
     # 1e-3: better on the synthetic scenes at both seeds, a tie on MIT.
     lr: Annotated[float, Field(gt=0)] = 1e-3
-    # "step": lr halved at 1/3 and 2/3 of steps (the project's since the start); "cosine": lr (1 + cos(pi t / steps)) / 2
+    # "step": lr halved at 1/3 and 2/3 of steps (the project's since the start); "cosine": lr (1 + cos(pi t / steps)) / 2,
+    # to 0 at the last step. The MIT recipe's rows are in params-mit.yaml beside `train.lr_schedule`.
     lr_schedule: Literal["step", "cosine"] = "step"
-    # > 0: AdamW's decoupled weight decay (a regulariser when few objects train); 0: Adam, the authors'
+    # > 0: AdamW's decoupled weight decay (a regulariser when few objects train); 0: Adam, the authors'. The MIT
+    # recipe's rows are in params-mit.yaml beside `train.weight_decay`.
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     seed: int = 0
     num_workers: Annotated[int, Field(ge=0)] = 1
