@@ -18,8 +18,8 @@ augmentation come from the loader's (seed, e, key) generator. Nothing is iterate
 at step k sees exactly the sequences, frames and augmentations of the straight run (`StepSequences`).
 
 Optimiser: Adam (lr `train.lr`: 1e-3, the authors used 5e-4; pipeline/params.py cites the rows; AdamW with
-`train.weight_decay` > 0), lr halved at 1/3 and 2/3 of `train.steps` (MultiStepLR; `train.lr_schedule` "cosine":
-cosine decay to 0 at the last step).
+`train.weight_decay` > 0), lr decayed to 0 at the last step by a cosine (`train.lr_schedule` "cosine", the default;
+"step": halved at 1/3 and 2/3 of `train.steps`, MultiStepLR).
 Device: CUDA when present (bf16 autocast, or fp16 autocast + GradScaler where bf16 is unsupported, if
 `train.amp`), else CPU in float32. The loss always runs in float32. Several GPUs: `torchrun` sets WORLD_SIZE > 1;
 each process joins the group, wraps the model in DistributedDataParallel (SyncBatchNorm if

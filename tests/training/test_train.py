@@ -66,7 +66,7 @@ def test_setup_device_resolves_cpu_and_cuda(asked, expected):
 
 def test_cli_trains_logs_and_checkpoints(shards, tmp_path):
     params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(raw_params(num_workers=1)))
+    params_file.write_text(yaml.safe_dump(raw_params(num_workers=1, lr_schedule="step")))
     out, live = tmp_path / "models", tmp_path / "dvclive"
     assert T.main(["--shards", str(shards), "--out", str(out), "--live", str(live), "--params", str(params_file)]) == 0
 
@@ -136,7 +136,8 @@ def test_cosine_schedule_logs_the_hand_computed_lr_and_resumes_bit_identical(sha
     b = torch.load(tmp_path / "b/checkpoint.pt", weights_only=True)
     assert a["scheduler"] == b["scheduler"] and all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
     with pytest.raises(ValueError, match="train.lr_schedule"):  # the step schedule does not resume it
-        T.train(validate_params(raw_params(lr=lr)), shards=shards, out=tmp_path / "b", live=None, resume=True)
+        T.train(validate_params(raw_params(lr=lr, lr_schedule="step")), shards=shards, out=tmp_path / "b", live=None,
+                resume=True)
 
 
 def test_weight_decay_is_decoupled_from_the_adam_step(shards, tmp_path):
