@@ -239,7 +239,7 @@ def variant_labels(frame: pd.DataFrame) -> pd.Series:
 
 
 def tidy(frame: pd.DataFrame) -> pd.DataFrame:
-    """Long table: variant, steps, seed, fold, dataset ("mit_heldout" / "mit"), method, metric columns."""
+    """Long table: variant, steps, seed, fold, Experiment, rev, baseline (commit), dataset ("mit_heldout" / "mit"), method, metric columns."""
     frame = frame.copy()
     frame["variant"] = variant_labels(frame)
     # a baseline commit's own run (its `dvc repro`, metrics in its dvc.lock) is a run of its params like any
@@ -257,13 +257,14 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
             columns = _metric_columns(frame, dataset, method)
             if not columns:
                 continue
-            part = frame[["variant", "steps", "seed", "fold", "Experiment", "rev"]].copy()
+            part = frame[["variant", "steps", "seed", "fold", "Experiment", "rev", "baseline"]].copy()
             part["dataset"], part["method"] = dataset, method
             for metric, column in columns.items():
                 part[metric] = pd.to_numeric(frame[column], errors="coerce")
             rows.append(part)
     if not rows:
-        return pd.DataFrame(columns=["variant", "steps", "seed", "fold", "dataset", "method", *METRICS])
+        return pd.DataFrame(columns=["variant", "steps", "seed", "fold", "Experiment", "rev", "baseline", "dataset", "method",
+                                     *METRICS])
     long = pd.concat(rows, ignore_index=True).dropna(subset=list(METRICS), how="all")
     # the ten-on-ten run scores "mit" (train objects); a fold run scores "mit_heldout" (its "mit" mixes both)
     keep = ((long["fold"] == "all") & (long["dataset"] == "mit")) | ((long["fold"] != "all") & (long["dataset"] == "mit_heldout"))
@@ -294,6 +295,41 @@ def seed_spread(per_fold_seed: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return spread[spread["seeds"] >= 2].reset_index()
 
 
+def paired_differences(per_run: pd.DataFrame) -> pd.DataFrame:
+    """Each variant minus the reference (`REFERENCE_LABEL`) at the same steps, fold and seed, run from the same
+    baseline commit (one clone: one machine and one version of the code): the seed and the machine move both runs
+    of a pair alike, so the paired difference is less noisy than the gap between two means. `per_run`: one row per
+    (variant, steps, fold, seed, baseline) with METRICS. Per fold the mean of its pairs' differences and its
+    standard error (sd ddof 1 / sqrt(pairs)), then the mean over folds and sqrt(sum of se^2) / number of folds, as
+    `seed_spread`. Only variants with >= 2 pairs on every one of the reference's folds at their steps. Columns:
+    variant, steps, pairs (the fewest over the folds), `better` ("k/n": pairs whose si-MSE avg is lower than the
+    reference's) and per metric `d <metric>` and `se d <metric>` (negative d: the variant is better)."""
+    keys = ["steps", "fold", "seed", "baseline"]
+    reference = per_run[per_run["variant"] == REFERENCE_LABEL]
+    pairs = per_run[per_run["variant"] != REFERENCE_LABEL].merge(
+        reference.drop(columns="variant"), on=keys, suffixes=("", " ref"))
+    if pairs.empty:
+        return pd.DataFrame()
+    diffs = [f"d {m}" for m in METRICS]
+    for m, d in zip(METRICS, diffs):
+        pairs[d] = pairs[m] - pairs[f"{m} ref"]
+    folds_of_reference = reference.groupby("steps", dropna=False)["fold"].nunique()
+    rows = []
+    for (variant, steps), part in pairs.groupby(["variant", "steps"], dropna=False):
+        per_fold = part.groupby("fold")[diffs]
+        n = per_fold.size()
+        if n.min() < 2 or len(n) < folds_of_reference.get(steps, 0):
+            continue
+        mean, se = per_fold.mean(), per_fold.std(ddof=1).div(np.sqrt(n), axis=0)
+        row = {"variant": variant, "steps": steps, "pairs": int(n.min()),
+               "better": f"{int((part['d mse_avg'] < 0).sum())}/{len(part)}"}
+        for d in diffs:
+            row[d] = float(mean[d].mean())
+            row[f"se {d}"] = float(np.sqrt((se[d] ** 2).sum())) / len(se)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def protocol_section(folds: pd.DataFrame, heading: str, intro: str) -> list[str]:
     """Markdown lines of one fold protocol: `folds` holds the tidy rows of its folds (every fold holding out the same
     number of objects). Per variant the mean over folds (each fold's seeds averaged first), the seed spread, which
@@ -322,6 +358,16 @@ def protocol_section(folds: pd.DataFrame, heading: str, intro: str) -> list[str]
                 "number, then sqrt of the folds' summed squares over the number of folds). A difference smaller "
                 "than about twice this is within what another seed could move.", "",
                 markdown_table(spread, 5), ""]
+    paired = paired_differences(model.groupby([*keys, "fold", "seed", "baseline"], dropna=False)[list(METRICS)]
+                                .mean().reset_index())
+    if not paired.empty:
+        paired = mean[keys].merge(paired, on=keys)  # in the mean table's order
+        out += [f"Paired against `{REFERENCE_LABEL}` (variants with two or more pairs on every fold; a pair: the "
+                "same steps, fold and seed, run from the same baseline commit, so on one machine): per pair the "
+                "variant's score minus the reference's, averaged over each fold's pairs, then the folds; `se d`: "
+                "its standard error (as the seed spread, from the pairs' differences). Negative d: the variant is better. `better`: pairs whose si-MSE avg is lower than "
+                "the reference's. The seed and the machine move both runs of a pair alike, so these "
+                "differences are less noisy than the means' gap.", "", markdown_table(paired, 5), ""]
     # per fold first (every run of a fold scores the same objects), then the mean over folds
     base = folds[folds["method"] != "model"].groupby(["method", "fold"])[list(METRICS)].mean().groupby("method").mean()
     beats = mean[["variant", "steps"]].copy()

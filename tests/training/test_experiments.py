@@ -292,3 +292,28 @@ def test_the_seed_spread_is_the_standard_error_of_the_fold_mean():
     assert "| baseline params | 400 | 2 | 0.01118 | 0.01118 | 0.01118 |" in text
     spread = text.split("Seed spread")[1].split("Does the variant")[0]
     assert "local" not in spread
+
+
+def test_paired_differences_subtract_the_reference_at_the_same_fold_and_seed():
+    def run(name, fold, seed, mse, variant="dense"):
+        exp = _exp(name, fold, variant, mse, mse, mse, 0.5)
+        exp["revs"][0]["data"]["params"]["params.yaml"]["data"]["train"]["seed"] = seed
+        return exp
+    # reference fold 0: 0.01, 0.03; fold 1: 0.06, 0.10. "local" fold 0: 0.012, 0.026 (d +0.002, -0.004: mean -0.001,
+    # sd 0.0042426, se 0.003); fold 1: 0.05, 0.098 (d -0.01, -0.002: mean -0.006, sd 0.0056569, se 0.004). Mean over
+    # folds -0.0035, se sqrt(0.003^2 + 0.004^2) / 2 = 0.0025; lower si-MSE in 3 of 4 pairs. "tiny" shares one
+    # seed per fold with the reference: no row. A reference run at fold 0, seed 0 from another baseline commit
+    # (another clone, machine) pairs with nothing of this commit's.
+    shown = _exp_show(
+        run("s0-f0", FOLDS[0], 0, 0.01), run("s1-f0", FOLDS[0], 1, 0.03),
+        run("s0-f1", FOLDS[1], 0, 0.06), run("s1-f1", FOLDS[1], 1, 0.10),
+        run("l0-f0", FOLDS[0], 0, 0.012, "local"), run("l1-f0", FOLDS[0], 1, 0.026, "local"),
+        run("l0-f1", FOLDS[1], 0, 0.05, "local"), run("l1-f1", FOLDS[1], 1, 0.098, "local"),
+        run("t-f0", FOLDS[0], 0, 0.2, "tiny"), run("t-f1", FOLDS[1], 0, 0.2, "tiny"))
+    other_commit = {**shown[1], "rev": "beef", "experiments": [run("o-f0", FOLDS[0], 0, 0.9)]}
+    long = T.tidy(T.experiments_frame([shown[0], other_commit, shown[1]]))
+    text = T.results_markdown(long)
+    paired = text.split("Paired against")[1].split("Does the variant")[0]
+    assert ("| loss.rsmooth_kind=local | 400 | 2 | 3/4 | -0.00350 | 0.00250 | -0.00350 | 0.00250 | -0.00350 | "
+            "0.00250 |") in paired
+    assert "tiny" not in paired and "| baseline params |" not in paired
