@@ -239,7 +239,8 @@ def variant_labels(frame: pd.DataFrame) -> pd.Series:
 
 
 def tidy(frame: pd.DataFrame) -> pd.DataFrame:
-    """Long table: variant, steps, seed, fold, Experiment, rev, baseline (commit), dataset ("mit_heldout" / "mit"), method, metric columns."""
+    """Long table: variant, steps, seed, fold, Experiment, rev, baseline (the commit a run was queued from), dataset
+    ("mit_heldout" / "mit"), method, metric columns."""
     frame = frame.copy()
     frame["variant"] = variant_labels(frame)
     # a baseline commit's own run (its `dvc repro`, metrics in its dvc.lock) is a run of its params like any
@@ -263,8 +264,8 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
                 part[metric] = pd.to_numeric(frame[column], errors="coerce")
             rows.append(part)
     if not rows:
-        return pd.DataFrame(columns=["variant", "steps", "seed", "fold", "Experiment", "rev", "baseline", "dataset", "method",
-                                     *METRICS])
+        return pd.DataFrame(columns=["variant", "steps", "seed", "fold", "Experiment", "rev", "baseline", "dataset",
+                                     "method", *METRICS])
     long = pd.concat(rows, ignore_index=True).dropna(subset=list(METRICS), how="all")
     # the ten-on-ten run scores "mit" (train objects); a fold run scores "mit_heldout" (its "mit" mixes both)
     keep = ((long["fold"] == "all") & (long["dataset"] == "mit")) | ((long["fold"] != "all") & (long["dataset"] == "mit_heldout"))
@@ -365,9 +366,10 @@ def protocol_section(folds: pd.DataFrame, heading: str, intro: str) -> list[str]
         out += [f"Paired against `{REFERENCE_LABEL}` (variants with two or more pairs on every fold; a pair: the "
                 "same steps, fold and seed, run from the same baseline commit, so on one machine): per pair the "
                 "variant's score minus the reference's, averaged over each fold's pairs, then the folds; `se d`: "
-                "its standard error (as the seed spread, from the pairs' differences). Negative d: the variant is better. `better`: pairs whose si-MSE avg is lower than "
-                "the reference's. The seed and the machine move both runs of a pair alike, so these "
-                "differences are less noisy than the means' gap.", "", markdown_table(paired, 5), ""]
+                "its standard error (as the seed spread, from the pairs' differences). Negative d: the variant is "
+                "better. `better`: pairs whose si-MSE avg is lower than the reference's. The seed and the machine "
+                "move both runs of a pair alike, so these differences are less noisy than the means' gap.", "",
+                markdown_table(paired, 5), ""]
     # per fold first (every run of a fold scores the same objects), then the mean over folds
     base = folds[folds["method"] != "model"].groupby(["method", "fold"])[list(METRICS)].mean().groupby("method").mean()
     beats = mean[["variant", "steps"]].copy()
