@@ -281,6 +281,11 @@ def markdown_table(frame: pd.DataFrame, decimals: int = 4) -> str:
     return "\n".join(lines)
 
 
+def _combined_se(per_fold_se: pd.Series) -> float:
+    """Standard error of a mean over folds from each fold's standard error: sqrt(sum of se^2) / number of folds."""
+    return float(np.sqrt((per_fold_se ** 2).sum())) / len(per_fold_se)
+
+
 def seed_spread(per_fold_seed: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Standard error over seeds of the mean over folds, per variant: per (variant, fold) sd (ddof 1) / sqrt(n)
     of its seeds' scores, then sqrt(sum over folds of se^2) / number of folds. `per_fold_seed`: one row per
@@ -292,7 +297,7 @@ def seed_spread(per_fold_seed: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     se_fold["seeds"] = n
     per_variant = se_fold.reset_index().groupby(keys, dropna=False)
     spread = per_variant.agg(seeds=("seeds", "min"),
-                             **{f"se {m}": (m, lambda s: float(np.sqrt((s ** 2).sum())) / len(s)) for m in METRICS})
+                             **{f"se {m}": (m, _combined_se) for m in METRICS})
     return spread[spread["seeds"] >= 2].reset_index()
 
 
@@ -326,7 +331,7 @@ def paired_differences(per_run: pd.DataFrame) -> pd.DataFrame:
                "better": f"{int((part['d mse_avg'] < 0).sum())}/{len(part)}"}
         for d in diffs:
             row[d] = float(mean[d].mean())
-            row[f"se {d}"] = float(np.sqrt((se[d] ** 2).sum())) / len(se)
+            row[f"se {d}"] = _combined_se(se[d])
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -200,15 +200,18 @@ def test_merge_keeps_saved_rows_of_commits_the_repository_lacks_and_labels_again
     assert dict(zip(again["Experiment"], T.variant_labels(again)))["c-f0"] == "baseline params"  # same reference
 
 
+def _seeded(name, fold, seed, mse, variant="dense"):
+    """An experiment at `train.seed` = seed scoring `mse` on all three metrics (Weiss 0.5)."""
+    exp = _exp(name, fold, variant, mse, mse, mse, 0.5)
+    exp["revs"][0]["data"]["params"]["params.yaml"]["data"]["train"]["seed"] = seed
+    return exp
+
+
 def test_seeds_are_averaged_within_each_fold_before_the_folds():
-    def run(name, fold, seed, mse):
-        exp = _exp(name, fold, "dense", mse, mse, mse, 0.5)
-        exp["revs"][0]["data"]["params"]["params.yaml"]["data"]["train"]["seed"] = seed
-        return exp
     # fold 0 at seeds 0 and 1 (0.01, 0.03: mean 0.02), fold 1 at seed 0 only (0.06): fold mean 0.04, not the
     # run mean (0.01 + 0.03 + 0.06) / 3 = 0.0333
-    long = T.tidy(T.experiments_frame(_exp_show(run("s0-f0", FOLDS[0], 0, 0.01), run("s1-f0", FOLDS[0], 1, 0.03),
-                                                run("s0-f1", FOLDS[1], 0, 0.06))))
+    long = T.tidy(T.experiments_frame(_exp_show(
+        _seeded("s0-f0", FOLDS[0], 0, 0.01), _seeded("s1-f0", FOLDS[0], 1, 0.03), _seeded("s0-f1", FOLDS[1], 0, 0.06))))
     assert set(long["variant"]) == {"baseline params"}  # the seed is not a variant
     text = T.results_markdown(long)
     assert "| baseline params | 400 | 2 | 1 | 0.0400 | 0.0400 | 0.0400 |" in text  # folds 2, seeds 1 (fold 1's)
@@ -276,17 +279,13 @@ def test_a_commit_whose_lock_predates_its_params_has_no_run_of_its_own(tmp_path)
 
 
 def test_the_seed_spread_is_the_standard_error_of_the_fold_mean():
-    def run(name, fold, seed, mse, variant="dense"):
-        exp = _exp(name, fold, variant, mse, mse, mse, 0.5)
-        exp["revs"][0]["data"]["params"]["params.yaml"]["data"]["train"]["seed"] = seed
-        return exp
     # fold 0 seeds 0.01, 0.03: sd 0.01414, se 0.01; fold 1 seeds 0.06, 0.10: sd 0.02828, se 0.02;
     # mean over folds (0.02 + 0.08) / 2 = 0.05, its se sqrt(0.01^2 + 0.02^2) / 2 = 0.01118. The one-seed variant
     # ("local") has no spread and no row.
     long = T.tidy(T.experiments_frame(_exp_show(
-        run("s0-f0", FOLDS[0], 0, 0.01), run("s1-f0", FOLDS[0], 1, 0.03),
-        run("s0-f1", FOLDS[1], 0, 0.06), run("s1-f1", FOLDS[1], 1, 0.10),
-        run("l-f0", FOLDS[0], 0, 0.2, "local"), run("l-f1", FOLDS[1], 0, 0.2, "local"))))
+        _seeded("s0-f0", FOLDS[0], 0, 0.01), _seeded("s1-f0", FOLDS[0], 1, 0.03),
+        _seeded("s0-f1", FOLDS[1], 0, 0.06), _seeded("s1-f1", FOLDS[1], 1, 0.10),
+        _seeded("l-f0", FOLDS[0], 0, 0.2, "local"), _seeded("l-f1", FOLDS[1], 0, 0.2, "local"))))
     text = T.results_markdown(long)
     assert "| baseline params | 400 | 2 | 2 | 0.0500 | 0.0500 | 0.0500 |" in text
     assert "| baseline params | 400 | 2 | 0.01118 | 0.01118 | 0.01118 |" in text
@@ -295,22 +294,18 @@ def test_the_seed_spread_is_the_standard_error_of_the_fold_mean():
 
 
 def test_paired_differences_subtract_the_reference_at_the_same_fold_and_seed():
-    def run(name, fold, seed, mse, variant="dense"):
-        exp = _exp(name, fold, variant, mse, mse, mse, 0.5)
-        exp["revs"][0]["data"]["params"]["params.yaml"]["data"]["train"]["seed"] = seed
-        return exp
     # reference fold 0: 0.01, 0.03; fold 1: 0.06, 0.10. "local" fold 0: 0.012, 0.026 (d +0.002, -0.004: mean -0.001,
     # sd 0.0042426, se 0.003); fold 1: 0.05, 0.098 (d -0.01, -0.002: mean -0.006, sd 0.0056569, se 0.004). Mean over
     # folds -0.0035, se sqrt(0.003^2 + 0.004^2) / 2 = 0.0025; lower si-MSE in 3 of 4 pairs. "tiny" shares one
     # seed per fold with the reference: no row. A reference run at fold 0, seed 0 from another baseline commit
     # (another clone, machine) pairs with nothing of this commit's.
     shown = _exp_show(
-        run("s0-f0", FOLDS[0], 0, 0.01), run("s1-f0", FOLDS[0], 1, 0.03),
-        run("s0-f1", FOLDS[1], 0, 0.06), run("s1-f1", FOLDS[1], 1, 0.10),
-        run("l0-f0", FOLDS[0], 0, 0.012, "local"), run("l1-f0", FOLDS[0], 1, 0.026, "local"),
-        run("l0-f1", FOLDS[1], 0, 0.05, "local"), run("l1-f1", FOLDS[1], 1, 0.098, "local"),
-        run("t-f0", FOLDS[0], 0, 0.2, "tiny"), run("t-f1", FOLDS[1], 0, 0.2, "tiny"))
-    other_commit = {**shown[1], "rev": "beef", "experiments": [run("o-f0", FOLDS[0], 0, 0.9)]}
+        _seeded("s0-f0", FOLDS[0], 0, 0.01), _seeded("s1-f0", FOLDS[0], 1, 0.03),
+        _seeded("s0-f1", FOLDS[1], 0, 0.06), _seeded("s1-f1", FOLDS[1], 1, 0.10),
+        _seeded("l0-f0", FOLDS[0], 0, 0.012, "local"), _seeded("l1-f0", FOLDS[0], 1, 0.026, "local"),
+        _seeded("l0-f1", FOLDS[1], 0, 0.05, "local"), _seeded("l1-f1", FOLDS[1], 1, 0.098, "local"),
+        _seeded("t-f0", FOLDS[0], 0, 0.2, "tiny"), _seeded("t-f1", FOLDS[1], 0, 0.2, "tiny"))
+    other_commit = {**shown[1], "rev": "beef", "experiments": [_seeded("o-f0", FOLDS[0], 0, 0.9)]}
     long = T.tidy(T.experiments_frame([shown[0], other_commit, shown[1]]))
     text = T.results_markdown(long)
     paired = text.split("Paired against")[1].split("Does the variant")[0]
