@@ -364,6 +364,13 @@ def _load_scheduler_state(scheduler, state: dict) -> None:
     scheduler.load_state_dict(state)
 
 
+# Train params that do not change what a run computes (the loader's generator is keyed by seed, step and sequence,
+# not by worker): every other train key defines the run. Before, only a named list of keys was compared, so a
+# `dvc exp run -S train.contrast_lights=...` (or min_crop, mix_lights, ...) on a workspace holding the finished
+# checkpoint resumed at its last step and trained nothing.
+RESUME_NEUTRAL_TRAIN_KEYS = frozenset({"num_workers", "checkpoint_every", "log_every"})
+
+
 def check_resumable(saved: dict, params: Params, keys: list[str], world: int, data_hash: str | None = None,
                     code: str | None = None) -> None:
     """Refuse to resume when the model, loss, data (keys and, if given, the manifest hash), the run-defining
@@ -378,9 +385,8 @@ def check_resumable(saved: dict, params: Params, keys: list[str], world: int, da
     for section in ("model", "loss"):
         if saved["params"][section] != now[section]:
             problems.append(f"{section}: checkpoint {saved['params'][section]} != params {now[section]}")
-    for key in ("seed", "frames_per_step", "lr", "steps", "amp", "sync_batchnorm", "ema_decay", "lr_schedule",
-                "weight_decay"):
-        saved_value = saved["params"]["train"].get(key)  # .get: keys added since (None = their default)
+    for key in sorted(set(now["train"]) - RESUME_NEUTRAL_TRAIN_KEYS):
+        saved_value = saved["params"]["train"].get(key)  # .get: a key added since reads None
         if saved_value != now["train"][key]:
             problems.append(f"train.{key}: checkpoint {saved_value} != params {now['train'][key]}")
     if saved["data"]["keys"] != keys:

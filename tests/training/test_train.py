@@ -312,6 +312,16 @@ def test_resume_if_valid_is_byte_identical_or_starts_fresh(shards, tmp_path, cap
     # other params: fresh start, with the reason
     T.train(validate_params(raw_params(lr=2e-3)), shards=shards, out=tmp_path / "b", live=None, resume_if_valid=True)
     assert "starting fresh" in (out := capsys.readouterr().out) and "train.lr" in out
+    # an augmentation param alone: a fresh start too (before, only a named list of train keys was compared, so
+    # `dvc exp run -S train.contrast_lights=0.25` beside a finished checkpoint resumed at its last step)
+    saved = torch.load(tmp_path / "a/checkpoint.pt", weights_only=True)
+    changed = {"contrast_lights": 0.25, "contrast_gamma": 0.5, "mix_lights": 0.5, "color_gain": 0.1, "min_crop": 1.0,
+               "max_rotation_deg": 0.0, "permute_channels": True, "bucket": "fit"}
+    for key, value in changed.items():
+        with pytest.raises(ValueError, match=f"train.{key}: checkpoint"):
+            T.check_resumable(saved, validate_params(raw_params(**{key: value})), NAMES, 1)
+    for key, value in {"num_workers": 2, "checkpoint_every": 4, "log_every": 2}.items():  # the run is the same
+        T.check_resumable(saved, validate_params(raw_params(**{key: value})), NAMES, 1)
 
 
 def test_checkpoint_every_may_not_exceed_steps():
