@@ -238,11 +238,11 @@ def test_lattice_built_in_loader_gives_the_same_step(shards):
 
 
 def test_crop_and_rotation_params_reach_the_step_loader(shards):
-    """train.min_crop 1 and max_rotation_deg 0 with the fit bucket (64x96 frames -> the 64x96 bucket): the only
-    augmentation left is the flip, so every item is the unaugmented frames or their mirror image; the defaults
-    (0.8, 5 degrees) crop and rotate."""
-    exact = validate_params(raw_params(bucket="fit", min_crop=1.0, max_rotation_deg=0.0))
-    default = validate_params(raw_params(bucket="fit"))
+    """train.min_crop 1 and max_rotation_deg 0 with the fit bucket (64x96 frames -> the 64x96 bucket) and no light
+    contrast: the only augmentation left is the flip, so every item is the unaugmented frames or their mirror
+    image; the defaults (0.8, 5 degrees) crop and rotate."""
+    exact = validate_params(raw_params(bucket="fit", min_crop=1.0, max_rotation_deg=0.0, contrast_lights=0.0))
+    default = validate_params(raw_params(bucket="fit", contrast_lights=0.0))
     _, loader = T.make_step_loader(shards, exact, start=0, stop=4)
     _, augmented = T.make_step_loader(shards, default, start=0, stop=4)
     plain = ParquetSequences(shards, "train", LoaderConfig(frames=None, augment=False, size="native"))
@@ -313,9 +313,9 @@ def test_resume_if_valid_is_byte_identical_or_starts_fresh(shards, tmp_path, cap
     T.train(validate_params(raw_params(lr=2e-3)), shards=shards, out=tmp_path / "b", live=None, resume_if_valid=True)
     assert "starting fresh" in (out := capsys.readouterr().out) and "train.lr" in out
     # an augmentation param alone: a fresh start too (before, only a named list of train keys was compared, so
-    # `dvc exp run -S train.contrast_lights=0.25` beside a finished checkpoint resumed at its last step)
+    # `dvc exp run -S train.contrast_lights=0.75` beside a finished checkpoint resumed at its last step)
     saved = torch.load(tmp_path / "a/checkpoint.pt", weights_only=True)
-    changed = {"contrast_lights": 0.25, "contrast_gamma": 0.5, "mix_lights": 0.5, "color_gain": 0.1, "min_crop": 1.0,
+    changed = {"contrast_lights": 0.75, "contrast_gamma": 2.0, "mix_lights": 0.5, "color_gain": 0.1, "min_crop": 1.0,
                "max_rotation_deg": 0.0, "permute_channels": True, "bucket": "fit"}
     for key, value in changed.items():
         with pytest.raises(ValueError, match=f"train.{key}: checkpoint"):
