@@ -13,7 +13,8 @@ call. Produces
 - `--out`: Markdown. A *variant* is every param that differs between experiments, except the fold
   (`shards.val_sequences`, which names the held-out MIT objects; empty = the ten-on-ten run), the seed
   (`train.seed`: a variant's runs at several seeds are averaged, `seeds` column) and the schedule
-  (`train.steps`, its own column); every row is described against ONE reference, the params of the newest
+  (`train.steps`, its own column), and the train keys that change nothing a run computes (`checkpoint_every`,
+  `log_every`, `num_workers`); every row is described against ONE reference, the params of the newest
   baseline commit in the table (the last, with --merge: the recipe as committed, "baseline params"), so rows
   run on different commits compare. Per variant and fold the scores on the held-out objects ("mit_heldout",
   objects never trained on) averaged over the seeds, then the mean over folds (the cross-object protocol),
@@ -34,12 +35,15 @@ import pandas as pd
 from pipeline.atomic import atomic_write_text
 from training.evaluate import MIT_SOURCE_PREFIX
 from training.mit_recipe import MIT_OBJECTS
+from training.train import RESUME_NEUTRAL_TRAIN_KEYS
 
 METRICS = ("mse_avg", "lmse_avg", "dssim_avg")
 BASELINES = ("chromaticity", "constant_shading", "retinex", "weiss")
 FOLD_KEY = "shards.val_sequences"
 SEED_KEY = "train.seed"
-IGNORED_PARAMS = {FOLD_KEY, SEED_KEY, "evaluate.mit_dir", "sources"}  # paths, fold and seed are not a variant
+# Paths, fold and seed are not a variant, nor are the train keys that do not change what a run computes (the ones
+# training/train.py also lets a resume differ in: checkpoint_every, log_every, num_workers).
+IGNORED_PARAMS = {FOLD_KEY, SEED_KEY, "evaluate.mit_dir", "sources"} | {f"train.{key}" for key in RESUME_NEUTRAL_TRAIN_KEYS}
 # Params added after a baseline commit, with the value that reproduces that commit's code: a row stating it is
 # not a variant of a baseline that lacks the key.
 ADDED_PARAMS = {"model.reflectance": "decoder", "model.input_skip": False, "model.input_skip_shading": True,

@@ -217,6 +217,19 @@ def test_seeds_are_averaged_within_each_fold_before_the_folds():
     assert "| baseline params | 400 | 2 | 1 | 0.0400 | 0.0400 | 0.0400 |" in text  # folds 2, seeds 1 (fold 1's)
 
 
+def test_train_keys_that_do_not_change_a_run_are_not_a_variant():
+    # checkpoint_every / log_every / num_workers change no number a run computes (train.py lets a resume differ in
+    # them), so those runs average with the baseline; min_crop changes the training crops, so it is a variant
+    neutral, other = _seeded("ck-f0", FOLDS[0], 1, 0.03), _seeded("mc-f0", FOLDS[0], 0, 0.05)
+    neutral["revs"][0]["data"]["params"]["params.yaml"]["data"]["train"].update(
+        checkpoint_every=50, log_every=5, num_workers=2)
+    other["revs"][0]["data"]["params"]["params.yaml"]["data"]["train"]["min_crop"] = 0.5
+    frame = T.experiments_frame(_exp_show(_seeded("s0-f0", FOLDS[0], 0, 0.01), neutral, other))
+    labels = dict(zip(frame["Experiment"], T.variant_labels(frame)))
+    assert labels["ck-f0"] == labels["s0-f0"] == "baseline params"
+    assert labels["mc-f0"] == "train.min_crop=0.5"
+
+
 def test_a_baseline_commits_own_run_counts_once_beside_its_queued_twin():
     shown = _exp_show(_exp("f1", FOLDS[1], "dense", 0.06, 0.06, 0.06, 0.5),
                       _exp("twin-f0", FOLDS[0], "dense", 0.03, 0.03, 0.03, 0.5))
