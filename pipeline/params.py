@@ -803,6 +803,14 @@ class EvaluateParams(_Section):
     # 0.12546; 0.02025 / 0.01457 / 0.09085): each helps one fold and costs the other, so they stay.
     # IIW / SAW (real photos, unmeasured here: no data) decode the same way.
     norm_statistics: Literal["running", "image"] = "image"
+    # A second network pass on a softer light (training/decompose.py `soften_light`): g in (0, 1] divides the
+    # image by its first-pass shading to the power g (about its median) and decodes that; None: one pass. The MIT
+    # recipe sets 0.6 (params-mit.yaml cites the rows: 0.01636 / 0.01971 / 0.10688 -> 0.01555 / 0.01965 / 0.10640 on
+    # its eight checkpoints). The embedded default's image_ratio model loses with it (its committed checkpoint,
+    # evaluation only, si-MSE / LMSE / DSSIM avg): synthetic val None 0.01600 / 0.08402 / 0.13914, 0.6 0.01791 /
+    # 0.08300 / 0.14823, 1.0 0.02352 / 0.09312 / 0.16991; all ten MIT objects (never trained on) None 0.0278 /
+    # 0.0325 / 0.1529, 0.6 0.0339 / 0.0414 / 0.1711. So None stays the default.
+    soften_light: Optional[Annotated[float, Field(gt=0.0, le=1.0)]] = None
 
 
 class RayParams(_Section):

@@ -2,7 +2,8 @@
 
 Library: `decompose(model, srgb, long_side=None, flip_average=False, residual_split=None,
 residual_chroma_to_reflectance=False, chroma_edges=None, chroma_edge_min_pixels=0, flatten_reflectance=None,
-flatten_threshold=0.03, flatten_chroma_bandwidth=None, scale_average=(), norm_statistics="running") -> Decomposition`
+flatten_threshold=0.03, flatten_chroma_bandwidth=None, scale_average=(), norm_statistics="running",
+soften_light=None) -> Decomposition`
   srgb         (H, W, 3) float in [0, 1], gamma-encoded (an ordinary photo)
   reflectance  (H, W, 3) float64 LINEAR albedo = exp(log_r), scale arbitrary (the model fixes it only up to
                the illumination colour: image_linear ~= reflectance * shading * light)
@@ -17,6 +18,11 @@ by each s (sides again multiples of 2**depth), resized back to (H, W); log c is 
 `norm_statistics`: "running" (default), the BatchNorm layers use the running averages training left; "image",
 each network pass is normalised by the statistics of its own input image (pix2pix's choice at test time, and what
 training did: each step's batch is one sequence's frames), the running averages untouched (`image_statistics`).
+`soften_light` g in (0, 1]: decode the image again under a softer light (`softened_image`): in linear light it is
+divided by (S / median S) ** g, S the pass's shading, so the network sees the same surfaces with the shading's
+contrast lowered to 1 - g of what it estimated (a harsh light the training lights never made is where it errs
+most); the second pass's reflectance and light are kept and its shading is multiplied back by what was taken out.
+The test-time steps below then apply once, to those layers against the input image.
 `residual_split` a in [0, 1] makes the layers reproduce the image: with the log residual
 eps = log I - log R - log S - log c (I the input's linear RGB at full size, floored at `training.model.LOG_EPS`;
 (H, W, 3)), log R += a * eps and log S += (1 - a) * mean_c(eps), so R * S * c = I up to the colour part of eps
@@ -47,7 +53,7 @@ CLI: `python -m training.decompose IMAGE --checkpoint data/models/checkpoint.pt 
 [--long-side N] [--input-linear] [--flip-average] [--scale-average S [S ...]] [--residual-split A|none]
 [--residual-chroma-to-reflectance|--residual-chroma-split] [--chroma-edges T|none] [--chroma-edge-min-pixels N]
 [--flatten-reflectance K|none] [--flatten-threshold T] [--flatten-chroma-bandwidth B|none]
-[--norm-statistics running|image]` writes DIR/<stem>_reflectance.png, DIR/<stem>_shading.png and
+[--norm-statistics running|image] [--soften-light G|none]` writes DIR/<stem>_reflectance.png, DIR/<stem>_shading.png and
 DIR/<stem>_light.json. Default output is 8-bit sRGB PNG, each layer scaled so its 99th percentile is 1
 (scales are arbitrary); `--linear` writes 16-bit LINEAR PNGs (value / 65535, same scaling; read them with
 cv2.imread(p, cv2.IMREAD_UNCHANGED), never PIL). The input is read as sRGB (any PIL image: 8- or 16-bit, grey
@@ -235,13 +241,28 @@ def shading_in_reflectance(srgb: np.ndarray, log_r: np.ndarray, keep: float, thr
 # `decompose`'s keywords that are also keys of params.yaml's evaluate
 DECOMPOSE_OPTIONS = ("flip_average", "scale_average", "residual_split", "residual_chroma_to_reflectance",
                      "chroma_edges", "chroma_edge_min_pixels", "flatten_reflectance", "flatten_threshold",
-                     "flatten_chroma_bandwidth", "norm_statistics")
+                     "flatten_chroma_bandwidth", "norm_statistics", "soften_light")
 
 
 def decompose_options(settings) -> dict:
     """{keyword: value} for `decompose` from anything with those attributes: `pipeline.params.EvaluateParams`
     (params.yaml's evaluate section) or the CLI's parsed arguments."""
     return {key: getattr(settings, key) for key in DECOMPOSE_OPTIONS}
+
+
+def softened_image(srgb: torch.Tensor, log_s: torch.Tensor, strength: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image under a softer light: sRGB `srgb` (1, 3, H, W) in [0, 1] with its estimated log shading `log_s`
+    (1, 1, H, W) -> (sRGB (1, 3, H, W), the log shading taken out (1, 1, H, W)). In linear light the image is divided
+    by (S / median S) ** strength (median over pixels brighter than DARK_SRGB) and scaled down if that lifts any
+    pixel above 1, so image = softened * exp(taken out) wherever the softened image is not clipped."""
+    bright = srgb.mean(dim=1, keepdim=True) > DARK_SRGB
+    centre = (log_s[bright] if bool(bright.any()) else log_s).median()
+    taken_out = strength * (log_s - centre)
+    linear = srgb_to_linear(srgb.clamp(0.0, 1.0)) * torch.exp(-taken_out)
+    peak = float(linear.amax())
+    if peak > 1.0:
+        linear, taken_out = linear / peak, taken_out + float(np.log(peak))
+    return linear_to_srgb(linear), taken_out
 
 
 @torch.no_grad()
@@ -251,7 +272,7 @@ def decompose(model: torch.nn.Module, srgb: np.ndarray, long_side: Optional[int]
               chroma_edges: Optional[float] = None, chroma_edge_min_pixels: int = 0,
               flatten_reflectance: Optional[float] = None, flatten_threshold: float = 0.03,
               flatten_chroma_bandwidth: Optional[float] = None, scale_average: tuple[float, ...] = (),
-              norm_statistics: str = "running") -> Decomposition:
+              norm_statistics: str = "running", soften_light: Optional[float] = None) -> Decomposition:
     srgb = np.asarray(srgb, np.float32)
     if srgb.ndim != 3 or srgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) sRGB image, got {srgb.shape}")
@@ -271,34 +292,50 @@ def decompose(model: torch.nn.Module, srgb: np.ndarray, long_side: Optional[int]
         raise ValueError(f"flatten_threshold must be > 0, got {flatten_threshold}")
     if flatten_chroma_bandwidth is not None and not flatten_chroma_bandwidth > 0:
         raise ValueError(f"flatten_chroma_bandwidth must be > 0 or None, got {flatten_chroma_bandwidth}")
+    if soften_light is not None and not 0.0 < soften_light <= 1.0:
+        raise ValueError(f"soften_light must be in (0, 1] or None, got {soften_light}")
     h, w = srgb.shape[:2]
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     full = torch.from_numpy(np.ascontiguousarray(srgb.transpose(2, 0, 1)))[None].to(device)
     base = network_size(h, w, model.config.multiple, long_side)
-    with image_statistics(model, norm_statistics == "image"):
-        passes = [_network_layers(model, full, network_size(*base, model.config.multiple, round(max(base) * scale)),
-                                  (h, w), flip_average) for scale in (1.0, *scale_average)]
-    log_r, log_s, log_c = (torch.stack(layer).mean(dim=0) for layer in zip(*passes))
-    if residual_split is not None:
-        residual = log_linear_image(full, LOG_EPS) - log_r - log_s - log_c[:, :, None, None]  # clamps to [0, 1]
-        grey = residual.mean(dim=1, keepdim=True)
-        if residual_chroma_to_reflectance:  # the colour part is reflectance; only the grey part is shared
-            log_r = log_r + residual - (1.0 - residual_split) * grey
-        else:
-            log_r = log_r + residual_split * residual
-        log_s = log_s + (1.0 - residual_split) * grey
+
+    def network(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with image_statistics(model, norm_statistics == "image"):
+            passes = [_network_layers(model, image, network_size(*base, model.config.multiple,
+                                                                 round(max(base) * scale)), (h, w), flip_average)
+                      for scale in (1.0, *scale_average)]
+        return tuple(torch.stack(layer).mean(dim=0) for layer in zip(*passes))
+
+    def finish(log_r: torch.Tensor, log_s: torch.Tensor, log_c: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """The test-time steps on a pass's layers (full size): log R (H, W, 3), log S (H, W) as float64 arrays."""
+        if residual_split is not None:
+            residual = log_linear_image(full, LOG_EPS) - log_r - log_s - log_c[:, :, None, None]  # clamps to [0, 1]
+            grey = residual.mean(dim=1, keepdim=True)
+            if residual_chroma_to_reflectance:  # the colour part is reflectance; only the grey part is shared
+                log_r = log_r + residual - (1.0 - residual_split) * grey
+            else:
+                log_r = log_r + residual_split * residual
+            log_s = log_s + (1.0 - residual_split) * grey
+        log_r = log_r[0].permute(1, 2, 0).cpu().double().numpy()
+        log_s = log_s[0, 0].cpu().double().numpy()
+        if chroma_edges is not None:  # what leaves the shading goes to the reflectance: R * S * c is unchanged
+            refined = chroma_edge_shading(srgb, log_s, chroma_edges, min_pixels=chroma_edge_min_pixels)
+            log_r, log_s = log_r + (log_s - refined)[..., None], refined
+        if flatten_reflectance is not None:  # what leaves the reflectance goes to the shading: R * S * c is unchanged
+            moved = shading_in_reflectance(srgb, log_r, flatten_reflectance, flatten_threshold,
+                                           min_pixels=chroma_edge_min_pixels, chroma_bandwidth=flatten_chroma_bandwidth)
+            log_r, log_s = log_r - moved[..., None], log_s + moved
+        return log_r, log_s
+
+    log_r, log_s, log_c = network(full)
+    if soften_light is not None:  # decode again under a softer light: the same surfaces, flatter shading
+        softer, log_s_removed = softened_image(full, log_s, soften_light)
+        log_r, log_s, log_c = network(softer)
+        log_s = log_s + log_s_removed
     model.train(was_training)
-    log_r = log_r[0].permute(1, 2, 0).cpu().double().numpy()
-    log_s = log_s[0, 0].cpu().double().numpy()
-    if chroma_edges is not None:  # what leaves the shading goes to the reflectance: R * S * c is unchanged
-        refined = chroma_edge_shading(srgb, log_s, chroma_edges, min_pixels=chroma_edge_min_pixels)
-        log_r, log_s = log_r + (log_s - refined)[..., None], refined
-    if flatten_reflectance is not None:  # what leaves the reflectance goes to the shading: R * S * c is unchanged
-        moved = shading_in_reflectance(srgb, log_r, flatten_reflectance, flatten_threshold,
-                                       min_pixels=chroma_edge_min_pixels, chroma_bandwidth=flatten_chroma_bandwidth)
-        log_r, log_s = log_r - moved[..., None], log_s + moved
+    log_r, log_s = finish(log_r, log_s, log_c)
     return Decomposition(reflectance=np.exp(log_r), shading=np.exp(log_s), light=np.exp(log_c[0].cpu().double().numpy()))
 
 
@@ -447,6 +484,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--norm-statistics", choices=NORM_STATISTICS, default=_evaluate_default("norm_statistics"),
                         help="BatchNorm statistics: the running averages or each input image's own "
                              "(default: evaluate.norm_statistics's default)")
+    parser.add_argument("--soften-light", type=_optional_number(lambda v: 0.0 < v <= 1.0, "a number in (0, 1]"),
+                        default=_evaluate_default("soften_light"),
+                        help="decode again with the image divided by its first-pass shading to this power, or "
+                             "'none' (default: evaluate.soften_light's default)")
     args = parser.parse_args(argv)
     try:
         model, _ = load_checkpoint(args.checkpoint)

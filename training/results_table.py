@@ -59,7 +59,7 @@ ADDED_PARAMS = {"model.reflectance": "decoder", "model.input_skip": False, "mode
                 "model.norm": "batch", "train.min_crop": 0.8, "train.max_rotation_deg": 5.0,
                 "train.mix_lights": 0.0, "shards.shading_weights.edge_persistence": None,
                 "train.contrast_lights": 0.0, "train.contrast_gamma": 1.0, "train.lr_schedule": "step",
-                "train.weight_decay": 0.0}
+                "train.weight_decay": 0.0, "evaluate.soften_light": None}
 BASELINE_ROW = "<baseline>"  # Experiment of the row with a baseline commit's own params (and its lock's metrics)
 REFERENCE_LABEL = "baseline params"  # the variant of a row whose params are the reference's
 PAPER_TABLE3 = {"mse_avg": 0.0141, "lmse_avg": 0.0297, "dssim_avg": 0.1332}  # Li & Snavely 2018, Table 3

@@ -14,7 +14,7 @@ import torch
 import yaml
 from PIL import Image
 
-from pipeline.color import linear_to_srgb
+from pipeline.color import linear_to_srgb, srgb_to_linear
 from tests.conftest import shared_path
 from tests.training.test_baselines import lambertian_sequence
 from training import decompose as D
@@ -242,6 +242,59 @@ def test_scale_average_is_the_log_mean_of_the_passes_at_each_scale(tmp_path, che
     with pytest.raises(SystemExit):
         D.main([str(tmp_path / "x.png"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
                 "--scale-average", "-1"])
+
+
+def test_softened_image_divides_by_the_shading_about_its_median_by_hand():
+    """Three pixels, linear 0.5, 0.2, 0.05 (all channels), shading 0.8, 0.4, 0.1: the median log shading is log 0.4,
+    so with g = 1 the linear image becomes 0.5 / 2, 0.2 / 1, 0.05 / 0.25 = 0.25, 0.2, 0.2 and the log shading taken
+    out is log 2, 0, log 0.25; with g = 0.5 and a pixel lifted above 1 (linear 0.9 under shading 0.1 -> 0.9 x 2 =
+    1.8) everything is divided by 1.8 and log 1.8 is taken out too."""
+    linear = torch.tensor([0.5, 0.2, 0.05]).view(1, 1, 1, 3).expand(1, 3, 1, 3)
+    log_s = torch.tensor([0.8, 0.4, 0.1]).log().view(1, 1, 1, 3)
+    softer, taken = D.softened_image(linear_to_srgb(linear), log_s, 1.0)
+    np.testing.assert_allclose(srgb_to_linear(softer)[0, :, 0].numpy(), [[0.25, 0.2, 0.2]] * 3, rtol=1e-4)
+    np.testing.assert_allclose(taken[0, 0, 0].numpy(), np.log([2.0, 1.0, 0.25]), atol=1e-5)
+    linear = torch.tensor([0.5, 0.2, 0.9]).view(1, 1, 1, 3).expand(1, 3, 1, 3)
+    log_s = torch.tensor([0.8, 0.4, 0.1]).log().view(1, 1, 1, 3)  # the median is still 0.4
+    softer, taken = D.softened_image(linear_to_srgb(linear), log_s, 0.5)
+    expect = np.array([0.5 / 2 ** 0.5, 0.2, 0.9 * 2]) / 1.8
+    np.testing.assert_allclose(srgb_to_linear(softer)[0, 0, 0].numpy(), expect, rtol=1e-4)
+    np.testing.assert_allclose(taken[0, 0, 0].numpy(), 0.5 * np.log([2.0, 1.0, 0.25]) + np.log(1.8), atol=1e-5)
+
+
+def test_soften_light_decodes_the_softened_image_and_gives_back_its_shading(tmp_path, checkpoint):
+    """soften_light g: the reflectance and light are the network's on the image softened by the first pass's
+    shading, the shading that pass's times what was taken out, and the test-time steps apply after; the CLI and
+    the params schema reject g outside (0, 1]."""
+    model = E_model(checkpoint)
+    with torch.no_grad():  # a model whose shading is far from flat, so that the softened image differs
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    srgb = np.random.default_rng(3).uniform(0.1, 0.9, (32, 48, 3)).astype(np.float32)
+    full = torch.from_numpy(srgb.transpose(2, 0, 1).copy())[None]
+    plain = D.decompose(model, srgb)
+    softer, taken = D.softened_image(full, torch.from_numpy(np.log(plain.shading)).float()[None, None], 0.7)
+    again = D.decompose(model, softer[0].permute(1, 2, 0).numpy())
+    result = D.decompose(model, srgb, soften_light=0.7)
+    expect = dict(reflectance=again.reflectance, shading=again.shading * np.exp(taken[0, 0].double().numpy()),
+                  light=again.light)
+    for layer, value in expect.items():
+        np.testing.assert_allclose(np.log(getattr(result, layer)), np.log(value), atol=1e-4, err_msg=layer)
+    assert not np.allclose(np.log(result.reflectance), np.log(plain.reflectance), atol=1e-3)
+    # the test-time steps (here the residual split) apply to the second pass's layers against the input image
+    log_r, log_s = np.log(again.reflectance), np.log(again.shading) + taken[0, 0].double().numpy()
+    residual = np.log(srgb_to_linear(srgb.astype(np.float64))) - log_r - log_s[..., None] - np.log(again.light)
+    result = D.decompose(model, srgb, residual_split=0.5, soften_light=0.7)
+    np.testing.assert_allclose(np.log(result.reflectance), log_r + 0.5 * residual, atol=1e-4)
+    np.testing.assert_allclose(np.log(result.shading), log_s + 0.5 * residual.mean(axis=2), atol=1e-4)
+    with pytest.raises(ValueError, match="soften_light"):
+        D.decompose(model, srgb, soften_light=1.5)
+    with pytest.raises(SystemExit):
+        D.main([str(tmp_path / "x.png"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
+                "--soften-light", "0"])
+    from pipeline.params import ParamsError, validate_params
+    with pytest.raises(ParamsError, match="soften_light"):
+        validate_params({"evaluate": {"soften_light": 2.0}})
 
 
 def test_mit_long_side_sets_the_network_size_for_mit_only(tmp_path, checkpoint):
