@@ -6,7 +6,8 @@ MIT recipe's (`small` preset, input_skip on the reflectance decoder) at random i
 weights. Prints seconds (median of --runs after one warm-up) and each step's ratio to the network pass:
 network pass (decompose with every option off), residual_split 0.5, chroma_edges 0.06 (one sparse solve),
 flatten_reflectance 0.3 without and with flatten_chroma_bandwidth 0.1 (one sparse solve; the bandwidth adds one
-O(pixels) kernel regression), `chromaticity_explained` alone, and the full MIT recipe (params-mit.yaml's evaluate).
+O(pixels) kernel regression), soften_light 0.6 (a second network pass on the softened image),
+`chromaticity_explained` alone, and the full MIT recipe (params-mit.yaml's evaluate).
 Then the sparse solve those steps share (`training.baselines.integrate_gradients`, every pixel in the system) by
 sparse LU and by multigrid-preconditioned CG at 0.12, 0.48 and 1 MP (the 1 MP row one run), with LU / multigrid.
 Run: `.venv/bin/python -m bench.decompose [--threads 2] [--runs 5]`.
@@ -57,8 +58,9 @@ def main() -> None:
                                       "chroma_edge_min_pixels": 100},
         "+ flatten 0.3, chroma bandwidth 0.1 (default)": {**off, "residual_split": 0.5, "flatten_reflectance": 0.3,
                                                           "chroma_edge_min_pixels": 100, "flatten_chroma_bandwidth": 0.1},
+        "+ soften_light 0.6 (a second network pass)": {**off, "soften_light": 0.6},
         "MIT recipe (all of them)": {"residual_split": 0.5, "chroma_edges": 0.06, "chroma_edge_min_pixels": 100,
-                                     "flatten_reflectance": 0.3, "flatten_chroma_bandwidth": 0.1},
+                                     "flatten_reflectance": 0.3, "flatten_chroma_bandwidth": 0.1, "soften_light": 0.6},
     }
     with torch.no_grad():
         base = None
