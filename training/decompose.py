@@ -308,34 +308,29 @@ def decompose(model: torch.nn.Module, srgb: np.ndarray, long_side: Optional[int]
                       for scale in (1.0, *scale_average)]
         return tuple(torch.stack(layer).mean(dim=0) for layer in zip(*passes))
 
-    def finish(log_r: torch.Tensor, log_s: torch.Tensor, log_c: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """The test-time steps on a pass's layers (full size): log R (H, W, 3), log S (H, W) as float64 arrays."""
-        if residual_split is not None:
-            residual = log_linear_image(full, LOG_EPS) - log_r - log_s - log_c[:, :, None, None]  # clamps to [0, 1]
-            grey = residual.mean(dim=1, keepdim=True)
-            if residual_chroma_to_reflectance:  # the colour part is reflectance; only the grey part is shared
-                log_r = log_r + residual - (1.0 - residual_split) * grey
-            else:
-                log_r = log_r + residual_split * residual
-            log_s = log_s + (1.0 - residual_split) * grey
-        log_r = log_r[0].permute(1, 2, 0).cpu().double().numpy()
-        log_s = log_s[0, 0].cpu().double().numpy()
-        if chroma_edges is not None:  # what leaves the shading goes to the reflectance: R * S * c is unchanged
-            refined = chroma_edge_shading(srgb, log_s, chroma_edges, min_pixels=chroma_edge_min_pixels)
-            log_r, log_s = log_r + (log_s - refined)[..., None], refined
-        if flatten_reflectance is not None:  # what leaves the reflectance goes to the shading: R * S * c is unchanged
-            moved = shading_in_reflectance(srgb, log_r, flatten_reflectance, flatten_threshold,
-                                           min_pixels=chroma_edge_min_pixels, chroma_bandwidth=flatten_chroma_bandwidth)
-            log_r, log_s = log_r - moved[..., None], log_s + moved
-        return log_r, log_s
-
     log_r, log_s, log_c = network(full)
     if soften_light is not None:  # decode again under a softer light: the same surfaces, flatter shading
         softer, log_s_removed = softened_image(full, log_s, soften_light)
         log_r, log_s, log_c = network(softer)
         log_s = log_s + log_s_removed
+    if residual_split is not None:
+        residual = log_linear_image(full, LOG_EPS) - log_r - log_s - log_c[:, :, None, None]  # clamps to [0, 1]
+        grey = residual.mean(dim=1, keepdim=True)
+        if residual_chroma_to_reflectance:  # the colour part is reflectance; only the grey part is shared
+            log_r = log_r + residual - (1.0 - residual_split) * grey
+        else:
+            log_r = log_r + residual_split * residual
+        log_s = log_s + (1.0 - residual_split) * grey
     model.train(was_training)
-    log_r, log_s = finish(log_r, log_s, log_c)
+    log_r = log_r[0].permute(1, 2, 0).cpu().double().numpy()
+    log_s = log_s[0, 0].cpu().double().numpy()
+    if chroma_edges is not None:  # what leaves the shading goes to the reflectance: R * S * c is unchanged
+        refined = chroma_edge_shading(srgb, log_s, chroma_edges, min_pixels=chroma_edge_min_pixels)
+        log_r, log_s = log_r + (log_s - refined)[..., None], refined
+    if flatten_reflectance is not None:  # what leaves the reflectance goes to the shading: R * S * c is unchanged
+        moved = shading_in_reflectance(srgb, log_r, flatten_reflectance, flatten_threshold,
+                                       min_pixels=chroma_edge_min_pixels, chroma_bandwidth=flatten_chroma_bandwidth)
+        log_r, log_s = log_r - moved[..., None], log_s + moved
     return Decomposition(reflectance=np.exp(log_r), shading=np.exp(log_s), light=np.exp(log_c[0].cpu().double().numpy()))
 
 
