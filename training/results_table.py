@@ -5,6 +5,8 @@
     python -m training.results_table --repo . --merge --csv docs/experiments.csv --out docs/results.md
         (--merge: keep the rows of the existing --csv whose commits this repository no longer has, e.g. the
         experiments of another clone or machine, and add this repository's experiments)
+    ... --reference COMMIT   (describe the variants against that baseline commit's params instead of the newest's,
+        e.g. when the newest commit with experiments is a side branch and not the recipe as committed)
 
 Consumes the experiments of a DVC repository (`dvc exp show --json --all-commits`: per baseline commit its experiments with
 their params and the metrics of `data/eval_metrics.json`, training/evaluate.py) or a CSV saved by an earlier
@@ -15,7 +17,8 @@ call. Produces
   (`train.seed`: a variant's runs at several seeds are averaged, `seeds` column) and the schedule
   (`train.steps`, its own column), and the train keys that change nothing a run computes (`checkpoint_every`,
   `log_every`, `num_workers`); every row is described against ONE reference, the params of the newest
-  baseline commit in the table (the last, with --merge: the recipe as committed, "baseline params"), so rows
+  baseline commit in the table (the last, with --merge: the recipe as committed, "baseline params"; or the commit
+  `--reference` names), so rows
   run on different commits compare. Per variant and fold the scores on the held-out objects ("mit_heldout",
   objects never trained on) averaged over the seeds, then the mean over folds (the cross-object protocol),
   with the baselines scored on the same objects, and the ten-on-ten rows ("mit", a train-set score).
@@ -211,8 +214,24 @@ def extra_sources(value) -> str:
     return ", ".join(f"{url} x{n}" for url, n in pd.Series(urls, dtype=object).value_counts(sort=False).items())
 
 
-def variant_labels(frame: pd.DataFrame) -> pd.Series:
+def reference_commit(frame: pd.DataFrame, reference: str | None = None) -> pd.Series | None:
+    """The baseline row whose params every variant is described against: the newest baseline commit's (frames list
+    commits oldest first), or with `reference` the one baseline commit whose hash starts with it (ValueError naming
+    it and the commits there are when none or several do). None when the frame has no baseline row."""
+    baselines = frame[frame["Experiment"] == BASELINE_ROW].drop_duplicates("baseline")
+    if reference is None:
+        return baselines.iloc[-1] if len(baselines) else None
+    match = baselines[baselines["baseline"].astype(str).str.startswith(reference)]
+    if len(match) != 1:
+        have = ", ".join(str(b)[:7] for b in baselines["baseline"]) or "none"
+        raise ValueError(f"--reference {reference!r} matches {len(match)} baseline commits with experiments "
+                         f"(need exactly one; have: {have})")
+    return match.iloc[0]
+
+
+def variant_labels(frame: pd.DataFrame, reference: str | None = None) -> pd.Series:
     """'k=v, ...' of the params in which each row differs from the reference, the newest baseline commit's params
+    (or those of the commit `reference` names, `reference_commit`)
     (fold and paths excluded; of the source list only the sources beside the MIT objects, `extra_sources`, as
     "sources+=..."); "baseline params" if none. A key added after the reference commit
     compares with ADDED_PARAMS (the value that reproduces the older code) or else with the value of the commit the
@@ -221,9 +240,9 @@ def variant_labels(frame: pd.DataFrame) -> pd.Series:
               and not c.removeprefix(PARAM).startswith("sources") and c != PARAM + "train.steps"]  # steps: own column
     baselines = frame[frame["Experiment"] == BASELINE_ROW]
     own_commit = baselines.drop_duplicates("baseline").set_index("baseline")
-    newest = baselines.iloc[-1] if len(baselines) else None  # frames list commits oldest first (merge_frames)
+    newest = reference_commit(frame, reference)  # the reference commit's row
 
-    def reference(c, row):  # the newest baseline's value; a key it lacks: ADDED_PARAMS, else the row's own commit's
+    def reference_value(c, row):  # the reference's value; a key it lacks: ADDED_PARAMS, else the row's own commit's
         base = row if newest is None else newest
         if _missing(base[c]) and c.removeprefix(PARAM) not in ADDED_PARAMS and row["baseline"] in own_commit.index:
             return _param_value(c, own_commit.loc[row["baseline"], c])
@@ -233,7 +252,7 @@ def variant_labels(frame: pd.DataFrame) -> pd.Series:
 
     def label(row) -> str:
         values = {c: _param_value(c, row[c]) for c in params}
-        diffs = [f"{c.removeprefix(PARAM)}={v}" for c, v in values.items() if v != reference(c, row)]
+        diffs = [f"{c.removeprefix(PARAM)}={v}" for c, v in values.items() if v != reference_value(c, row)]
         extra = extra_sources(row.get(sources))
         if extra != extra_sources(None if newest is None else newest.get(sources)):
             diffs.append(f"sources+={extra or 'none'}")  # training sequences beside the MIT objects
@@ -242,11 +261,11 @@ def variant_labels(frame: pd.DataFrame) -> pd.Series:
     return frame.apply(label, axis=1)
 
 
-def tidy(frame: pd.DataFrame) -> pd.DataFrame:
+def tidy(frame: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
     """Long table: variant, steps, seed, fold, Experiment, rev, baseline (the commit a run was queued from), dataset
     ("mit_heldout" / "mit"), method, metric columns."""
     frame = frame.copy()
-    frame["variant"] = variant_labels(frame)
+    frame["variant"] = variant_labels(frame, reference)
     # a baseline commit's own run (its `dvc repro`, metrics in its dvc.lock) is a run of its params like any
     # experiment: kept when it has metrics (dropped below otherwise); a queued twin at the same seed is averaged
     # with it per (fold, seed) in results_markdown, never counted twice
@@ -340,7 +359,7 @@ def paired_differences(per_run: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def protocol_section(folds: pd.DataFrame, heading: str, intro: str) -> list[str]:
+def protocol_section(folds: pd.DataFrame, heading: str, intro: str, reference: str | None = None) -> list[str]:
     """Markdown lines of one fold protocol: `folds` holds the tidy rows of its folds (every fold holding out the same
     number of objects). Per variant the mean over folds (each fold's seeds averaged first), the seed spread, which
     baselines it beats, the baselines on the same objects and the per-fold si-MSE."""
@@ -357,8 +376,10 @@ def protocol_section(folds: pd.DataFrame, heading: str, intro: str) -> list[str]
     mean = mean.assign(_ref=mean["variant"] != REFERENCE_LABEL).sort_values(["_ref", "mse_avg"]).drop(columns="_ref")
     out = [heading, "", intro + f" ({folds['fold'].nunique()} folds: "
            + "; ".join(f"held out {f}" for f in sorted(folds["fold"].unique())) + ").",
-           f"A variant lists the params it changes against the newest baseline commit's params (the recipe "
-           f"as committed: `{REFERENCE_LABEL}`, first). `seeds`: how many training seeds (`train.seed`) each "
+           f"A variant lists the params it changes against "
+           + (f"the params of baseline commit {reference} (`{REFERENCE_LABEL}`, first; `--reference`)" if reference
+              else f"the newest baseline commit's params (the recipe as committed: `{REFERENCE_LABEL}`, first)")
+           + f". `seeds`: how many training seeds (`train.seed`) each "
            f"fold ran at (the fewest over the folds); a fold's seeds are averaged, then the folds.", ""]
     out += [markdown_table(mean), ""]
     spread = mean[keys].merge(seed_spread(per_fold_seed, keys), on=keys)  # in the mean table's order
@@ -396,7 +417,9 @@ def protocol_section(folds: pd.DataFrame, heading: str, intro: str) -> list[str]
     return out + ["Per fold (si-MSE avg):", "", markdown_table(per_fold), ""]
 
 
-def results_markdown(long: pd.DataFrame) -> str:
+def results_markdown(long: pd.DataFrame, reference: str | None = None) -> str:
+    """The tidy rows -> docs/results.md; `reference`: the commit the rows were labelled against (`tidy`), named
+    in the text (None: the newest baseline commit)."""
     out = ["# Results", "",
            "Generated by `python -m training.results_table` from the DVC experiments (raw rows in",
            "`docs/experiments.csv`); do not edit by hand. Lower is better. `si-MSE`, `LMSE`, `DSSIM` are the",
@@ -408,14 +431,14 @@ def results_markdown(long: pd.DataFrame) -> str:
         out += protocol_section(folds[held == cross_object],
                                 "## Cross-object MIT protocol (mean over folds; held-out objects only)",
                                 "Each fold trains on five objects' light sequences (no ground truth) and scores the "
-                                "other five")
+                                "other five", reference)
     for count in sorted(set(held[held != cross_object])):
         train = len(MIT_OBJECTS) - count
         out += protocol_section(folds[held == count],
                                 f"## Train on {train} objects, score {count} (`mit_recipe --fold k/N`; mean over folds)",
                                 f"Each fold trains on {train} objects' light sequences (no ground truth) and scores the "
                                 f"other {count}: nearer the paper's ten training objects than the cross-object "
-                                f"protocol's five, a measure of what more training objects give")
+                                f"protocol's five, a measure of what more training objects give", reference)
     ten = long[long["fold"] == "all"]
     if not ten.empty:
         out += ["## Ten on ten (train and score the same ten objects: a train-set score)", "",
@@ -431,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("docs/results.md"))
     parser.add_argument("--merge", action="store_true",
                         help="keep the --csv rows of commits the repository's experiments do not include")
+    parser.add_argument("--reference", default=None, metavar="COMMIT",
+                        help="describe the variants against this baseline commit's params (a hash or its prefix; "
+                             "default: the newest baseline commit with experiments)")
     args = parser.parse_args(argv)
     if args.from_csv is not None:
         frame = pd.read_csv(args.from_csv)
@@ -441,12 +467,16 @@ def main(argv: list[str] | None = None) -> int:
             frame = merge_frames(pd.read_csv(args.csv), frame)
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.csv, frame.to_csv(index=False))
-    long = tidy(frame)
+    try:
+        long = tidy(frame, args.reference)
+    except ValueError as error:
+        print(f"results_table: {error}", file=sys.stderr)
+        return 2
     if long.empty:
         print("results_table: no experiment has MIT metrics (data/eval_metrics.json mit / mit_heldout)", file=sys.stderr)
         return 1
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, results_markdown(long))
+    atomic_write_text(args.out, results_markdown(long, args.reference))
     print(f"results_table: {len(frame)} experiments -> {args.out}", file=sys.stderr)
     return 0
 

@@ -325,3 +325,30 @@ def test_paired_differences_subtract_the_reference_at_the_same_fold_and_seed():
     assert ("| loss.rsmooth_kind=local | 400 | 2 | 3/4 | -0.00350 | 0.00250 | -0.00350 | 0.00250 | -0.00350 | "
             "0.00250 |") in paired
     assert "tiny" not in paired and "| baseline params |" not in paired
+
+
+def test_a_named_reference_commit_replaces_the_newest_and_an_unknown_one_is_refused(tmp_path):
+    """--reference picks the commit the variants are described against: the older commit ("dense") named, its own
+    experiment is "baseline params" and the newer commit's is the variant; a prefix matching no commit is an error
+    naming it and the commits there are."""
+    def commit(rev, variant, stamp, name):
+        data = {"timestamp": stamp, "params": {"params.yaml": {"data": {
+            "shards": {"val_sequences": list(FOLDS[0])}, "loss": {"rsmooth_kind": variant}, "train": {"steps": 400},
+            "evaluate": {"mit_dir": "x"}}}}}
+        return {"rev": rev, "name": "main", "data": data,
+                "experiments": [_exp(name, FOLDS[0], variant, 0.01, 0.02, 0.03, 0.03)]}
+
+    frame = T.experiments_frame([commit("beef01", "local", "2026-12-05T13:39:37", "on-new"),
+                                 commit("c0ffee", "dense", "2026-12-05T12:36:35", "on-old")])
+    labels = dict(zip(frame["Experiment"], T.variant_labels(frame, "c0f")))
+    assert labels["on-old"] == "baseline params" and labels["on-new"] == "loss.rsmooth_kind=local"
+    assert dict(zip(frame["Experiment"], T.variant_labels(frame)))["on-new"] == "baseline params"  # default: newest
+    with pytest.raises(ValueError, match=r"--reference 'abc' matches 0 baseline commits .*have: c0ffee, beef01"):
+        T.variant_labels(frame, "abc")
+    csv = tmp_path / "rows.csv"
+    frame.to_csv(csv, index=False)
+    out = tmp_path / "results.md"
+    assert T.main(["--from-csv", str(csv), "--out", str(out), "--reference", "c0ffee"]) == 0
+    assert "against the params of baseline commit c0ffee" in out.read_text()
+    assert T.main(["--from-csv", str(csv), "--out", str(tmp_path / "no.md"), "--reference", "abc"]) == 2
+    assert not (tmp_path / "no.md").exists()
