@@ -241,17 +241,19 @@ def test_a_baseline_commits_own_run_counts_once_beside_its_queued_twin():
     assert "| baseline params | 400 | 2 | 1 | 0.0400 | 0.0400 | 0.0400 |" in T.results_markdown(long)
 
 
+def _commit(rev, variant, stamp, name):
+    """A baseline commit of `dvc exp show --json` made at `stamp` (rsmooth_kind `variant`) with one experiment."""
+    data = {"timestamp": stamp, "params": {"params.yaml": {"data": {
+        "shards": {"val_sequences": list(FOLDS[0])}, "loss": {"rsmooth_kind": variant}, "train": {"steps": 400},
+        "evaluate": {"mit_dir": "x"}}}}}
+    return {"rev": rev, "name": "main", "data": data,
+            "experiments": [_exp(name, FOLDS[0], variant, 0.01, 0.02, 0.03, 0.03)]}
+
+
 def test_the_reference_is_the_newest_commit_whatever_order_exp_show_lists_them_in():
     """`dvc exp show --all-commits` lists commits newest first; two commits with experiments, the newer ("local")
     listed first: it is the reference, so its own params are "baseline params" and the older commit's differ."""
-    def commit(rev, variant, stamp, name):
-        data = {"timestamp": stamp, "params": {"params.yaml": {"data": {
-            "shards": {"val_sequences": list(FOLDS[0])}, "loss": {"rsmooth_kind": variant}, "train": {"steps": 400},
-            "evaluate": {"mit_dir": "x"}}}}}
-        return {"rev": rev, "name": "main", "data": data,
-                "experiments": [_exp(name, FOLDS[0], variant, 0.01, 0.02, 0.03, 0.03)]}
-
-    shown = [commit("new", "local", "2026-12-05T13:39:37", "on-new"), commit("old", "dense", "2026-12-05T12:36:35", "on-old")]
+    shown = [_commit("new", "local", "2026-12-05T13:39:37", "on-new"), _commit("old", "dense", "2026-12-05T12:36:35", "on-old")]
     frame = T.experiments_frame(shown)
     assert list(dict.fromkeys(frame["baseline"])) == ["old", "new"]
     labels = dict(zip(frame["Experiment"], T.variant_labels(frame)))
@@ -331,15 +333,8 @@ def test_a_named_reference_commit_replaces_the_newest_and_an_unknown_one_is_refu
     """--reference picks the commit the variants are described against: the older commit ("dense") named, its own
     experiment is "baseline params" and the newer commit's is the variant; a prefix matching no commit is an error
     naming it and the commits there are."""
-    def commit(rev, variant, stamp, name):
-        data = {"timestamp": stamp, "params": {"params.yaml": {"data": {
-            "shards": {"val_sequences": list(FOLDS[0])}, "loss": {"rsmooth_kind": variant}, "train": {"steps": 400},
-            "evaluate": {"mit_dir": "x"}}}}}
-        return {"rev": rev, "name": "main", "data": data,
-                "experiments": [_exp(name, FOLDS[0], variant, 0.01, 0.02, 0.03, 0.03)]}
-
-    frame = T.experiments_frame([commit("beef01", "local", "2026-12-05T13:39:37", "on-new"),
-                                 commit("c0ffee", "dense", "2026-12-05T12:36:35", "on-old")])
+    frame = T.experiments_frame([_commit("beef01", "local", "2026-12-05T13:39:37", "on-new"),
+                                 _commit("c0ffee", "dense", "2026-12-05T12:36:35", "on-old")])
     labels = dict(zip(frame["Experiment"], T.variant_labels(frame, "c0f")))
     assert labels["on-old"] == "baseline params" and labels["on-new"] == "loss.rsmooth_kind=local"
     assert dict(zip(frame["Experiment"], T.variant_labels(frame)))["on-new"] == "baseline params"  # default: newest
