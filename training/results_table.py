@@ -59,7 +59,7 @@ ADDED_PARAMS = {"model.reflectance": "decoder", "model.input_skip": False, "mode
                 "evaluate.flatten_chroma_bandwidth": None, "synthetic.tonal_paint": 0.0,
                 "evaluate.residual_chroma_to_reflectance": False, "evaluate.scale_average": [],
                 "loss.rsmooth_guide": "frame", "evaluate.norm_statistics": "running",
-                "model.norm": "batch", "model.input_encoding": "srgb", "train.min_crop": 0.8, "train.max_rotation_deg": 5.0,
+                "model.norm": "batch", "train.min_crop": 0.8, "train.max_rotation_deg": 5.0,
                 "train.mix_lights": 0.0, "shards.shading_weights.edge_persistence": None,
                 "train.contrast_lights": 0.0, "train.contrast_gamma": 1.0, "train.lr_schedule": "step",
                 "train.weight_decay": 0.0, "evaluate.soften_light": None}
