@@ -307,10 +307,6 @@ class ModelParams(_Section):
     #   0.1431; instance 0.0182 / 0.0886 / 0.1485, 0.0169 / 0.0883 / 0.1414 (si-MSE worse at both seeds)
     # so "batch" stays.
     norm: Literal["batch", "instance"] = "batch"
-    # The network's input: "srgb", the gamma-encoded image mapped to [-1, 1] (the paper's, the authors'); "log", log
-    # linear RGB mapped to [-1, 1] (training/model.py `encode_input`), so a harsher or dimmer light is a scaling or
-    # an offset of the input as it is of the log layers the network outputs.
-    input_encoding: Literal["srgb", "log"] = "srgb"
 
 
 class LossParams(_Section):

@@ -9,8 +9,7 @@
 
 Architecture (as the authors' pix2pix-style "multi U-Net", Li & Snavely CVPR 2018):
 - encoder level k = 1..depth: [LeakyReLU 0.2 unless k = 1] Conv 4x4 stride 2 [BatchNorm unless k = 1 or k = depth];
-  channels c_k = min(base_channels * 2**(k-1), max_channels); the input is srgb mapped to [-1, 1] (or, with
-  `input_encoding="log"`, not the paper's, log linear RGB mapped to [-1, 1]: `encode_input`).
+  channels c_k = min(base_channels * 2**(k-1), max_channels); the input is srgb mapped to [-1, 1].
 - each decoder level k = depth..1: ReLU, ConvTranspose 4x4 stride 2 (or, with `upsample="bilinear"`, a 2x
   bilinear upsampling then Conv 3x3, which avoids the transposed convolution's checkerboard) (input: the innermost features at k = depth,
   else the previous decoder output concatenated with the encoder skip e_k), BatchNorm unless k = 1; level 1
@@ -45,7 +44,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 from pathlib import Path
 from dataclasses import dataclass
 
@@ -53,7 +51,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline.color import srgb_to_linear
 from training.loss import LossConfig, log_linear_image
 
 LOG_EPS = LossConfig.log_eps  # floor of linear RGB before the log in reflectance="image_ratio": the loss's default
@@ -74,7 +71,6 @@ class ModelConfig:
     input_skip_channels: int = 8  # full-resolution features of level 1 with input_skip (16: 3x the step time on CPU)
     input_skip_shading: bool = True  # with input_skip: False leaves the shading decoder the paper's level 1
     norm: str = "batch"  # "batch" (the authors') | "instance": each image normalised by its own statistics
-    input_encoding: str = "srgb"  # "srgb" (the authors': [-1, 1] sRGB) | "log": log linear RGB mapped to [-1, 1]
 
     PRESETS = {  # type: ignore[misc]  (class constant, not a field: no annotation)
         "tiny": dict(depth=5, base_channels=8, max_channels=64, color_hidden=64),
@@ -88,8 +84,6 @@ class ModelConfig:
             raise ValueError(f"depth must be >= 2, got {self.depth}")
         if self.upsample not in ("transposed", "bilinear"):
             raise ValueError(f"upsample must be transposed|bilinear, got {self.upsample!r}")
-        if self.input_encoding not in ("srgb", "log"):
-            raise ValueError(f"input_encoding must be srgb|log, got {self.input_encoding!r}")
         if self.norm not in ("batch", "instance"):
             raise ValueError(f"norm must be batch|instance, got {self.norm!r}")
         if self.reflectance not in ("decoder", "image_ratio"):
@@ -109,8 +103,7 @@ class ModelConfig:
         """From `pipeline.params.ModelParams` (the `model` section of params.yaml)."""
         return dataclasses.replace(cls.preset(params.preset), color_head=params.color_head, upsample=params.upsample,
                                    reflectance=params.reflectance, input_skip=params.input_skip,
-                                   input_skip_shading=params.input_skip_shading, norm=params.norm,
-                                   input_encoding=params.input_encoding)
+                                   input_skip_shading=params.input_skip_shading, norm=params.norm)
 
     @property
     def multiple(self) -> int:
@@ -203,7 +196,7 @@ class IntrinsicUNet(nn.Module):
         m = self.config.multiple
         if srgb.ndim != 4 or srgb.shape[1] != 3 or srgb.shape[2] % m or srgb.shape[3] % m:
             raise ValueError(f"expected (B, 3, H, W) with H, W multiples of {m}, got {tuple(srgb.shape)}")
-        x = image = encode_input(srgb, self.config.input_encoding)
+        x = image = srgb * 2.0 - 1.0
         skips = []
         for level in self.encoder:
             x = level(x)
@@ -219,21 +212,6 @@ class IntrinsicUNet(nn.Module):
         else:
             log_r = self._decode(self.reflectance, skips, image)
         return log_r, log_s, log_c
-
-
-INPUT_LOG_FLOOR = 1e-3  # "log" input: log(linear + this), so [0, 1] linear maps to [log 1e-3, log 1.001] ~ [-6.9, 0]
-
-
-def encode_input(srgb: torch.Tensor, encoding: str) -> torch.Tensor:
-    """The network's input (B, 3, H, W) from gamma-encoded srgb in [0, 1]: "srgb" 2 srgb - 1 (the authors'), "log"
-    log(linear + INPUT_LOG_FLOOR) mapped affinely from [log floor, 0] to [-1, 1] (computed in float32): a light's
-    change of intensity or contrast is then an offset or a scaling of the input, as it is of the log outputs."""
-    if encoding == "srgb":
-        return srgb * 2.0 - 1.0
-    low = math.log(INPUT_LOG_FLOOR)
-    with torch.autocast(device_type=srgb.device.type, enabled=False):
-        log_i = torch.log(srgb_to_linear(srgb.float().clamp(0.0, 1.0)) + INPUT_LOG_FLOOR)
-    return (2.0 * (log_i - low) / -low - 1.0).to(srgb.dtype)
 
 
 def _float32(layer: nn.Module, *xs: torch.Tensor) -> torch.Tensor:

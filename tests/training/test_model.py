@@ -167,28 +167,3 @@ def test_instance_norm_decomposes_each_image_on_its_own_in_training(tmp_path, no
     loaded, _ = load_checkpoint(path)
     assert loaded.config.norm == norm
     assert torch.allclose(loaded(x)[1], model.eval()(x)[1], atol=1e-6)
-
-
-def test_log_input_encoding_maps_linear_light_to_the_unit_interval_and_old_checkpoints_keep_srgb(tmp_path):
-    """"log": 2 (log(lin + 1e-3) - log 1e-3) / -log 1e-3 - 1, hand-computed at sRGB 0, 0.5 (linear
-    ((0.5 + 0.055) / 1.055)^2.4 = 0.21404) and 1; "srgb": 2 x - 1. A checkpoint whose config lacks the key
-    (written before it existed) loads as the paper's "srgb" network."""
-    from training.model import encode_input
-    srgb = torch.tensor([0.0, 0.5, 1.0]).view(1, 1, 1, 3).expand(1, 3, 1, 3)
-    low = torch.log(torch.tensor(1e-3))
-    expected = [2 * (torch.log(torch.tensor(v + 1e-3)) - low) / -low - 1 for v in (0.0, 0.21404, 1.0)]
-    assert encode_input(srgb, "log")[0, 1, 0].tolist() == pytest.approx([e.item() for e in expected], abs=1e-4)
-    assert encode_input(srgb, "srgb")[0, 0, 0].tolist() == [-1.0, 0.0, 1.0]
-    with pytest.raises(ValueError, match="input_encoding must be srgb|log"):
-        ModelConfig(input_encoding="linear")
-    assert ModelConfig.from_params(ModelParams(input_encoding="log")).input_encoding == "log"
-    config = ModelConfig(depth=3, base_channels=4, max_channels=8, color_hidden=5)
-    old = {k: v for k, v in dataclasses.asdict(config).items() if k != "input_encoding"}
-    path = tmp_path / "old.pt"
-    torch.save({"model": IntrinsicUNet(config).state_dict(), "model_config": old}, path)
-    assert load_checkpoint(path)[0].config.input_encoding == "srgb"
-    logged = IntrinsicUNet(dataclasses.replace(config, input_encoding="log")).eval()
-    plain = IntrinsicUNet(config).eval()
-    plain.load_state_dict(logged.state_dict())  # same weights, different input: different outputs
-    x = torch.rand(1, 3, 16, 24)
-    assert not torch.allclose(logged(x)[1], plain(x)[1])
