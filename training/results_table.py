@@ -240,10 +240,10 @@ def variant_labels(frame: pd.DataFrame, reference: str | None = None) -> pd.Seri
               and not c.removeprefix(PARAM).startswith("sources") and c != PARAM + "train.steps"]  # steps: own column
     baselines = frame[frame["Experiment"] == BASELINE_ROW]
     own_commit = baselines.drop_duplicates("baseline").set_index("baseline")
-    newest = reference_commit(frame, reference)  # the reference commit's row
+    reference_row = reference_commit(frame, reference)
 
     def reference_value(c, row):  # the reference's value; a key it lacks: ADDED_PARAMS, else the row's own commit's
-        base = row if newest is None else newest
+        base = row if reference_row is None else reference_row
         if _missing(base[c]) and c.removeprefix(PARAM) not in ADDED_PARAMS and row["baseline"] in own_commit.index:
             return _param_value(c, own_commit.loc[row["baseline"], c])
         return _param_value(c, base[c])
@@ -254,7 +254,7 @@ def variant_labels(frame: pd.DataFrame, reference: str | None = None) -> pd.Seri
         values = {c: _param_value(c, row[c]) for c in params}
         diffs = [f"{c.removeprefix(PARAM)}={v}" for c, v in values.items() if v != reference_value(c, row)]
         extra = extra_sources(row.get(sources))
-        if extra != extra_sources(None if newest is None else newest.get(sources)):
+        if extra != extra_sources(None if reference_row is None else reference_row.get(sources)):
             diffs.append(f"sources+={extra or 'none'}")  # training sequences beside the MIT objects
         return ", ".join(diffs) or REFERENCE_LABEL
 
