@@ -229,6 +229,23 @@ def reference_commit(frame: pd.DataFrame, reference: str | None = None) -> pd.Se
     return match.iloc[0]
 
 
+def unknown_reference(repo: str, reference: str, saved_csv: Path | None = None) -> str | None:
+    """Why `reference` cannot name a baseline commit, checked before the experiments are read: it must be a hash
+    prefix (4-40 hex digits) of a commit of `repo`, or of a baseline in `saved_csv` (--merge keeps those). None
+    when it may; `reference_commit` still checks that the commit has experiments."""
+    import re
+    import subprocess
+
+    if not re.fullmatch(r"[0-9a-f]{4,40}", reference):
+        return f"--reference {reference!r} is not a commit hash or its prefix (4-40 hex digits)"
+    found = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{reference}^{{commit}}"], cwd=repo,
+                           capture_output=True, text=True).returncode == 0
+    if not found and saved_csv is not None and saved_csv.exists():
+        found = pd.read_csv(saved_csv, usecols=["baseline"])["baseline"].astype(str).str.startswith(reference).any()
+    return None if found else f"--reference {reference!r} names no commit of {repo}" + (
+        f" nor a baseline of {saved_csv}" if saved_csv is not None else "")
+
+
 def variant_labels(frame: pd.DataFrame, reference: str | None = None) -> pd.Series:
     """'k=v, ...' of the params in which each row differs from the reference, the newest baseline commit's params
     (or those of the commit `reference` names, `reference_commit`)
@@ -461,6 +478,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_csv is not None:
         frame = pd.read_csv(args.from_csv)
     else:
+        problem = args.reference and unknown_reference(args.repo, args.reference, args.csv if args.merge else None)
+        if problem:  # before `dvc exp show` (minutes) and before the --csv is rewritten
+            print(f"results_table: {problem}", file=sys.stderr)
+            return 2
         frame = experiments_frame(dvc_exp_show(args.repo))
         frame = drop_stale_runs(frame, stale_commits(args.repo, frame["rev"][frame["Experiment"] == BASELINE_ROW]))
         if args.merge and args.csv.exists():

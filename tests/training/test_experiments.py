@@ -349,3 +349,27 @@ def test_a_named_reference_commit_replaces_the_newest_and_an_unknown_one_is_refu
     assert "against the params of baseline commit c0ffee" in out.read_text()
     assert T.main(["--from-csv", str(csv), "--out", str(tmp_path / "no.md"), "--reference", "abc"]) == 2
     assert not (tmp_path / "no.md").exists()
+
+
+def test_a_bad_reference_is_refused_before_the_experiments_are_read(tmp_path, capsys):
+    """In --repo mode --reference is checked first: not a hash prefix, or a prefix of no commit of the repository
+    (nor, with --merge, of a saved baseline), returns 2 without running `dvc exp show` (this git repository has no
+    DVC: reaching it would raise) and leaves the --csv as it was."""
+    import subprocess
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "c"],
+                   cwd=tmp_path, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, check=True, capture_output=True,
+                          text=True).stdout.strip()
+    unknown = "0000" if not head.startswith("0000") else "ffff"
+    csv = tmp_path / "rows.csv"
+    csv.write_text("Experiment,rev,baseline\n<baseline>,c0ffee1,c0ffee1\n")
+    for reference in ("HEAD", unknown, "c0ffee"):  # c0ffee: only in the saved rows, and no --merge
+        argv = ["--repo", str(tmp_path), "--csv", str(csv), "--out", str(tmp_path / "r.md"), "--reference", reference]
+        assert T.main(argv) == 2
+        assert reference in capsys.readouterr().err
+    assert csv.read_text() == "Experiment,rev,baseline\n<baseline>,c0ffee1,c0ffee1\n" and not (tmp_path / "r.md").exists()
+    assert T.unknown_reference(str(tmp_path), head[:7]) is None
+    assert T.unknown_reference(str(tmp_path), "c0ffee", csv) is None  # a saved baseline: --merge keeps it
+    assert "nor a baseline of" in T.unknown_reference(str(tmp_path), unknown, csv)
