@@ -214,6 +214,11 @@ def extra_sources(value) -> str:
     return ", ".join(f"{url} x{n}" for url, n in pd.Series(urls, dtype=object).value_counts(sort=False).items())
 
 
+def _names(baselines: pd.Series, reference: str) -> pd.Series:
+    """Which baseline commit hashes `reference` names: the hash or a prefix of it (the one rule of --reference)."""
+    return baselines.astype(str).str.startswith(reference)
+
+
 def reference_commit(frame: pd.DataFrame, reference: str | None = None) -> pd.Series | None:
     """The baseline row whose params every variant is described against: the newest baseline commit's (frames list
     commits oldest first), or with `reference` the one baseline commit whose hash starts with it (ValueError naming
@@ -221,7 +226,7 @@ def reference_commit(frame: pd.DataFrame, reference: str | None = None) -> pd.Se
     baselines = frame[frame["Experiment"] == BASELINE_ROW].drop_duplicates("baseline")
     if reference is None:
         return baselines.iloc[-1] if len(baselines) else None
-    match = baselines[baselines["baseline"].astype(str).str.startswith(reference)]
+    match = baselines[_names(baselines["baseline"], reference)]
     if len(match) != 1:
         have = ", ".join(str(b)[:7] for b in baselines["baseline"]) or "none"
         raise ValueError(f"--reference {reference!r} matches {len(match)} baseline commits with experiments "
@@ -241,7 +246,7 @@ def unknown_reference(repo: str, reference: str, saved_csv: Path | None = None) 
     found = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{reference}^{{commit}}"], cwd=repo,
                            capture_output=True, text=True).returncode == 0
     if not found and saved_csv is not None and saved_csv.exists():
-        found = pd.read_csv(saved_csv, usecols=["baseline"])["baseline"].astype(str).str.startswith(reference).any()
+        found = _names(pd.read_csv(saved_csv, usecols=["baseline"])["baseline"], reference).any()
     return None if found else f"--reference {reference!r} names no commit of {repo}" + (
         f" nor a baseline of {saved_csv}" if saved_csv is not None else "")
 
